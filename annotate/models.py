@@ -1,0 +1,169 @@
+"""Projects, items to label, annotations and work assignments."""
+
+import uuid
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+
+
+class Role(models.TextChoices):
+    """Project roles, lowest to highest: each role can do what the ones below it can."""
+
+    ANNOTATOR = "annotator", "Annotator"
+    CURATOR = "curator", "Curator"
+    ADMIN = "admin", "Admin"
+
+    @classmethod
+    def rank(cls, role: str) -> int:
+        return [cls.ANNOTATOR, cls.CURATOR, cls.ADMIN].index(cls(role))
+
+
+class Project(models.Model):
+    name = models.CharField(max_length=200, unique=True)
+    guidelines = models.TextField(blank=True, help_text="Markdown shown to annotators.")
+    overlap = models.PositiveSmallIntegerField(
+        default=3,
+        validators=[MinValueValidator(1), MaxValueValidator(50)],
+        help_text="How many annotations each item should get.",
+    )
+    lease_minutes = models.PositiveSmallIntegerField(
+        default=30,
+        validators=[MinValueValidator(1), MaxValueValidator(24 * 60)],
+        help_text="How long an item stays reserved for the annotator it was handed to.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.ANNOTATOR)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "user"], name="membership_unique_user")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.project} as {self.role}"
+
+
+class ImportBatch(models.Model):
+    """One imported file: what it was, who imported it, and what came of it."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="import_batches")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    file_name = models.CharField(max_length=255)
+    upload = models.FileField(upload_to="imports/%Y/%m/", blank=True)
+    format = models.CharField(max_length=32)
+    seed = models.BigIntegerField(help_text="Seed of the chosen/rejected to A/B shuffle.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    records_read = models.PositiveIntegerField(default=0)
+    bytes_total = models.BigIntegerField(default=0)
+    bytes_read = models.BigIntegerField(default=0)
+    items_created = models.PositiveIntegerField(default=0)
+    duplicates_skipped = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.file_name} ({self.format}, {self.status})"
+
+
+class Item(models.Model):
+    """A prompt with two responses to compare."""
+
+    class SourceLabel(models.IntegerChoices):
+        A = -1, "A preferred"
+        TIE = 0, "Tie"
+        B = 1, "B preferred"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="items")
+    import_batch = models.ForeignKey(ImportBatch, null=True, blank=True, on_delete=models.SET_NULL)
+    prompt = models.JSONField(help_text='Chat turns: [{"role": "user", "content": "..."}, ...]')
+    response_a = models.TextField()
+    response_b = models.TextField()
+    source = models.CharField(max_length=200, blank=True)
+    external_id = models.CharField(max_length=200, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    content_hash = models.CharField(max_length=64)
+    # Which side the original data preferred; for evaluation only, never shown to annotators.
+    source_label = models.SmallIntegerField(choices=SourceLabel.choices, null=True, blank=True)
+    # Submitted annotations, kept in step by annotation_submit under the item's row lock,
+    # so that "least annotated first" is an index scan rather than a count per item.
+    annotation_count = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "content_hash"], name="item_unique_content")]
+        indexes = [models.Index(fields=["project", "annotation_count", "id"], name="item_queue_order")]
+
+    def __str__(self) -> str:
+        return f"Item {self.pk} of project {self.project_id}"
+
+
+class Assignment(models.Model):
+    """An item handed to an annotator: a lease while open, then submitted or skipped."""
+
+    class Status(models.TextChoices):
+        LEASED = "leased", "Leased"
+        SUBMITTED = "submitted", "Submitted"
+        SKIPPED = "skipped", "Skipped"
+
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="assignments")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.LEASED)
+    leased_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    skip_reason = models.CharField(max_length=500, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["item", "annotator"], name="assignment_unique_annotator")]
+        indexes = [
+            models.Index(fields=["item", "expires_at"], name="assignment_live_lease", condition=Q(status="leased")),
+            models.Index(fields=["annotator", "status"], name="assignment_by_annotator"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.item} to {self.annotator} ({self.status})"
+
+
+class Annotation(models.Model):
+    """One annotator's judgement of one item."""
+
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="annotations")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="annotations")
+    # -3..+3: negative favours response A, positive favours B, 0 is a tie (HelpSteer2-Preference).
+    strength = models.SmallIntegerField(validators=[MinValueValidator(-3), MaxValueValidator(3)])
+    justification = models.TextField(blank=True)
+    seconds_spent = models.FloatField(default=0, validators=[MinValueValidator(0)])
+    submission_uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["item", "annotator"], name="annotation_unique_annotator"),
+            models.CheckConstraint(condition=Q(strength__gte=-3, strength__lte=3), name="annotation_strength_range"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.annotator} on {self.item}: {self.strength:+d}"

@@ -1,0 +1,146 @@
+"""Reads: what pages and exports show."""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.cache import cache
+from django.db.models import Avg, Exists, OuterRef, QuerySet
+
+from .models import Annotation, Assignment, ImportBatch, Item, Project
+
+
+def projects_for_user(user: AbstractBaseUser) -> QuerySet[Project]:
+    if getattr(user, "is_superuser", False):
+        return Project.objects.all()
+    return Project.objects.filter(memberships__user_id=user.pk)
+
+
+@dataclass(frozen=True)
+class Progress:
+    done: int
+    skipped: int
+    remaining: int
+
+    @property
+    def total(self) -> int:
+        return self.done + self.remaining
+
+    @property
+    def percent(self) -> int:
+        return round(100 * self.done / self.total) if self.total else 100
+
+
+def progress_for_annotator(*, project: Project, annotator: AbstractBaseUser) -> Progress:
+    """Items this annotator has done, skipped, and could still be given in this project."""
+    mine = Assignment.objects.filter(item__project=project, annotator_id=annotator.pk)
+    done = Annotation.objects.filter(item__project=project, annotator_id=annotator.pk).count()
+    skipped = mine.filter(status=Assignment.Status.SKIPPED).count()
+    finished_by_me = Assignment.objects.filter(
+        item=OuterRef("pk"),
+        annotator_id=annotator.pk,
+        status__in=[Assignment.Status.SUBMITTED, Assignment.Status.SKIPPED],
+    )
+    annotated_by_me = Annotation.objects.filter(item=OuterRef("pk"), annotator_id=annotator.pk)
+    remaining = (
+        Item.objects.filter(project=project, annotation_count__lt=project.overlap)
+        .exclude(Exists(finished_by_me))
+        .exclude(Exists(annotated_by_me))
+        .count()
+    )
+    return Progress(done=done, skipped=skipped, remaining=remaining)
+
+
+@dataclass(frozen=True)
+class ProjectCounts:
+    items: int
+    complete: int
+    annotations: int
+
+
+def project_counts(*, project: Project) -> ProjectCounts:
+    items = Item.objects.filter(project=project)
+    return ProjectCounts(
+        items=items.count(),
+        complete=items.filter(annotation_count__gte=project.overlap).count(),
+        annotations=Annotation.objects.filter(item__project=project).count(),
+    )
+
+
+@dataclass(frozen=True)
+class ConsensusPair:
+    item_id: int
+    prompt: list[dict[str, str]]
+    chosen: str
+    rejected: str
+    mean_strength: float
+    annotations: int
+
+
+def consensus_pairs(*, project: Project, chunk_size: int = 2000) -> Iterator[ConsensusPair]:
+    """Items with a consensus, streamed: at least `overlap` annotations and a mean strength that is not a tie.
+
+    The sign of the mean strength decides: negative means A was preferred.
+    """
+    rows = (
+        Item.objects.filter(project=project, annotation_count__gte=project.overlap)
+        .annotate(mean_strength=Avg("annotations__strength"))
+        .exclude(mean_strength=0)
+        .order_by("id")
+        .values_list("id", "prompt", "response_a", "response_b", "mean_strength", "annotation_count")
+    )
+    for item_id, prompt, response_a, response_b, mean, count in rows.iterator(chunk_size=chunk_size):
+        a_wins = mean < 0
+        yield ConsensusPair(
+            item_id=item_id,
+            prompt=prompt,
+            chosen=response_a if a_wins else response_b,
+            rejected=response_b if a_wins else response_a,
+            mean_strength=float(mean),
+            annotations=count,
+        )
+
+
+def project_by_ref(ref: str) -> Project | None:
+    """A project by exact name, or else by id: how command-line tools name projects."""
+    project = Project.objects.filter(name=ref).first()
+    if project is None and ref.isdigit():
+        project = Project.objects.filter(pk=int(ref)).first()
+    return project
+
+
+def import_batches_for_project(project: Project) -> QuerySet[ImportBatch]:
+    """The project's imports, newest first; views look batches up in here so a foreign id is not found."""
+    return ImportBatch.objects.filter(project=project).select_related("created_by").order_by("-created_at", "-id")
+
+
+@dataclass(frozen=True)
+class ImportProgress:
+    records_read: int
+    bytes_read: int
+    bytes_total: int
+
+    @property
+    def percent(self) -> int:
+        return min(100, round(100 * self.bytes_read / self.bytes_total)) if self.bytes_total else 0
+
+
+def import_progress_cache_key(batch_id: int) -> str:
+    return f"concord:import-progress:{batch_id}"
+
+
+def import_progress(batch: ImportBatch) -> ImportProgress:
+    """How far an import has got.
+
+    A running import writes its items in one transaction, so its progress is published through the cache
+    (the batch row would show nothing until the commit); a finished one has its counts on the row.
+    """
+    if batch.status == ImportBatch.Status.RUNNING:
+        published = cache.get(import_progress_cache_key(batch.pk))
+        if published:
+            return ImportProgress(**published)
+    if batch.status == ImportBatch.Status.DONE:
+        return ImportProgress(
+            records_read=batch.records_read, bytes_read=batch.bytes_total, bytes_total=batch.bytes_total
+        )
+    return ImportProgress(records_read=batch.records_read, bytes_read=batch.bytes_read, bytes_total=batch.bytes_total)

@@ -1,0 +1,213 @@
+"""Handing out work, taking annotations and skips.
+
+Invariant kept here: for every item, submitted annotations plus live leases never exceed the project's
+overlap, and an annotator never gets the same item twice. Every lease is created, renewed or ended while
+holding the item's row lock, so a count taken after acquiring that lock is exact.
+"""
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import transaction
+from django.db.models import Count, Exists, F, IntegerField, OuterRef, Subquery, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from annotate.constants import JUSTIFICATION_MAX_CHARS, SKIP_REASON_MAX_CHARS, STRENGTH_MAX, STRENGTH_MIN
+from annotate.models import Annotation, Assignment, Item, Project
+
+# How many locked-but-full candidates assignment_next steps past before giving up on this request.
+MAX_CANDIDATE_TRIES = 20
+
+
+class LabelingError(Exception):
+    """A submit or skip that cannot be accepted; the message is shown to the annotator."""
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    annotation: Annotation
+    created: bool  # False when this was a repeat of an earlier submission
+
+
+def _live_leases(item_id: int, now: datetime, *, exclude_annotator_id: int | None = None) -> int:
+    leases = Assignment.objects.filter(item_id=item_id, status=Assignment.Status.LEASED, expires_at__gt=now)
+    if exclude_annotator_id is not None:
+        leases = leases.exclude(annotator_id=exclude_annotator_id)
+    return leases.count()
+
+
+def _current_lease(*, project: Project, annotator: AbstractBaseUser, now: datetime) -> Assignment | None:
+    return (
+        Assignment.objects.filter(
+            item__project=project, annotator_id=annotator.pk, status=Assignment.Status.LEASED, expires_at__gt=now
+        )
+        .order_by("leased_at")
+        .first()
+    )
+
+
+def _candidates(*, project: Project, annotator: AbstractBaseUser, now: datetime, passed: list[int]):  # type: ignore[no-untyped-def]
+    """Items that still need annotations and that this annotator has not done, least annotated first."""
+    live_leases = (
+        Assignment.objects.filter(item=OuterRef("pk"), status=Assignment.Status.LEASED, expires_at__gt=now)
+        .order_by()
+        .values("item")
+        .annotate(n=Count("id"))
+        .values("n")
+    )
+    finished_by_me = Assignment.objects.filter(
+        item=OuterRef("pk"),
+        annotator_id=annotator.pk,
+        status__in=[Assignment.Status.SUBMITTED, Assignment.Status.SKIPPED],
+    )
+    annotated_by_me = Annotation.objects.filter(item=OuterRef("pk"), annotator_id=annotator.pk)
+    return (
+        Item.objects.filter(project=project, annotation_count__lt=project.overlap)
+        .exclude(pk__in=passed)
+        .exclude(Exists(finished_by_me))
+        .exclude(Exists(annotated_by_me))
+        .annotate(leases=Coalesce(Subquery(live_leases, output_field=IntegerField()), Value(0)))
+        .filter(annotation_count__lt=project.overlap - F("leases"))
+        .order_by("annotation_count", "id")
+    )
+
+
+def _lease(*, item: Item, annotator: AbstractBaseUser, now: datetime) -> Assignment:
+    expires = now + timedelta(minutes=item.project.lease_minutes)
+    assignment, _ = Assignment.objects.update_or_create(
+        item=item,
+        annotator_id=annotator.pk,
+        defaults={"status": Assignment.Status.LEASED, "leased_at": now, "expires_at": expires},
+    )
+    return assignment
+
+
+def assignment_next(*, project: Project, annotator: AbstractBaseUser) -> Item | None:
+    """The item this annotator should label now, leased to them; None when nothing is left.
+
+    An annotator with a live lease gets that item again (a reload shows the same item) and the lease is
+    renewed. Otherwise the least-annotated open item is locked with SKIP LOCKED, so concurrent requests
+    never wait on each other, and re-checked under the lock before it is leased.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        current = _current_lease(project=project, annotator=annotator, now=now)
+        if current is not None:
+            item = Item.objects.select_for_update().select_related("project").get(pk=current.item_id)
+            current.expires_at = now + timedelta(minutes=project.lease_minutes)
+            current.save(update_fields=["expires_at"])
+            return item
+    passed: list[int] = []
+    for _ in range(MAX_CANDIDATE_TRIES):
+        with transaction.atomic():
+            candidates = _candidates(project=project, annotator=annotator, now=now, passed=passed)
+            item = candidates.select_for_update(skip_locked=True, of=("self",)).select_related("project").first()
+            if item is None:
+                # Every open item may be locked by someone else's lease being written right now: wait for
+                # the first one rather than report an empty queue that is not empty. One row by primary key,
+                # in a transaction holding no other lock, so this wait cannot be part of a deadlock.
+                first_id = candidates.values_list("pk", flat=True).first()
+                if first_id is None:
+                    return None
+                item = Item.objects.select_for_update().select_related("project").get(pk=first_id)
+            # The candidate query saw leases as of its snapshot; recount now that we hold the row lock.
+            taken = item.annotation_count + _live_leases(item.pk, now, exclude_annotator_id=annotator.pk)
+            if taken < project.overlap:
+                _lease(item=item, annotator=annotator, now=now)
+                return item
+            passed.append(item.pk)
+    return None
+
+
+def _validate_submission(*, strength: int, justification: str, seconds_spent: float) -> None:
+    if not STRENGTH_MIN <= strength <= STRENGTH_MAX:
+        raise LabelingError(f"strength must be between {STRENGTH_MIN} and {STRENGTH_MAX}, got {strength}")
+    if len(justification) > JUSTIFICATION_MAX_CHARS:
+        raise LabelingError(f"justification is longer than {JUSTIFICATION_MAX_CHARS} characters")
+    if seconds_spent < 0:
+        raise LabelingError("seconds_spent cannot be negative")
+
+
+def _ensure_slot(*, item: Item, annotator: AbstractBaseUser, now: datetime) -> None:
+    """Accept work on a live lease, or on an expired one while the item still has room."""
+    mine = Assignment.objects.filter(item=item, annotator_id=annotator.pk).first()
+    if mine is not None and mine.status == Assignment.Status.LEASED and mine.expires_at > now:
+        return
+    if mine is not None and mine.status == Assignment.Status.SKIPPED:
+        raise LabelingError("You skipped this item, so it cannot be submitted.")
+    others = _live_leases(item.pk, now, exclude_annotator_id=annotator.pk)
+    if item.annotation_count + others >= item.project.overlap:
+        raise LabelingError("Your time on this item ran out and it has gone to other annotators.")
+
+
+@transaction.atomic
+def annotation_submit(
+    *,
+    item: Item,
+    annotator: AbstractBaseUser,
+    strength: int,
+    justification: str,
+    seconds_spent: float,
+    submission_uuid: uuid.UUID,
+) -> SubmitResult:
+    """Record an annotation. Repeating a submission (same UUID, or the same item again) changes nothing."""
+    _validate_submission(strength=strength, justification=justification, seconds_spent=seconds_spent)
+    item = Item.objects.select_for_update().select_related("project").get(pk=item.pk)
+    earlier = Annotation.objects.filter(submission_uuid=submission_uuid).first()
+    if earlier is not None:
+        if earlier.item_id != item.pk or earlier.annotator_id != annotator.pk:
+            raise LabelingError("This submission id belongs to another annotation.")
+        return SubmitResult(annotation=earlier, created=False)
+    earlier = Annotation.objects.filter(item=item, annotator_id=annotator.pk).first()
+    if earlier is not None:
+        return SubmitResult(annotation=earlier, created=False)
+    now = timezone.now()
+    _ensure_slot(item=item, annotator=annotator, now=now)
+    annotation = Annotation(
+        item=item,
+        annotator_id=annotator.pk,
+        strength=strength,
+        justification=justification,
+        seconds_spent=seconds_spent,
+        submission_uuid=submission_uuid,
+    )
+    annotation.full_clean()
+    annotation.save()
+    Item.objects.filter(pk=item.pk).update(annotation_count=F("annotation_count") + 1)
+    Assignment.objects.update_or_create(
+        item=item,
+        annotator_id=annotator.pk,
+        defaults={"status": Assignment.Status.SUBMITTED, "finished_at": now},
+        create_defaults={"status": Assignment.Status.SUBMITTED, "finished_at": now, "leased_at": now, "expires_at": now},
+    )
+    return SubmitResult(annotation=annotation, created=True)
+
+
+@transaction.atomic
+def assignment_skip(*, item: Item, annotator: AbstractBaseUser, reason: str) -> Assignment:
+    """Give an item back with a reason; this annotator will not be offered it again."""
+    reason = reason.strip()
+    if not reason:
+        raise LabelingError("Say why you skip this item.")
+    if len(reason) > SKIP_REASON_MAX_CHARS:
+        raise LabelingError(f"The skip reason is longer than {SKIP_REASON_MAX_CHARS} characters.")
+    item = Item.objects.select_for_update().get(pk=item.pk)
+    if Annotation.objects.filter(item=item, annotator_id=annotator.pk).exists():
+        raise LabelingError("You already submitted this item.")
+    now = timezone.now()
+    assignment, _ = Assignment.objects.update_or_create(
+        item=item,
+        annotator_id=annotator.pk,
+        defaults={"status": Assignment.Status.SKIPPED, "skip_reason": reason, "finished_at": now},
+        create_defaults={
+            "status": Assignment.Status.SKIPPED,
+            "skip_reason": reason,
+            "finished_at": now,
+            "leased_at": now,
+            "expires_at": now,
+        },
+    )
+    return assignment

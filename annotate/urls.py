@@ -1,0 +1,15 @@
+from django.urls import path
+
+from .views import imports, labeling, projects
+
+app_name = "annotate"
+
+urlpatterns = [
+    path("projects/", projects.project_list, name="project_list"),
+    path("projects/<int:project_id>/", projects.project_queue, name="project_queue"),
+    path("projects/<int:project_id>/label/", labeling.label, name="label"),
+    path("projects/<int:project_id>/items/<int:item_id>/submit/", labeling.submit, name="submit"),
+    path("projects/<int:project_id>/items/<int:item_id>/skip/", labeling.skip, name="skip"),
+    path("projects/<int:project_id>/imports/", imports.import_list, name="import_list"),
+    path("projects/<int:project_id>/imports/<int:batch_id>/", imports.import_detail, name="import_detail"),
+]

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# `make test`: install what is missing (browser included), start the services, then lint, type-check,
+# check migrations and run the test suite against the real PostgreSQL and Redis.
+source "$(dirname "$0")/common.sh"
+cd "$ROOT"
+
+"$ROOT/scripts/bootstrap.sh" --dev
+"$ROOT/scripts/services.sh" start
+
+say "ruff"
+"$VENV/bin/ruff" check .
+"$VENV/bin/ruff" format --check .
+say "mypy"
+"$VENV/bin/mypy" .
+say "migrations"
+DJANGO_SETTINGS_MODULE=concord.settings.test "$VENV/bin/python" manage.py makemigrations --check --dry-run
+say "deploy checks"
+DJANGO_SETTINGS_MODULE=concord.settings.production SECRET_KEY="$(head -c 48 /dev/urandom | base64)" \
+  ALLOWED_HOSTS=concord.example.org "$VENV/bin/python" manage.py check --deploy --fail-level WARNING
+say "pytest"
+"$VENV/bin/pytest" "$@"
