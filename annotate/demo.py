@@ -45,9 +45,13 @@ def _follow_up(rng: random.Random) -> DemoPair:
     return DemoPair(prompt, better, worse, "multi-turn")
 
 
+TOPICS = ["a binary search", "a hash table", "a linked list", "recursion", "a queue"]
+READERS = ["a beginner", "a new colleague", "a student", "my manager", "a curious teenager", "a designer"]
+
+
 def _style(rng: random.Random) -> DemoPair:
-    topic = rng.choice(["a binary search", "a hash table", "a linked list", "recursion", "a queue"])
-    prompt = [{"role": "user", "content": f"Explain {topic} to a beginner in two sentences."}]
+    topic, reader = rng.choice(TOPICS), rng.choice(READERS)
+    prompt = [{"role": "user", "content": f"Explain {topic} to {reader} in two sentences."}]
     better = {
         "a binary search": "Binary search finds an item in a sorted list by checking the middle and discarding "
         "the half that cannot hold it.\nRepeating this halves the work each step, so it is very fast.",
@@ -68,6 +72,14 @@ GENERATORS = [_arithmetic, _conversion, _follow_up, _style]
 
 
 def demo_pairs(*, count: int, seed: int = 7) -> Iterator[DemoPair]:
+    """`count` distinct pairs (as long as the generators have that many to give)."""
     rng = random.Random(seed)
-    for index in range(count):
-        yield GENERATORS[index % len(GENERATORS)](rng)
+    seen: set[str] = set()
+    for attempt in range(count * 20):
+        if len(seen) == count:
+            return
+        pair = GENERATORS[attempt % len(GENERATORS)](rng)
+        key = repr(pair.prompt) + pair.better
+        if key not in seen:
+            seen.add(key)
+            yield pair

@@ -7,13 +7,15 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.cache import cache
 from django.db.models import Avg, Exists, OuterRef, QuerySet
 
-from .models import Annotation, Assignment, ImportBatch, Item, Project
+from .models import Annotation, Assignment, ImportBatch, Item, Membership, Project, Role
 
 
-def projects_for_user(user: AbstractBaseUser) -> QuerySet[Project]:
+def projects_with_roles(user: AbstractBaseUser) -> list[tuple[Project, str]]:
+    """The projects a user can open, each with the user's role there. Superusers see every project as admins."""
     if getattr(user, "is_superuser", False):
-        return Project.objects.all()
-    return Project.objects.filter(memberships__user_id=user.pk)
+        return [(project, Role.ADMIN) for project in Project.objects.all()]
+    memberships = Membership.objects.filter(user_id=user.pk).select_related("project").order_by("project__name")
+    return [(membership.project, membership.role) for membership in memberships]
 
 
 @dataclass(frozen=True)

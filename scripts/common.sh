@@ -20,6 +20,7 @@ PG_OS_USER="${CONCORD_PG_OS_USER:-concord-pg}"
 
 export DATABASE_URL="${DATABASE_URL:-postgres://$PG_USER@127.0.0.1:$PG_PORT/$PG_DB}"
 export CELERY_BROKER_URL="${CELERY_BROKER_URL:-redis://127.0.0.1:$REDIS_PORT/0}"
+export CACHE_URL="${CACHE_URL:-redis://127.0.0.1:$REDIS_PORT/1}"
 
 say() { printf '\033[1m[concord]\033[0m %s\n' "$*"; }
 

@@ -181,7 +181,12 @@ def annotation_submit(
         item=item,
         annotator_id=annotator.pk,
         defaults={"status": Assignment.Status.SUBMITTED, "finished_at": now},
-        create_defaults={"status": Assignment.Status.SUBMITTED, "finished_at": now, "leased_at": now, "expires_at": now},
+        create_defaults={
+            "status": Assignment.Status.SUBMITTED,
+            "finished_at": now,
+            "leased_at": now,
+            "expires_at": now,
+        },
     )
     return SubmitResult(annotation=annotation, created=True)
 

@@ -16,7 +16,9 @@ def markdown(text: str) -> SafeString:
     """Project guidelines as HTML. Markdown lets raw HTML through, so nh3 (an allow-list sanitiser)
     strips everything but the tags above and unsafe link schemes before the result is marked safe."""
     html = markdown_lib.markdown(text or "", extensions=["tables", "sane_lists"])
-    cleaned = nh3.clean(html, tags=_ALLOWED_TAGS, url_schemes={"http", "https", "mailto"}, link_rel="noopener noreferrer")
+    cleaned = nh3.clean(
+        html, tags=_ALLOWED_TAGS, url_schemes={"http", "https", "mailto"}, link_rel="noopener noreferrer"
+    )
     return mark_safe(cleaned)  # noqa: S308 - sanitised by nh3 just above
 
 

@@ -4,18 +4,14 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from annotate.access import project_for_member, role_in_project
-from annotate.models import Membership, Role
-from annotate.selectors import progress_for_annotator, project_counts, projects_for_user
+from annotate.models import Role
+from annotate.selectors import progress_for_annotator, project_counts, projects_with_roles
 
 
 @require_GET
 @login_required
 def project_list(request: HttpRequest) -> HttpResponse:
-    roles = dict(Membership.objects.filter(user_id=request.user.pk).values_list("project_id", "role"))
-    projects = [
-        (project, Role.ADMIN if request.user.is_superuser else roles.get(project.pk))
-        for project in projects_for_user(request.user)  # type: ignore[arg-type]
-    ]
+    projects = projects_with_roles(request.user)  # type: ignore[arg-type]
     return render(request, "annotate/project_list.html", {"projects": projects})
 
 

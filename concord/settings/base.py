@@ -114,6 +114,15 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 12 * 3600)}
 CELERY_TASK_ALWAYS_EAGER = False
 
+# Short-lived state shared by web and workers, such as the progress of an import still in its transaction.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": env_str("CACHE_URL", "redis://127.0.0.1:56379/1"),
+        "KEY_PREFIX": env_str("CACHE_KEY_PREFIX", "concord"),
+    }
+}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -14,7 +14,12 @@ from django.core.management.base import BaseCommand
 from annotate.models import Role
 from annotate.services.demo import demo_project_seed
 
-DEMO_USERS = [("admin", Role.ADMIN), ("curator", Role.CURATOR), ("annotator1", Role.ANNOTATOR), ("annotator2", Role.ANNOTATOR)]
+DEMO_USERS = [
+    ("admin", Role.ADMIN),
+    ("curator", Role.CURATOR),
+    ("annotator1", Role.ANNOTATOR),
+    ("annotator2", Role.ANNOTATOR),
+]
 
 
 def _demo_passwords(path: Path) -> dict[str, str]:
