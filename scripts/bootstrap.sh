@@ -55,7 +55,8 @@ python_packages() {
   want="$(cat "$ROOT"/requirements*.txt | sha256sum | cut -d' ' -f1)"
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     say "installing Python packages from $(basename "$reqs")"
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$reqs"
+    # (pip warns about extra index folders some machines configure but lack; that noise is dropped.)
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$reqs" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
     echo "$want" >"$stamp"
   fi
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Starts or stops the private PostgreSQL cluster and Redis under var/.
-# Usage: services.sh start|stop|status. Services pointed elsewhere by
+# Usage: services.sh start|stop|status|running. Services pointed elsewhere by
 # DATABASE_URL / CELERY_BROKER_URL are left alone.
 source "$(dirname "$0")/common.sh"
 
@@ -85,5 +85,10 @@ case "${1:-}" in
     BIN="$(pg_bindir)" && pg_running && say "PostgreSQL: running" || say "PostgreSQL: stopped"
     redis_cli ping >/dev/null 2>&1 && say "Redis: running" || say "Redis: stopped"
     ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+  running)
+    # Exit status 0 when every private service this configuration uses is already up.
+    if uses_private_pg; then BIN="$(pg_bindir)" && pg_running || exit 1; fi
+    if uses_private_redis; then redis_cli ping >/dev/null 2>&1 || exit 1; fi
+    ;;
+  *) echo "usage: $0 start|stop|status|running" >&2; exit 2 ;;
 esac

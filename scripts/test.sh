@@ -5,6 +5,10 @@ source "$(dirname "$0")/common.sh"
 cd "$ROOT"
 
 "$ROOT/scripts/bootstrap.sh" --dev
+# Services that were already up (a `make run` in another terminal) stay up; ones started here stop at the end.
+if ! "$ROOT/scripts/services.sh" running; then
+  trap '"$ROOT/scripts/services.sh" stop' EXIT
+fi
 "$ROOT/scripts/services.sh" start
 
 say "ruff"

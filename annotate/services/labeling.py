@@ -75,14 +75,18 @@ def _candidates(*, project: Project, annotator: AbstractBaseUser, now: datetime,
     )
 
 
-def _lease(*, item: Item, annotator: AbstractBaseUser, now: datetime) -> Assignment:
+def _lease(*, item: Item, annotator: AbstractBaseUser, now: datetime) -> None:
+    """Create or renew this annotator's lease on the item in one statement (INSERT ... ON CONFLICT DO UPDATE)."""
     expires = now + timedelta(minutes=item.project.lease_minutes)
-    assignment, _ = Assignment.objects.update_or_create(
-        item=item,
-        annotator_id=annotator.pk,
-        defaults={"status": Assignment.Status.LEASED, "leased_at": now, "expires_at": expires},
+    lease = Assignment(
+        item=item, annotator_id=annotator.pk, status=Assignment.Status.LEASED, leased_at=now, expires_at=expires
     )
-    return assignment
+    Assignment.objects.bulk_create(
+        [lease],
+        update_conflicts=True,
+        unique_fields=["item", "annotator"],
+        update_fields=["status", "leased_at", "expires_at"],
+    )
 
 
 def assignment_next(*, project: Project, annotator: AbstractBaseUser) -> Item | None:
@@ -93,13 +97,15 @@ def assignment_next(*, project: Project, annotator: AbstractBaseUser) -> Item | 
     never wait on each other, and re-checked under the lock before it is leased.
     """
     now = timezone.now()
-    with transaction.atomic():
-        current = _current_lease(project=project, annotator=annotator, now=now)
-        if current is not None:
+    current = _current_lease(project=project, annotator=annotator, now=now)
+    if current is not None:
+        with transaction.atomic():
             item = Item.objects.select_for_update().select_related("project").get(pk=current.item_id)
-            current.expires_at = now + timedelta(minutes=project.lease_minutes)
-            current.save(update_fields=["expires_at"])
-            return item
+            # Re-checked under the item lock: a lease that lapsed meanwhile may have gone to someone else.
+            live = Assignment.objects.filter(pk=current.pk, status=Assignment.Status.LEASED, expires_at__gt=now)
+            renewed = live.update(expires_at=now + timedelta(minutes=project.lease_minutes))
+            if renewed:
+                return item
     passed: list[int] = []
     for _ in range(MAX_CANDIDATE_TRIES):
         with transaction.atomic():
