@@ -42,3 +42,18 @@ def item_for_annotator(user: AnyUser, project_id: int, item_id: int) -> Item:
     if item is None:
         raise Http404("No such item")
     return item
+
+
+def membership_in_project(user: AnyUser, project_id: int, membership_id: int) -> Membership:
+    """A membership of a project the user administers; one of any other project is a 404."""
+    project = project_for_member(user, project_id, min_role=Role.ADMIN)
+    membership = Membership.objects.filter(pk=membership_id, project=project).select_related("project", "user").first()
+    if membership is None:
+        raise Http404("No such member")
+    return membership
+
+
+def require_staff(user: AnyUser) -> None:
+    """Creating projects is for staff users (Django's is_staff), not for every account."""
+    if not getattr(user, "is_staff", False):
+        raise PermissionDenied("Only staff users can create projects")

@@ -6,7 +6,15 @@ app_name = "annotate"
 
 urlpatterns = [
     path("projects/", projects.project_list, name="project_list"),
+    path("projects/new/", projects.project_new, name="project_new"),
     path("projects/<int:project_id>/", projects.project_queue, name="project_queue"),
+    path("projects/<int:project_id>/settings/", projects.project_settings, name="project_settings"),
+    path("projects/<int:project_id>/members/", projects.project_members, name="project_members"),
+    path(
+        "projects/<int:project_id>/members/<int:membership_id>/remove/",
+        projects.member_remove,
+        name="member_remove",
+    ),
     path("projects/<int:project_id>/label/", labeling.label, name="label"),
     path("projects/<int:project_id>/items/<int:item_id>/submit/", labeling.submit, name="submit"),
     path("projects/<int:project_id>/items/<int:item_id>/skip/", labeling.skip, name="skip"),

@@ -6,6 +6,10 @@ from django.db import transaction
 from annotate.models import Membership, Project, Role
 
 
+class MembershipError(Exception):
+    """A membership change that would leave the project in a bad state; the message says why."""
+
+
 @transaction.atomic
 def project_create(
     *, name: str, guidelines: str = "", overlap: int = 3, lease_minutes: int = 30, created_by: AbstractBaseUser
@@ -19,7 +23,35 @@ def project_create(
 
 
 @transaction.atomic
+def project_update(*, project: Project, name: str, guidelines: str, overlap: int, lease_minutes: int) -> Project:
+    """Change a project's settings. A higher overlap sends finished items back to annotators' queues."""
+    project.name, project.guidelines = name, guidelines
+    project.overlap, project.lease_minutes = overlap, lease_minutes
+    project.full_clean()
+    project.save(update_fields=["name", "guidelines", "overlap", "lease_minutes"])
+    return project
+
+
+@transaction.atomic
 def membership_set(*, project: Project, user: AbstractBaseUser, role: str) -> Membership:
     """Give a user a role in a project, or change the role they have."""
+    existing = Membership.objects.select_for_update().filter(project=project, user_id=user.pk).first()
+    if existing is not None and existing.role == Role.ADMIN and role != Role.ADMIN:
+        _ensure_another_admin(project=project, leaving=existing)
     membership, _ = Membership.objects.update_or_create(project=project, user_id=user.pk, defaults={"role": Role(role)})
     return membership
+
+
+@transaction.atomic
+def membership_remove(*, membership: Membership) -> None:
+    """Take a user out of a project. Their annotations stay; they get no more work here."""
+    if membership.role == Role.ADMIN:
+        _ensure_another_admin(project=membership.project, leaving=membership)
+    membership.delete()
+
+
+def _ensure_another_admin(*, project: Project, leaving: Membership) -> None:
+    # Locking every admin row of the project makes two admins demoting each other at once safe.
+    admins = Membership.objects.select_for_update().filter(project=project, role=Role.ADMIN).exclude(pk=leaving.pk)
+    if not list(admins.values_list("pk", flat=True)):
+        raise MembershipError("A project needs at least one admin: make someone else admin first.")
