@@ -33,6 +33,23 @@ class Project(models.Model):
         validators=[MinValueValidator(1), MaxValueValidator(24 * 60)],
         help_text="How long an item stays reserved for the annotator it was handed to.",
     )
+
+    class PairMode(models.TextChoices):
+        ALL = "all", "All pairs"
+        ADJACENT = "adjacent", "Neighbours in the given order (1v2, 2v3, ...)"
+        FIRST = "first", "The first response against each other one"
+
+    pair_mode = models.CharField(
+        max_length=16,
+        choices=PairMode.choices,
+        default=PairMode.ALL,
+        help_text="Which pairs of an item with more than two responses annotators compare.",
+    )
+    gold_rate = models.FloatField(
+        default=0.1,
+        validators=[MinValueValidator(0), MaxValueValidator(1)],
+        help_text="Share of items handed out that are gold items (known answers), while any are left to give.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -53,6 +70,24 @@ class Membership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} in {self.project} as {self.role}"
+
+
+class LabelSchema(models.Model):
+    """One version of what a project's annotators label. Versions are never edited: a change adds a version,
+    and each annotation keeps the version it was made under."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="label_schemas")
+    version = models.PositiveIntegerField()
+    definition = models.JSONField()
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "version"], name="label_schema_unique_version")]
+        ordering = ["project", "-version"]
+
+    def __str__(self) -> str:
+        return f"{self.project} schema v{self.version}"
 
 
 class ImportBatch(models.Model):
@@ -87,8 +122,27 @@ class ImportBatch(models.Model):
         return f"{self.file_name} ({self.format}, {self.status})"
 
 
+class ItemGroup(models.Model):
+    """A prompt with K >= 2 responses (ranked replies, several model outputs). Annotators see two at a time:
+    the group's items are its pairs, chosen by the project's pair mode."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="item_groups")
+    import_batch = models.ForeignKey(ImportBatch, null=True, blank=True, on_delete=models.SET_NULL)
+    prompt = models.JSONField()
+    context = models.TextField(blank=True)
+    # [{"key": "prediction 1", "text": "...", "meta": {...}}, ...]
+    responses = models.JSONField()
+    source = models.CharField(max_length=200, blank=True)
+    external_id = models.CharField(max_length=200, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"Group {self.pk} ({len(self.responses)} responses)"
+
+
 class Item(models.Model):
-    """A prompt with two responses to compare."""
+    """A prompt with two responses to compare: the unit of work handed to annotators."""
 
     class SourceLabel(models.IntegerChoices):
         A = -1, "A preferred"
@@ -98,8 +152,14 @@ class Item(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="items")
     import_batch = models.ForeignKey(ImportBatch, null=True, blank=True, on_delete=models.SET_NULL)
     prompt = models.JSONField(help_text='Chat turns: [{"role": "user", "content": "..."}, ...]')
+    # Reference material the responses should rest on (retrieved passages, a document); shown above the prompt.
+    context = models.TextField(blank=True)
     response_a = models.TextField()
     response_b = models.TextField()
+    # For a pair drawn from a group of K responses: the group and which two of its responses these are.
+    group = models.ForeignKey(ItemGroup, null=True, blank=True, on_delete=models.CASCADE, related_name="items")
+    response_a_index = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_b_index = models.PositiveSmallIntegerField(null=True, blank=True)
     source = models.CharField(max_length=200, blank=True)
     external_id = models.CharField(max_length=200, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
@@ -109,14 +169,37 @@ class Item(models.Model):
     # Submitted annotations, kept in step by annotation_submit under the item's row lock,
     # so that "least annotated first" is an index scan rather than a count per item.
     annotation_count = models.PositiveIntegerField(default=0)
+    # Gold items have a known answer (GoldAnswer); every annotator may get them, regardless of overlap.
+    is_gold = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["project", "content_hash"], name="item_unique_content")]
-        indexes = [models.Index(fields=["project", "annotation_count", "id"], name="item_queue_order")]
+        indexes = [
+            models.Index(
+                fields=["project", "annotation_count", "id"], name="item_queue_order", condition=Q(is_gold=False)
+            ),
+            models.Index(fields=["project", "id"], name="item_gold", condition=Q(is_gold=True)),
+        ]
 
     def __str__(self) -> str:
         return f"Item {self.pk} of project {self.project_id}"
+
+
+class GoldAnswer(models.Model):
+    """The expected answer of a gold item, against which annotators' work is scored."""
+
+    item = models.OneToOneField(Item, on_delete=models.CASCADE, related_name="gold_answer")
+    # -1: A is better, 0: tie, +1: B is better (the sign of the strength, whatever the scale).
+    preference_sign = models.SmallIntegerField(validators=[MinValueValidator(-1), MaxValueValidator(1)])
+    # Optional: {"a": {"helpfulness": 3, ...}, "b": {...}}; ratings within one point count as right.
+    ratings = models.JSONField(default=dict, blank=True)
+    note = models.TextField(blank=True, help_text="Why this is the answer; shown to curators.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"Gold answer for {self.item}"
 
 
 class Assignment(models.Model):
@@ -151,9 +234,25 @@ class Annotation(models.Model):
 
     item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="annotations")
     annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="annotations")
-    # -3..+3: negative favours response A, positive favours B, 0 is a tie (HelpSteer2-Preference).
-    strength = models.SmallIntegerField(validators=[MinValueValidator(-3), MaxValueValidator(3)])
+
+    class Origin(models.TextChoices):
+        HUMAN = "human", "Labeled in Concord"
+        IMPORTED = "imported", "Imported with the data"
+
+    schema = models.ForeignKey(LabelSchema, null=True, blank=True, on_delete=models.PROTECT)
+    origin = models.CharField(max_length=16, choices=Origin.choices, default=Origin.HUMAN)
+    # -3..+3: negative favours response A, positive favours B, 0 is a tie (HelpSteer2-Preference). The binary
+    # scale uses -1/0/+1. Empty when the schema asks for no preference.
+    strength = models.SmallIntegerField(null=True, blank=True, validators=[MinValueValidator(-3), MaxValueValidator(3)])
     justification = models.TextField(blank=True)
+    # Fine-grained labels, validated against the schema (annotate.labels):
+    # ratings {"a": {"helpfulness": 3, ...}, "b": {...}}; spans [{"response": "a", "start": 0, "end": 12,
+    # "category": "irrelevant"}]; missing [{"response": "b", "category": "missing_major"}];
+    # corrections {"a": "edited text"}.
+    ratings = models.JSONField(default=dict, blank=True)
+    spans = models.JSONField(default=list, blank=True)
+    missing = models.JSONField(default=list, blank=True)
+    corrections = models.JSONField(default=dict, blank=True)
     seconds_spent = models.FloatField(default=0, validators=[MinValueValidator(0)])
     submission_uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -166,4 +265,5 @@ class Annotation(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.annotator} on {self.item}: {self.strength:+d}"
+        preference = "no preference" if self.strength is None else f"{self.strength:+d}"
+        return f"{self.annotator} on {self.item}: {preference}"

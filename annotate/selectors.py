@@ -1,5 +1,6 @@
 """Reads: what pages and exports show."""
 
+import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -7,7 +8,8 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.cache import cache
 from django.db.models import Avg, Exists, OuterRef, QuerySet
 
-from .models import Annotation, Assignment, ImportBatch, Item, Membership, Project, Role
+from .labels import DEFAULT_SCHEMA
+from .models import Annotation, Assignment, ImportBatch, Item, LabelSchema, Membership, Project, Role
 
 
 def projects_with_roles(user: AbstractBaseUser) -> list[tuple[Project, str]]:
@@ -146,3 +148,10 @@ def import_progress(batch: ImportBatch) -> ImportProgress:
             records_read=batch.records_read, bytes_read=batch.bytes_total, bytes_total=batch.bytes_total
         )
     return ImportProgress(records_read=batch.records_read, bytes_read=batch.bytes_read, bytes_total=batch.bytes_total)
+
+
+def label_schema_current(*, project: Project) -> LabelSchema:
+    """The project's newest schema version. A project that has none yet (made in Django's admin site, say)
+    gets an unsaved default, version 0; annotation_submit saves it as version 1 on first use."""
+    schema = LabelSchema.objects.filter(project=project).order_by("-version").first()
+    return schema or LabelSchema(project=project, version=0, definition=copy.deepcopy(DEFAULT_SCHEMA))

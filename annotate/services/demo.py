@@ -9,6 +9,7 @@ from django.db import transaction
 from annotate.demo import demo_pairs
 from annotate.models import Item, Project, Role
 from annotate.services.projects import membership_set
+from annotate.services.schemas import default_schema, label_schema_set
 
 DEMO_PROJECT = "Demo: everyday questions"
 DEMO_GUIDELINES = """Compare the two responses to the **last user turn**.
@@ -26,6 +27,8 @@ def demo_project_seed(*, accounts: list[tuple[str, str, str]], item_count: int) 
     project, _ = Project.objects.get_or_create(
         name=DEMO_PROJECT, defaults={"guidelines": DEMO_GUIDELINES, "overlap": 2, "lease_minutes": 30}
     )
+    # The demo shows everything Concord collects: the default schema (HelpSteer2 ratings, spans, preference).
+    label_schema_set(project=project, definition=default_schema())
     User = get_user_model()
     for username, role, password in accounts:
         user, _ = User.objects.get_or_create(username=username)

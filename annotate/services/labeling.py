@@ -15,15 +15,22 @@ from django.db.models import Count, Exists, F, IntegerField, OuterRef, Subquery,
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from annotate.constants import JUSTIFICATION_MAX_CHARS, SKIP_REASON_MAX_CHARS, STRENGTH_MAX, STRENGTH_MIN
+from annotate.constants import SKIP_REASON_MAX_CHARS
+from annotate.labels import LabelError, Labels, labels_clean
 from annotate.models import Annotation, Assignment, Item, Project
+from annotate.services.schemas import label_schema_ensure
 
 # How many locked-but-full candidates assignment_next steps past before giving up on this request.
 MAX_CANDIDATE_TRIES = 20
 
 
 class LabelingError(Exception):
-    """A submit or skip that cannot be accepted; the message is shown to the annotator."""
+    """A submit or skip that cannot be accepted; the message is shown to the annotator, and `errors` lists
+    each problem with the field it is about."""
+
+    def __init__(self, message: str, *, errors: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors or [message]
 
 
 @dataclass(frozen=True)
@@ -128,15 +135,6 @@ def assignment_next(*, project: Project, annotator: AbstractBaseUser) -> Item | 
     return None
 
 
-def _validate_submission(*, strength: int, justification: str, seconds_spent: float) -> None:
-    if not STRENGTH_MIN <= strength <= STRENGTH_MAX:
-        raise LabelingError(f"strength must be between {STRENGTH_MIN} and {STRENGTH_MAX}, got {strength}")
-    if len(justification) > JUSTIFICATION_MAX_CHARS:
-        raise LabelingError(f"justification is longer than {JUSTIFICATION_MAX_CHARS} characters")
-    if seconds_spent < 0:
-        raise LabelingError("seconds_spent cannot be negative")
-
-
 def _ensure_slot(*, item: Item, annotator: AbstractBaseUser, now: datetime) -> None:
     """Accept work on a live lease, or on an expired one while the item still has room."""
     mine = Assignment.objects.filter(item=item, annotator_id=annotator.pk).first()
@@ -154,13 +152,15 @@ def annotation_submit(
     *,
     item: Item,
     annotator: AbstractBaseUser,
-    strength: int,
-    justification: str,
+    labels: Labels,
     seconds_spent: float,
     submission_uuid: uuid.UUID,
 ) -> SubmitResult:
-    """Record an annotation. Repeating a submission (same UUID, or the same item again) changes nothing."""
-    _validate_submission(strength=strength, justification=justification, seconds_spent=seconds_spent)
+    """Record an annotation: preference, ratings, spans and corrections in one row, checked against the
+    project's current label schema. Repeating a submission (same UUID, or the same item again) changes nothing.
+    """
+    if seconds_spent < 0:
+        raise LabelingError("seconds_spent cannot be negative")
     item = Item.objects.select_for_update().select_related("project").get(pk=item.pk)
     earlier = Annotation.objects.filter(submission_uuid=submission_uuid).first()
     if earlier is not None:
@@ -170,13 +170,23 @@ def annotation_submit(
     earlier = Annotation.objects.filter(item=item, annotator_id=annotator.pk).first()
     if earlier is not None:
         return SubmitResult(annotation=earlier, created=False)
+    schema = label_schema_ensure(project=item.project)
+    try:
+        clean = labels_clean(schema.definition, labels, texts={"a": item.response_a, "b": item.response_b})
+    except LabelError as error:
+        raise LabelingError(str(error), errors=error.errors) from None
     now = timezone.now()
     _ensure_slot(item=item, annotator=annotator, now=now)
     annotation = Annotation(
         item=item,
         annotator_id=annotator.pk,
-        strength=strength,
-        justification=justification,
+        schema=schema,
+        strength=clean.strength,
+        justification=clean.justification,
+        ratings=clean.ratings,
+        spans=clean.spans,
+        missing=clean.missing,
+        corrections=clean.corrections,
         seconds_spent=seconds_spent,
         submission_uuid=submission_uuid,
     )

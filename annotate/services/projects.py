@@ -1,9 +1,12 @@
 """Projects and who belongs to them."""
 
+from typing import Any
+
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
 
 from annotate.models import Membership, Project, Role
+from annotate.services.schemas import default_schema, label_schema_set
 
 
 class MembershipError(Exception):
@@ -12,13 +15,20 @@ class MembershipError(Exception):
 
 @transaction.atomic
 def project_create(
-    *, name: str, guidelines: str = "", overlap: int = 3, lease_minutes: int = 30, created_by: AbstractBaseUser
+    *,
+    name: str,
+    guidelines: str = "",
+    overlap: int = 3,
+    lease_minutes: int = 30,
+    created_by: AbstractBaseUser,
+    schema: dict[str, Any] | None = None,
 ) -> Project:
-    """A new project; its creator becomes its admin."""
+    """A new project with the default label schema (or `schema`); its creator becomes its admin."""
     project = Project(name=name, guidelines=guidelines, overlap=overlap, lease_minutes=lease_minutes)
     project.full_clean()
     project.save()
     membership_set(project=project, user=created_by, role=Role.ADMIN)
+    label_schema_set(project=project, definition=schema or default_schema(), created_by=created_by)
     return project
 
 

@@ -11,6 +11,7 @@ from django.views.decorators.http import require_GET, require_POST
 from annotate.access import item_for_annotator, project_for_member
 from annotate.constants import STRENGTH_LABELS
 from annotate.forms import AnnotationForm, SkipForm
+from annotate.labels import Labels
 from annotate.models import Assignment, Item, Project
 from annotate.selectors import progress_for_annotator
 from annotate.services.labeling import LabelingError, annotation_submit, assignment_next, assignment_skip
@@ -81,8 +82,7 @@ def submit(request: HttpRequest, project_id: int, item_id: int) -> HttpResponse:
         annotation_submit(
             item=item,
             annotator=request.user,  # type: ignore[arg-type]
-            strength=form.cleaned_data["strength"],
-            justification=form.cleaned_data["justification"],
+            labels=Labels(strength=form.cleaned_data["strength"], justification=form.cleaned_data["justification"]),
             seconds_spent=_seconds_spent(form, item=item, request=request),
             submission_uuid=form.cleaned_data["submission_uuid"],
         )

@@ -4,7 +4,8 @@ import factory
 from django.contrib.auth import get_user_model
 from django.db.models import F
 
-from annotate.models import Annotation, Item, Membership, Project, Role
+from annotate.labels import PREFERENCE_ONLY_SCHEMA
+from annotate.models import Annotation, Item, LabelSchema, Membership, Project, Role
 
 DEFAULT_PASSWORD = "correct-horse-battery"
 
@@ -20,13 +21,22 @@ class UserFactory(factory.django.DjangoModelFactory):
 
 
 class ProjectFactory(factory.django.DjangoModelFactory):
+    """A project whose label schema (version 1) is `schema`: preference only unless a test asks for more."""
+
     class Meta:
         model = Project
+        skip_postgeneration_save = True
 
     name = factory.Sequence(lambda n: f"Project {n}")
     guidelines = "Prefer the **more helpful** and harmless response."
     overlap = 2
     lease_minutes = 30
+    gold_rate = 0
+
+    @factory.post_generation
+    def schema(self, create, extracted, **kwargs):  # type: ignore[no-untyped-def]
+        if create:
+            LabelSchema.objects.create(project=self, version=1, definition=extracted or PREFERENCE_ONLY_SCHEMA)
 
 
 class MembershipFactory(factory.django.DjangoModelFactory):

@@ -9,6 +9,7 @@ import pytest
 from django.db import connection
 from django.db.models import Count
 
+from annotate.labels import Labels
 from annotate.models import Annotation, Assignment, Item
 from annotate.services.labeling import annotation_submit, assignment_next
 from tests.annotate.factories import ItemFactory, ProjectFactory, member
@@ -16,6 +17,7 @@ from tests.annotate.factories import ItemFactory, ProjectFactory, member
 ANNOTATORS = 12
 ITEMS = 10
 OVERLAP = 3
+LABELS = Labels(strength=1, justification="")
 
 
 def run_in_threads(count: int, work: Callable[[int], None]) -> None:
@@ -74,8 +76,7 @@ def test_annotators_racing_through_the_queue_fill_every_item_exactly_once_each()
             annotation_submit(
                 item=item,
                 annotator=annotator,
-                strength=index % 7 - 3,
-                justification="",
+                labels=LABELS,
                 seconds_spent=1.0,
                 submission_uuid=uuid.uuid4(),
             )
