@@ -28,7 +28,7 @@ class SkipForm(forms.Form):
 class ProjectForm(forms.ModelForm):
     class Meta:
         model = Project
-        fields = ["name", "guidelines", "overlap", "lease_minutes"]
+        fields = ["name", "guidelines", "overlap", "lease_minutes", "pair_mode", "gold_rate"]
         widgets = {"guidelines": forms.Textarea(attrs={"rows": 8})}
 
 

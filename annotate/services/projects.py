@@ -22,9 +22,11 @@ def project_create(
     lease_minutes: int = 30,
     created_by: AbstractBaseUser,
     schema: dict[str, Any] | None = None,
+    **settings: Any,
 ) -> Project:
-    """A new project with the default label schema (or `schema`); its creator becomes its admin."""
-    project = Project(name=name, guidelines=guidelines, overlap=overlap, lease_minutes=lease_minutes)
+    """A new project with the default label schema (or `schema`); its creator becomes its admin.
+    `settings` may set the other PROJECT_SETTINGS (pair_mode, gold_rate)."""
+    project = Project(name=name, guidelines=guidelines, overlap=overlap, lease_minutes=lease_minutes, **settings)
     project.full_clean()
     project.save()
     membership_set(project=project, user=created_by, role=Role.ADMIN)
@@ -32,13 +34,20 @@ def project_create(
     return project
 
 
+PROJECT_SETTINGS = ("name", "guidelines", "overlap", "lease_minutes", "pair_mode", "gold_rate")
+
+
 @transaction.atomic
-def project_update(*, project: Project, name: str, guidelines: str, overlap: int, lease_minutes: int) -> Project:
-    """Change a project's settings. A higher overlap sends finished items back to annotators' queues."""
-    project.name, project.guidelines = name, guidelines
-    project.overlap, project.lease_minutes = overlap, lease_minutes
+def project_update(*, project: Project, **settings: Any) -> Project:
+    """Change a project's settings (any of PROJECT_SETTINGS). A higher overlap sends finished items back to
+    annotators' queues."""
+    unknown = set(settings) - set(PROJECT_SETTINGS)
+    if unknown:
+        raise TypeError(f"not project settings: {', '.join(sorted(unknown))}")
+    for name, value in settings.items():
+        setattr(project, name, value)
     project.full_clean()
-    project.save(update_fields=["name", "guidelines", "overlap", "lease_minutes"])
+    project.save(update_fields=list(settings))
     return project
 
 
