@@ -57,3 +57,12 @@ def require_staff(user: AnyUser) -> None:
     """Creating projects is for staff users (Django's is_staff), not for every account."""
     if not getattr(user, "is_staff", False):
         raise PermissionDenied("Only staff users can create projects")
+
+
+def item_for_curator(user: AnyUser, project_id: int, item_id: int) -> Item:
+    """An item of a project the user curates; an item of any other project is a 404."""
+    project = project_for_member(user, project_id, min_role=Role.CURATOR)
+    item = Item.objects.filter(pk=item_id, project=project).select_related("project", "gold_answer").first()
+    if item is None:
+        raise Http404("No such item")
+    return item

@@ -258,12 +258,13 @@ def _clean_preference(definition: Mapping[str, Any], labels: Labels, errors: lis
         errors.append(f"justification: at most {MAX_JUSTIFICATION_CHARS} characters")
 
 
-def _clean_ratings(definition: Mapping[str, Any], labels: Labels, errors: list[str]) -> None:
+def ratings_errors(definition: Mapping[str, Any], ratings: Any, *, require_all: bool) -> list[str]:
+    """Problems with ratings {"a": {attribute: value}, "b": {...}} under the schema's attributes."""
     attributes = {a["name"]: a for a in definition["attributes"]}
-    if not isinstance(labels.ratings, Mapping):
-        errors.append("ratings: must be an object keyed by response (a, b)")
-        return
-    for side, given in labels.ratings.items():
+    if not isinstance(ratings, Mapping):
+        return ["ratings: must be an object keyed by response (a, b)"]
+    errors: list[str] = []
+    for side, given in ratings.items():
         if side not in SIDES or not isinstance(given, Mapping):
             errors.append(f"ratings.{side}: unknown response (expected a or b)")
             continue
@@ -276,10 +277,15 @@ def _clean_ratings(definition: Mapping[str, Any], labels: Labels, errors: list[s
                     f"ratings.{side}.{name}: must be an integer from {attribute['min']} to {attribute['max']}, "
                     f"got {value!r}"
                 )
-    for side in SIDES:
-        absent = [name for name in attributes if name not in labels.ratings.get(side, {})]
+    for side in SIDES if require_all else ():
+        absent = [name for name in attributes if name not in ratings.get(side, {})]
         if absent:
             errors.append(f"ratings.{side}: rate {', '.join(absent)} for response {side.upper()}")
+    return errors
+
+
+def _clean_ratings(definition: Mapping[str, Any], labels: Labels, errors: list[str]) -> None:
+    errors.extend(ratings_errors(definition, labels.ratings, require_all=True))
 
 
 def _clean_spans(definition: Mapping[str, Any], labels: Labels, texts: Mapping[str, str], errors: list[str]) -> None:

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .views import imports, labeling, projects
+from .views import imports, items, labeling, projects, schema
 
 app_name = "annotate"
 
@@ -18,6 +18,10 @@ urlpatterns = [
     path("projects/<int:project_id>/label/", labeling.label, name="label"),
     path("projects/<int:project_id>/items/<int:item_id>/submit/", labeling.submit, name="submit"),
     path("projects/<int:project_id>/items/<int:item_id>/skip/", labeling.skip, name="skip"),
+    path("projects/<int:project_id>/schema/", schema.schema_edit, name="schema_edit"),
+    path("projects/<int:project_id>/items/", items.item_list, name="item_list"),
+    path("projects/<int:project_id>/items/<int:item_id>/", items.item_detail, name="item_detail"),
+    path("projects/<int:project_id>/items/<int:item_id>/gold/remove/", items.item_gold_remove, name="item_gold_remove"),
     path("projects/<int:project_id>/imports/", imports.import_list, name="import_list"),
     path("projects/<int:project_id>/imports/<int:batch_id>/", imports.import_detail, name="import_detail"),
 ]

@@ -5,6 +5,7 @@ overlap, and an annotator never gets the same item twice. Every lease is created
 holding the item's row lock, so a count taken after acquiring that lock is exact.
 """
 
+import random
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -72,7 +73,7 @@ def _candidates(*, project: Project, annotator: AbstractBaseUser, now: datetime,
     )
     annotated_by_me = Annotation.objects.filter(item=OuterRef("pk"), annotator_id=annotator.pk)
     return (
-        Item.objects.filter(project=project, annotation_count__lt=project.overlap)
+        Item.objects.filter(project=project, is_gold=False, annotation_count__lt=project.overlap)
         .exclude(pk__in=passed)
         .exclude(Exists(finished_by_me))
         .exclude(Exists(annotated_by_me))
@@ -80,6 +81,21 @@ def _candidates(*, project: Project, annotator: AbstractBaseUser, now: datetime,
         .filter(annotation_count__lt=project.overlap - F("leases"))
         .order_by("annotation_count", "id")
     )
+
+
+def _gold_for(*, project: Project, annotator: AbstractBaseUser, now: datetime) -> Item | None:
+    """A gold item this annotator has not seen, leased to them. Gold items ignore overlap: everyone gets them."""
+    unseen = (
+        Item.objects.filter(project=project, is_gold=True)
+        .exclude(Exists(Assignment.objects.filter(item=OuterRef("pk"), annotator_id=annotator.pk)))
+        .exclude(Exists(Annotation.objects.filter(item=OuterRef("pk"), annotator_id=annotator.pk)))
+        .order_by("id")
+    )
+    with transaction.atomic():
+        item = unseen.select_for_update(skip_locked=True, of=("self",)).select_related("project").first()
+        if item is not None:
+            _lease(item=item, annotator=annotator, now=now)
+        return item
 
 
 def _lease(*, item: Item, annotator: AbstractBaseUser, now: datetime) -> None:
@@ -113,6 +129,11 @@ def assignment_next(*, project: Project, annotator: AbstractBaseUser) -> Item | 
             renewed = live.update(expires_at=now + timedelta(minutes=project.lease_minutes))
             if renewed:
                 return item
+    # Gold items come at the project's rate, unannounced, so they measure ordinary work.
+    if project.gold_rate > 0 and random.random() < project.gold_rate:
+        gold = _gold_for(project=project, annotator=annotator, now=now)
+        if gold is not None:
+            return gold
     passed: list[int] = []
     for _ in range(MAX_CANDIDATE_TRIES):
         with transaction.atomic():
@@ -142,6 +163,8 @@ def _ensure_slot(*, item: Item, annotator: AbstractBaseUser, now: datetime) -> N
         return
     if mine is not None and mine.status == Assignment.Status.SKIPPED:
         raise LabelingError("You skipped this item, so it cannot be submitted.")
+    if item.is_gold:
+        return
     others = _live_leases(item.pk, now, exclude_annotator_id=annotator.pk)
     if item.annotation_count + others >= item.project.overlap:
         raise LabelingError("Your time on this item ran out and it has gone to other annotators.")

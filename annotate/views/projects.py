@@ -33,6 +33,7 @@ def project_queue(request: HttpRequest, project_id: int) -> HttpResponse:
         "project": project,
         "role": role,
         "is_admin": role == Role.ADMIN,
+        "is_curator": role in (Role.CURATOR, Role.ADMIN),
         "progress": progress_for_annotator(project=project, annotator=request.user),  # type: ignore[arg-type]
         "counts": project_counts(project=project),
     }
