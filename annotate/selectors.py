@@ -47,7 +47,7 @@ def progress_for_annotator(*, project: Project, annotator: AbstractBaseUser) -> 
     )
     annotated_by_me = Annotation.objects.filter(item=OuterRef("pk"), annotator_id=annotator.pk)
     remaining = (
-        Item.objects.filter(project=project, annotation_count__lt=project.overlap)
+        Item.objects.filter(project=project, is_gold=False, annotation_count__lt=project.overlap)
         .exclude(Exists(finished_by_me))
         .exclude(Exists(annotated_by_me))
         .count()
@@ -155,3 +155,57 @@ def label_schema_current(*, project: Project) -> LabelSchema:
     gets an unsaved default, version 0; annotation_submit saves it as version 1 on first use."""
     schema = LabelSchema.objects.filter(project=project).order_by("-version").first()
     return schema or LabelSchema(project=project, version=0, definition=copy.deepcopy(DEFAULT_SCHEMA))
+
+
+@dataclass(frozen=True)
+class GoldScore:
+    annotator: str
+    answered: int
+    preference_right: int
+    ratings_checked: int
+    ratings_right: int
+
+    @property
+    def preference_accuracy(self) -> float | None:
+        return self.preference_right / self.answered if self.answered else None
+
+    @property
+    def ratings_accuracy(self) -> float | None:
+        return self.ratings_right / self.ratings_checked if self.ratings_checked else None
+
+
+def _sign(value: float) -> int:
+    return (value > 0) - (value < 0)
+
+
+def gold_scores(*, project: Project) -> list[GoldScore]:
+    """Each annotator's accuracy on the project's gold items: the preference's sign must match, and each
+    expected rating counts as right within one point (HelpSteer2's annotators differ by about that much)."""
+    tallies: dict[str, list[int]] = {}
+    rows = (
+        Annotation.objects.filter(item__project=project, item__is_gold=True, origin=Annotation.Origin.HUMAN)
+        .select_related("annotator", "item__gold_answer")
+        .order_by("annotator__username", "id")
+    )
+    for annotation in rows.iterator(chunk_size=2000):
+        expected = annotation.item.gold_answer
+        tally = tallies.setdefault(annotation.annotator.get_username(), [0, 0, 0, 0])
+        if annotation.strength is not None:
+            tally[0] += 1
+            tally[1] += _sign(annotation.strength) == expected.preference_sign
+        for side, values in (expected.ratings or {}).items():
+            for name, value in values.items():
+                given = annotation.ratings.get(side, {}).get(name)
+                if given is not None:
+                    tally[2] += 1
+                    tally[3] += abs(given - value) <= 1
+    return [GoldScore(name, *tally) for name, tally in tallies.items()]
+
+
+def items_for_curator(*, project: Project, gold_only: bool = False) -> QuerySet[Item]:
+    items = Item.objects.filter(project=project).select_related("gold_answer").order_by("id")
+    return items.filter(is_gold=True) if gold_only else items
+
+
+def item_annotations(*, item: Item) -> QuerySet[Annotation]:
+    return Annotation.objects.filter(item=item).select_related("annotator", "schema").order_by("created_at", "id")

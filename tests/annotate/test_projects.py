@@ -12,7 +12,14 @@ pytestmark = pytest.mark.django_db
 def test_staff_create_a_project_and_become_its_admin(login) -> None:  # type: ignore[no-untyped-def]
     staff = UserFactory(is_staff=True)
     client = login(staff)
-    data = {"name": "Helpfulness", "guidelines": "Be kind.", "overlap": 3, "lease_minutes": 20, "pair_mode": "all", "gold_rate": 0}
+    data = {
+        "name": "Helpfulness",
+        "guidelines": "Be kind.",
+        "overlap": 3,
+        "lease_minutes": 20,
+        "pair_mode": "all",
+        "gold_rate": 0,
+    }
     response = client.post(reverse("annotate:project_new"), data)
     project = Project.objects.get(name="Helpfulness")
     assert response.status_code == 302
@@ -32,7 +39,14 @@ def test_other_users_cannot_create_projects(login) -> None:  # type: ignore[no-u
 def test_invalid_settings_are_refused_with_the_field_named(login) -> None:  # type: ignore[no-untyped-def]
     project = ProjectFactory(overlap=2)
     client = login(member(project, Role.ADMIN))
-    data = {"name": project.name, "guidelines": "", "overlap": 0, "lease_minutes": 30, "pair_mode": "all", "gold_rate": 0}
+    data = {
+        "name": project.name,
+        "guidelines": "",
+        "overlap": 0,
+        "lease_minutes": 30,
+        "pair_mode": "all",
+        "gold_rate": 0,
+    }
     response = client.post(reverse("annotate:project_settings", args=[project.pk]), data)
     assert response.status_code == 422
     assert "Overlap: Ensure this value is greater than or equal to 1." in response.content.decode()
@@ -45,7 +59,14 @@ def test_raising_overlap_sends_finished_items_back_to_the_queue(login) -> None: 
     ItemFactory(project=project, annotation_count=1)
     admin, annotator = member(project, Role.ADMIN), member(project)
     assert b'data-testid="queue-empty"' in login(annotator).get(reverse("annotate:label", args=[project.pk])).content
-    data = {"name": project.name, "guidelines": "", "overlap": 2, "lease_minutes": 30, "pair_mode": "all", "gold_rate": 0}
+    data = {
+        "name": project.name,
+        "guidelines": "",
+        "overlap": 2,
+        "lease_minutes": 30,
+        "pair_mode": "all",
+        "gold_rate": 0,
+    }
     assert login(admin).post(reverse("annotate:project_settings", args=[project.pk]), data).status_code == 302
     page = login(annotator).get(reverse("annotate:label", args=[project.pk])).content
     assert b"data-item-id" in page
