@@ -35,13 +35,17 @@ def project_for_member(user: AnyUser, project_id: int, *, min_role: str = Role.A
     return project
 
 
-def item_for_annotator(user: AnyUser, project_id: int, item_id: int) -> Item:
-    """An item of a project the user may annotate in; an item of any other project is a 404."""
-    project = project_for_member(user, project_id, min_role=Role.ANNOTATOR)
+def _item_in_project(user: AnyUser, project_id: int, item_id: int, *, min_role: str) -> Item:
+    project = project_for_member(user, project_id, min_role=min_role)
     item = Item.objects.filter(pk=item_id, project=project).select_related("project").first()
     if item is None:
         raise Http404("No such item")
     return item
+
+
+def item_for_annotator(user: AnyUser, project_id: int, item_id: int) -> Item:
+    """An item of a project the user may annotate in; an item of any other project is a 404."""
+    return _item_in_project(user, project_id, item_id, min_role=Role.ANNOTATOR)
 
 
 def membership_in_project(user: AnyUser, project_id: int, membership_id: int) -> Membership:
@@ -61,8 +65,4 @@ def require_staff(user: AnyUser) -> None:
 
 def item_for_curator(user: AnyUser, project_id: int, item_id: int) -> Item:
     """An item of a project the user curates; an item of any other project is a 404."""
-    project = project_for_member(user, project_id, min_role=Role.CURATOR)
-    item = Item.objects.filter(pk=item_id, project=project).select_related("project", "gold_answer").first()
-    if item is None:
-        raise Http404("No such item")
-    return item
+    return _item_in_project(user, project_id, item_id, min_role=Role.CURATOR)
