@@ -310,7 +310,8 @@ def _clean_spans(definition: Mapping[str, Any], labels: Labels, texts: Mapping[s
             errors.append(
                 f"{where}: {start}-{end} is not a non-empty span inside response {side.upper()} (0-{len(texts[side])})"
             )
-        if span.get("category") not in categories:
+        category = span.get("category")
+        if not isinstance(category, str) or category not in categories:
             errors.append(f"{where}.category: {span.get('category')!r} is not a category of this project")
     for side in SIDES:
         if (
@@ -323,7 +324,7 @@ def _clean_spans(definition: Mapping[str, Any], labels: Labels, texts: Mapping[s
         where = f"missing[{index}]"
         if not isinstance(entry, Mapping) or entry.get("response") not in SIDES:
             errors.append(f"{where}: must be an object with response a or b and a category")
-        elif entry.get("category") not in kinds:
+        elif not isinstance(entry.get("category"), str) or entry["category"] not in kinds:
             errors.append(f"{where}.category: {entry.get('category')!r} is not a missing-information kind here")
 
 

@@ -1,23 +1,233 @@
-"""The labeling page: one item at a time, the next one swapped in by htmx after each submit or skip."""
+"""The labeling page: one item at a time, the next one swapped in by htmx after each submit or skip.
 
+The page asks for whatever the project's current label schema asks for (a preference, attribute ratings per
+response, error spans and missing information, corrected responses), all posted in one form and saved in one
+transaction by annotation_submit. A refused submit shows the same item again, as entered, with each error next
+to its field.
+"""
+
+import json
+import re
 import uuid
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from annotate.access import item_for_annotator, project_for_member
-from annotate.constants import STRENGTH_LABELS
-from annotate.forms import AnnotationForm, SkipForm
-from annotate.labels import Labels
+from annotate.forms import RESPONSE_FIELD, AnnotationForm, SkipForm
+from annotate.labels import SIDES, strength_labels
 from annotate.models import Assignment, Item, Project
-from annotate.selectors import progress_for_annotator
+from annotate.selectors import label_schema_current, progress_for_annotator
 from annotate.services.labeling import LabelingError, annotation_submit, assignment_next, assignment_skip
 
-# Keys 1-7 map onto strengths -3..+3, left to right.
-STRENGTH_BUTTONS = [(key, value, STRENGTH_LABELS[value]) for key, value in enumerate(range(-3, 4), start=1)]
+# "ratings.a.helpfulness: must be ..." -> path and message. An error without a path is about the whole submit.
+ERROR_PATH = re.compile(r"^(?P<path>[a-z_]+(?:\.[A-Za-z0-9_]+|\[\d+\])*): (?P<message>.+)$", re.DOTALL)
+ENTRY_PATH = re.compile(r"^(?P<kind>spans|missing)\[(?P<index>\d+)\]")
+# Characters the HTML parser changes in text (CRLF becomes LF, NUL is dropped). A response holding any is also
+# sent as JSON, so that label.js counts span offsets in the stored text rather than in what the parser kept.
+PARSER_ALTERED = re.compile(r"[\r\x00]")
+
+
+def _label(name: str) -> str:
+    return name.replace("_", " ").capitalize()
+
+
+class PlacedErrors:
+    """Error messages by the path they name, taken out by the parts of the card that show them."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.by_path: dict[str, list[str]] = defaultdict(list)
+        for error in errors:
+            match = ERROR_PATH.match(error)
+            if match:
+                self.by_path[match["path"]].append(match["message"])
+
+    def take(self, path: str) -> list[str]:
+        return self.by_path.pop(path, [])
+
+    def take_under(self, prefix: str) -> list[str]:
+        """Errors below a path that has no place of its own (an unknown attribute), with their paths."""
+        paths = [path for path in self.by_path if path.startswith(prefix)]
+        return [f"{path[len(prefix) :]}: {message}" for path in paths for message in self.by_path.pop(path)]
+
+    def take_entries(self, kind: str, entries: list[Any], side: str) -> list[str]:
+        """Errors about spans[i] or missing[i] where entry i is about this response."""
+        taken = []
+        for path in list(self.by_path):
+            match = ENTRY_PATH.match(path)
+            if not match or match["kind"] != kind:
+                continue
+            index = int(match["index"])
+            entry = entries[index] if index < len(entries) else None
+            if isinstance(entry, Mapping) and entry.get("response") == side:
+                taken += [f"{path}: {message}" for message in self.by_path.pop(path)]
+        return taken
+
+
+@dataclass
+class RatingRow:
+    name: str
+    label: str
+    description: str
+    options: list[tuple[int, bool]]  # (value, checked)
+    errors: list[str]
+    flagged: bool  # has an error, or is one of the rows the annotator still has to rate
+
+
+@dataclass
+class MissingOption:
+    name: str
+    label: str
+    description: str
+    checked: bool
+
+
+@dataclass
+class ResponsePanel:
+    side: str
+    text: str
+    exact_json: str  # the text as JSON when the HTML parser would alter it, else empty
+    position: str  # "2 of 4" for a pair drawn from a group
+    ratings: list[RatingRow]
+    rating_errors: list[str]
+    missing: list[MissingOption]
+    missing_errors: list[str]
+    span_errors: list[str]
+    correction: str | None  # None when the schema asks for no corrections
+    correction_errors: list[str]
+
+
+def _posted_spans(data: QueryDict) -> list[Any]:
+    """The spans as posted, for placing their errors; nothing when they are not a JSON list."""
+    try:
+        spans = json.loads(data.get("spans_json") or "[]")
+    except (ValueError, RecursionError):
+        return []
+    return spans if isinstance(spans, list) else []
+
+
+def _posted_missing(data: QueryDict) -> list[dict[str, str]]:
+    """The ticked missing-information boxes in the order AnnotationForm reads them, which errors count in."""
+    entries = []
+    for key in data:
+        match = RESPONSE_FIELD.match(key)
+        if match and match["kind"] == "missing" and not match["name"]:
+            entries += [{"response": match["side"], "category": kind} for kind in data.getlist(key)]
+    return entries
+
+
+def _pair_in_group(item: Item) -> tuple[int, int, int] | None:
+    """For a pair drawn from a group: which responses these are, counted from 1, and how many it has."""
+    if item.group is None or item.response_a_index is None or item.response_b_index is None:
+        return None
+    return item.response_a_index + 1, item.response_b_index + 1, len(item.group.responses)
+
+
+def _rating_rows(
+    side: str, definition: Mapping[str, Any], data: QueryDict, errors: PlacedErrors, *, unrated_flagged: bool
+) -> list[RatingRow]:
+    rows = []
+    for attribute in definition["attributes"]:
+        options = [
+            (value, data.get(f"rating-{side}-{attribute['name']}") == str(value))
+            for value in range(attribute["min"], attribute["max"] + 1)
+        ]
+        row_errors = errors.take(f"ratings.{side}.{attribute['name']}")
+        unrated = not any(checked for _, checked in options)
+        rows.append(
+            RatingRow(
+                name=attribute["name"],
+                label=_label(attribute["name"]),
+                description=attribute.get("description", ""),
+                options=options,
+                errors=row_errors,
+                flagged=bool(row_errors) or (unrated_flagged and unrated),
+            )
+        )
+    return rows
+
+
+def _panel(
+    *, side: str, item: Item, definition: Mapping[str, Any], data: QueryDict, errors: PlacedErrors, position: str
+) -> ResponsePanel:
+    text = item.response_a if side == "a" else item.response_b
+    rating_errors = errors.take(f"ratings.{side}")  # "rate helpfulness, ... for response A"
+    ticked = data.getlist(f"missing-{side}")
+    kinds = definition["spans"].get("missing", []) if definition["spans"]["enabled"] else []
+    return ResponsePanel(
+        side=side,
+        text=text,
+        exact_json=json.dumps(text) if PARSER_ALTERED.search(text) else "",
+        position=position,
+        ratings=_rating_rows(side, definition, data, errors, unrated_flagged=bool(rating_errors)),
+        rating_errors=rating_errors + errors.take_under(f"ratings.{side}."),
+        missing=[
+            MissingOption(
+                name=kind["name"],
+                label=_label(kind["name"]),
+                description=kind.get("description", ""),
+                checked=kind["name"] in ticked,
+            )
+            for kind in kinds
+        ],
+        missing_errors=errors.take_entries("missing", _posted_missing(data), side),
+        span_errors=errors.take_entries("spans", _posted_spans(data), side),
+        correction=data.get(f"correction-{side}", "") if definition["correction"]["enabled"] else None,
+        correction_errors=errors.take(f"corrections.{side}"),
+    )
+
+
+def _preference_context(definition: Mapping[str, Any], data: QueryDict, errors: PlacedErrors) -> dict[str, Any]:
+    preference = definition["preference"]
+    choices = strength_labels(definition)
+    minimum = preference.get("justification_min_chars", 0)
+    if preference["justification"] == "required":
+        rule = f"required, at least {minimum} characters" if minimum else "required"
+    else:
+        rule = f"optional; at least {minimum} characters if given" if minimum else "optional"
+    return {
+        "preference": preference,
+        # Keys 1..n pick strengths left to right: A's side first.
+        "strength_buttons": [
+            (key, value, label, "a" if value < 0 else "b" if value > 0 else "tie")
+            for key, (value, label) in enumerate(choices.items(), start=1)
+        ],
+        "strength_keys": f"1–{len(choices)}",
+        "chosen_strength": data.get("strength"),
+        "justification_rule": rule,
+        "justification_required": preference["justification"] == "required",
+        "justification_min": minimum,
+        "strength_errors": errors.take("strength"),
+        "justification_errors": errors.take("justification"),
+    }
+
+
+def _labeling_context(item: Item, form: AnnotationForm | None, errors: list[str]) -> dict[str, Any]:
+    definition = label_schema_current(project=item.project).definition
+    data = form.data if form is not None and isinstance(form.data, QueryDict) else QueryDict()
+    placed = PlacedErrors(errors)
+    pair = _pair_in_group(item)
+    positions = {"a": f"{pair[0]} of {pair[2]}", "b": f"{pair[1]} of {pair[2]}"} if pair else {"a": "", "b": ""}
+    panels = [
+        _panel(side=side, item=item, definition=definition, data=data, errors=placed, position=positions[side])
+        for side in SIDES
+    ]
+    spans = definition["spans"]
+    categories = spans.get("categories", []) if spans["enabled"] else []
+    return {
+        **_preference_context(definition, data, placed),
+        "panels": panels,
+        "categories": [{**category, "label": _label(category["name"])} for category in categories],
+        "spans_json": data.get("spans_json", "[]"),
+        "pair_position": f"Response {pair[0]} vs {pair[1]} of {pair[2]}" if pair else "",
+    }
 
 
 def _render_card(
@@ -26,6 +236,7 @@ def _render_card(
     project: Project,
     item: Item | None,
     form: AnnotationForm | None = None,
+    errors: list[str] | None = None,
     skip_form: SkipForm | None = None,
     notice: str = "",
     status: int = 200,
@@ -35,13 +246,14 @@ def _render_card(
         "project": project,
         "item": item,
         "form": form,
+        "errors": errors or [],
         "skip_form": skip_form,
         "notice": notice,
         "submission_uuid": form.data.get("submission_uuid") if form is not None else uuid.uuid4(),
-        "strength_buttons": STRENGTH_BUTTONS,
-        "chosen_strength": form.data.get("strength") if form is not None else None,
         "progress": progress_for_annotator(project=project, annotator=request.user),  # type: ignore[arg-type]
     }
+    if item is not None:
+        context.update(_labeling_context(item, form, errors or []))
     template = "annotate/label.html#item-card" if request.htmx else "annotate/label.html"  # type: ignore[attr-defined]
     return render(request, template, context, status=status)
 
@@ -75,20 +287,19 @@ def _after_write(request: HttpRequest, *, project: Project, notice: str) -> Http
 @login_required
 def submit(request: HttpRequest, project_id: int, item_id: int) -> HttpResponse:
     item = item_for_annotator(request.user, project_id, item_id)
-    form = AnnotationForm(request.POST)
+    form = AnnotationForm(request.POST, schema=label_schema_current(project=item.project).definition)
     if not form.is_valid():
-        return _render_card(request, project=item.project, item=item, form=form, status=422)
+        return _render_card(request, project=item.project, item=item, form=form, errors=form.error_list(), status=422)
     try:
         annotation_submit(
             item=item,
             annotator=request.user,  # type: ignore[arg-type]
-            labels=Labels(strength=form.cleaned_data["strength"], justification=form.cleaned_data["justification"]),
+            labels=form.labels(),
             seconds_spent=_seconds_spent(form, item=item, request=request),
             submission_uuid=form.cleaned_data["submission_uuid"],
         )
     except LabelingError as error:
-        form.add_error(None, str(error))
-        return _render_card(request, project=item.project, item=item, form=form, status=422)
+        return _render_card(request, project=item.project, item=item, form=form, errors=error.errors, status=422)
     return _after_write(request, project=item.project, notice="Saved.")
 
 

@@ -49,6 +49,8 @@ def test_spans_come_back_sorted_and_stripped_of_unknown_keys() -> None:
         ({"spans": [{"response": "a", "start": 0, "end": 1, "category": "rude"}]}, "spans[0].category: 'rude' is not"),
         ({"spans": [{"response": "a", "start": "0", "end": 1, "category": "rude"}]}, "start and end must be integers"),
         ({"missing": [{"response": "a", "category": "missing_jokes"}]}, "missing[0].category: 'missing_jokes'"),
+        ({"missing": [{"response": "a", "category": ["list"]}]}, "missing[0].category: ['list']"),
+        ({"spans": [{"response": "a", "start": 0, "end": 1, "category": {"x": 1}}]}, "spans[0].category: {'x': 1}"),
         ({"strength": 4}, "strength: must be an integer from -3 to 3, got 4"),
         ({"strength": None}, "strength: choose which response is better"),
         ({"ratings": {"a": ALL_RATINGS["a"]}}, "ratings.b: rate helpfulness, correctness"),
