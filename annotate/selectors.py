@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.cache import cache
-from django.db.models import Avg, Exists, OuterRef, QuerySet
+from django.db.models import Avg, Exists, OuterRef, Prefetch, QuerySet
 
 from .labels import DEFAULT_SCHEMA
 from .models import Annotation, Assignment, ImportBatch, Item, LabelSchema, Membership, Project, Role
@@ -84,11 +84,14 @@ class ConsensusPair:
 def consensus_pairs(*, project: Project, chunk_size: int = 2000) -> Iterator[ConsensusPair]:
     """Items with a consensus, streamed: at least `overlap` annotations and a mean strength that is not a tie.
 
-    The sign of the mean strength decides: negative means A was preferred.
+    The sign of the mean strength decides: negative means A was preferred. Annotations without a strength
+    (ratings or spans only) count towards the overlap but not the mean; an item with none that has one has no
+    consensus.
     """
     rows = (
         Item.objects.filter(project=project, annotation_count__gte=project.overlap)
         .annotate(mean_strength=Avg("annotations__strength"))
+        .filter(mean_strength__isnull=False)
         .exclude(mean_strength=0)
         .order_by("id")
         .values_list("id", "prompt", "response_a", "response_b", "mean_strength", "annotation_count")
@@ -103,6 +106,74 @@ def consensus_pairs(*, project: Project, chunk_size: int = 2000) -> Iterator[Con
             mean_strength=float(mean),
             annotations=count,
         )
+
+
+SCALE_MAX = {"seven": 3, "binary": 1}
+
+
+def annotation_scale(annotation: Annotation, item: Item, schema_scales: dict[int, str]) -> str | None:
+    """The scale an annotation's strength is on: an imported one's as the import recorded it with the item,
+    else that of the schema version it was made under."""
+    if annotation.origin == Annotation.Origin.IMPORTED:
+        recorded = item.metadata.get("imported_labels", {}).get(annotation.annotator.username, {}).get("scale")
+        if recorded:
+            return str(recorded)
+    return schema_scales.get(annotation.schema_id) if annotation.schema_id is not None else None
+
+
+def schema_scales(*, project: Project) -> dict[int, str]:
+    """The preference scale of each of a project's schema versions, by schema id."""
+    return {
+        schema_id: definition.get("preference", {}).get("scale", "seven")
+        for schema_id, definition in LabelSchema.objects.filter(project=project).values_list("id", "definition")
+    }
+
+
+def schema_versions(*, project: Project) -> dict[int, int]:
+    """The version number of each of a project's schema versions, by schema id."""
+    return dict(LabelSchema.objects.filter(project=project).values_list("id", "version"))
+
+
+def preference_means(*, project: Project, item_ids: list[int]) -> dict[int, float]:
+    """Each item's mean normalised strength: every strength divided by the top of its scale (3 on the
+    seven-point scale, 1 on the binary one), so -3 and a binary -1 both count as -1.0. Items without a
+    strength are left out."""
+    scales = schema_scales(project=project)
+    items = (
+        Item.objects.filter(pk__in=item_ids)
+        .only("id", "metadata")
+        .prefetch_related(
+            Prefetch(
+                "annotations",
+                queryset=Annotation.objects.filter(strength__isnull=False)
+                .select_related("annotator")
+                .only("id", "item_id", "strength", "origin", "schema_id", "annotator__username"),
+            )
+        )
+    )
+    means = {}
+    for item in items:
+        normalised = [
+            annotation.strength / SCALE_MAX.get(annotation_scale(annotation, item, scales) or "seven", 3)
+            for annotation in item.annotations.all()
+            if annotation.strength is not None
+        ]
+        if normalised:
+            means[item.pk] = sum(normalised) / len(normalised)
+    return means
+
+
+def items_for_export(*, project: Project, chunk_size: int = 500) -> Iterator[Item]:
+    """A project's items in id order, each with its group and annotations (annotators too), streamed: the
+    annotations are fetched a chunk of items at a time, so memory holds one chunk."""
+    annotations = Annotation.objects.select_related("annotator").order_by("id")
+    return (
+        Item.objects.filter(project=project)
+        .select_related("group")
+        .prefetch_related(Prefetch("annotations", queryset=annotations))
+        .order_by("id")
+        .iterator(chunk_size=chunk_size)
+    )
 
 
 def project_by_ref(ref: str) -> Project | None:
@@ -127,6 +198,12 @@ class ImportProgress:
     @property
     def percent(self) -> int:
         return min(100, round(100 * self.bytes_read / self.bytes_total)) if self.bytes_total else 0
+
+
+def import_batch_annotation_count(batch: ImportBatch) -> int:
+    """Imported annotations on the items a batch created (labels it added to items that were there already,
+    from an earlier import, are not counted)."""
+    return Annotation.objects.filter(item__import_batch=batch, origin=Annotation.Origin.IMPORTED).count()
 
 
 def import_progress_cache_key(batch_id: int) -> str:

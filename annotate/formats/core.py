@@ -1,51 +1,77 @@
-"""Import file formats: pure parsing, no database, one line in memory at a time.
-
-- "trl": TRL preference rows, {"prompt", "chosen", "rejected"}, each a string or a list of {role, content}
-  messages; or TRL's implicit-prompt form, where "prompt" is left out and chosen/rejected are whole
-  conversations that share all but their final assistant message.
-- "hh-rlhf": Anthropic HH-RLHF rows, {"chosen", "rejected"}, each a "\\n\\nHuman: ...\\n\\nAssistant: ..." transcript.
-- "pairs": our own rows, {"prompt", "response_a", "response_b"} with optional "label", "id", "metadata", "source".
-
-Files may be gzip-compressed (detected by content, not by name). Every problem raises ImportFormatError with
-the 1-based line number and the field at fault.
-"""
+"""What every import format shares: errors, records, readers, fields, identities. Pure Python: no Django import."""
 
 import gzip
 import hashlib
+import itertools
 import json
-import re
 import zlib
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from typing import IO, Any
+
+import ijson
 
 Turn = dict[str, str]
 
-FORMATS: dict[str, str] = {
-    "trl": "TRL preference (prompt / chosen / rejected)",
-    "hh-rlhf": "Anthropic HH-RLHF transcripts (chosen / rejected)",
-    "pairs": "Pairs (prompt / response_a / response_b / label)",
-}
 ROLES = ("user", "assistant", "system")
 GZIP_MAGIC = b"\x1f\x8b"
+UTF8_BOM = b"\xef\xbb\xbf"
 # A line longer than this is refused rather than read into memory.
 MAX_LINE_BYTES = 64 * 1024 * 1024
 EXTERNAL_ID_MAX_CHARS = 200
 SOURCE_MAX_CHARS = 200
-LABELS: dict[str, int] = {"a": -1, "tie": 0, "b": 1}
+# Project.PairMode values; formats name them without importing the model.
+PAIR_MODES = ("all", "adjacent", "first")
 
 
 class ImportFormatError(ValueError):
-    """A file that cannot be imported; `line` is None for problems with the file as a whole."""
+    """A file that cannot be imported. `line` numbers the line (JSON lines) or the record (a JSON array) at
+    fault, as `unit` says; it is None for problems with the file as a whole."""
 
-    def __init__(self, reason: str, *, line: int | None = None) -> None:
+    def __init__(self, reason: str, *, line: int | None = None, unit: str = "line") -> None:
         self.reason = reason
         self.line = line
-        super().__init__(f"line {line}: {reason}" if line is not None else reason)
+        self.unit = unit
+        super().__init__(f"{unit} {line}: {reason}" if line is not None else reason)
 
     def for_file(self, name: str) -> str:
         """The message for a person: "data.jsonl line 7: ..." or "data.jsonl: ..."."""
         return f"{name} {self}" if self.line is not None else f"{name}: {self}"
+
+
+# Records: what a format makes of the file, before the importer turns them into rows.
+
+
+@dataclass(frozen=True)
+class PriorAnnotation:
+    """Labels that came with the data: one source annotator's judgement of one pair, sides as in that pair.
+
+    `annotator` names the source annotator ("pandalm-annotator1"); the importer makes an inactive user for it.
+    `scale` is the scale `strength` is on ("binary": -1/0/+1, "seven": -3..+3), kept with the item so that
+    exports can compare strengths across scales. `raw` is the source's own label, kept with the item too.
+    """
+
+    annotator: str
+    strength: int | None = None
+    scale: str | None = None
+    justification: str = ""
+    ratings: dict[str, dict[str, int]] = field(default_factory=dict)
+    spans: list[dict[str, Any]] = field(default_factory=list)
+    missing: list[dict[str, Any]] = field(default_factory=list)
+    corrections: dict[str, str] = field(default_factory=dict)
+    raw: Any = None
+
+    def swapped(self) -> "PriorAnnotation":
+        """The same judgement with responses A and B trading places."""
+        other = {"a": "b", "b": "a"}
+        return replace(
+            self,
+            strength=-self.strength if self.strength else self.strength,
+            ratings={other[side]: values for side, values in self.ratings.items()},
+            spans=[{**span, "response": other[span["response"]]} for span in self.spans],
+            missing=[{**entry, "response": other[entry["response"]]} for entry in self.missing],
+            corrections={other[side]: text for side, text in self.corrections.items()},
+        )
 
 
 @dataclass(frozen=True)
@@ -63,7 +89,11 @@ class PreferenceRecord:
 
 @dataclass(frozen=True)
 class PairRecord:
-    """Two responses in a fixed order, with the source's preference if it has one (-1 A, 0 tie, +1 B)."""
+    """Two responses in a fixed order, with the source's preference if it has one (-1 A, 0 tie, +1 B).
+
+    `identity` goes into the item's content hash: set it when the source holds the same texts more than once
+    as different comparisons (PandaLM compares identical outputs of different models), so they stay apart.
+    """
 
     line: int
     prompt: list[Turn]
@@ -73,37 +103,149 @@ class PairRecord:
     external_id: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
     source: str = ""
+    context: str = ""
+    annotations: tuple[PriorAnnotation, ...] = ()
+    identity: str = ""
 
 
-Record = PreferenceRecord | PairRecord
+@dataclass(frozen=True)
+class Response:
+    """One of a group's responses: a key the source knows it by (a message id, "prediction 2"), its text."""
+
+    key: str
+    text: str
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
-def content_hash(prompt: list[Turn], response_a: str, response_b: str) -> str:
-    """Identity of an item: the prompt and the two responses as an unordered pair, so A/B swapped is the same."""
-    canonical = json.dumps(
-        {"prompt": prompt, "responses": sorted([response_a, response_b])},
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
+@dataclass(frozen=True)
+class Ranking:
+    """A source annotator's ranking of a group's responses (0 best); every pair gets a binary preference."""
+
+    annotator: str
+    ranks: tuple[int, ...]
+
+    def annotation(self, i: int, j: int) -> PriorAnnotation:
+        a, b = self.ranks[i], self.ranks[j]
+        # The better-ranked (lower) response wins: -1 when it is A.
+        strength = (a > b) - (a < b)
+        return PriorAnnotation(self.annotator, strength=strength, scale="binary", raw={"rank_a": a, "rank_b": b})
+
+
+@dataclass(frozen=True)
+class GroupRecord:
+    """A prompt with K >= 2 responses. The importer makes one item per compared pair (i, j), i < j, with
+    response i as A: the pairs the format names, or else those of the project's pair mode."""
+
+    line: int
+    prompt: list[Turn]
+    responses: tuple[Response, ...]
+    context: str = ""
+    pairs: tuple[tuple[int, int], ...] | None = None
+    pair_annotations: Mapping[tuple[int, int], tuple[PriorAnnotation, ...]] = field(default_factory=dict)
+    ranking: Ranking | None = None
+    # Whose preference is the source's own label of a pair (Item.source_label), if anyone's.
+    label_annotator: str = ""
+    external_id: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+    identity: str = ""
+
+    def pairs_for(self, mode: str) -> tuple[tuple[int, int], ...]:
+        return self.pairs if self.pairs is not None else tuple(group_pairs(len(self.responses), mode))
+
+    def annotations_for(self, i: int, j: int) -> list[PriorAnnotation]:
+        found = list(self.pair_annotations.get((i, j), ()))
+        if self.ranking is not None:
+            found.append(self.ranking.annotation(i, j))
+        return found
+
+    def label_for(self, i: int, j: int) -> int | None:
+        for annotation in self.annotations_for(i, j):
+            if annotation.annotator == self.label_annotator and annotation.strength is not None:
+                return (annotation.strength > 0) - (annotation.strength < 0)
+        return None
+
+
+Record = PreferenceRecord | PairRecord | GroupRecord
+
+
+def group_pairs(count: int, mode: str) -> list[tuple[int, int]]:
+    """Which of a group's `count` responses are compared, as index pairs (i, j) with i < j.
+
+    "all": every pair; "adjacent": neighbours in the given order (for ranked data, best first: 1v2, 2v3, ...);
+    "first": the first response against each other one.
+    """
+    if mode == "all":
+        return list(itertools.combinations(range(count), 2))
+    if mode == "adjacent":
+        return [(i, i + 1) for i in range(count - 1)]
+    if mode == "first":
+        return [(0, j) for j in range(1, count)]
+    raise ValueError(f"unknown pair mode {mode!r}; expected one of {', '.join(PAIR_MODES)}")
+
+
+# Identities: an item's content hash is unique within its project, so importing a file twice adds nothing.
+
+
+def _digest(value: Any) -> str:
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def content_hash(prompt: list[Turn], response_a: str, response_b: str, *, context: str = "", identity: str = "") -> str:
+    """Identity of an item: the prompt and the two responses as an unordered pair, so A/B swapped is the same."""
+    value: dict[str, Any] = {"prompt": prompt, "responses": sorted([response_a, response_b])}
+    # Only when present, so that items imported before contexts and identities existed keep their hashes.
+    if context:
+        value["context"] = context
+    if identity:
+        value["identity"] = identity
+    return _digest(value)
+
+
+def group_hash(record: GroupRecord) -> str:
+    """Identity of a group: its prompt, context and responses in order (and the source's id, if it has one)."""
+    return _digest(
+        {
+            "prompt": record.prompt,
+            "context": record.context,
+            "responses": [response.text for response in record.responses],
+            "identity": record.identity,
+        }
+    )
+
+
+def pair_hash(group_key: str, i: int, j: int) -> str:
+    """Identity of a group's pair item: pairs of different groups never clash, even with the same texts."""
+    return hashlib.sha256(f"group:{group_key}:{i}:{j}".encode()).hexdigest()
+
+
+# Readers.
+
+
+def _open(raw: IO[bytes]) -> IO[bytes] | gzip.GzipFile:
+    magic = raw.read(2)
+    raw.seek(0)
+    return gzip.GzipFile(fileobj=raw, mode="rb") if magic == GZIP_MAGIC else raw
 
 
 class LineReader:
     """Numbered, non-blank text lines of a plain or gzip file, and how far into the file reading has got."""
 
+    unit = "line"
+    decoded = False
+
     def __init__(self, raw: IO[bytes]) -> None:
         self._raw = raw
-        magic = raw.read(2)
-        raw.seek(0)
-        self._stream: IO[bytes] | gzip.GzipFile = gzip.GzipFile(fileobj=raw, mode="rb") if magic == GZIP_MAGIC else raw
+        self._stream = _open(raw)
+        self.records = 0
 
     @property
     def bytes_read(self) -> int:
         """Bytes of the file as stored (compressed, for gzip) consumed so far."""
         return self._raw.tell()
 
-    def __iter__(self) -> Iterator[tuple[int, str]]:
+    def __iter__(self) -> Iterator[tuple[int, Any]]:
         line_no = 0
         while True:
             line_no += 1
@@ -112,6 +254,7 @@ class LineReader:
                 return
             text = _decode(data, line_no)
             if text.strip():
+                self.records += 1
                 yield line_no, text
 
     def _read_line(self, line_no: int) -> bytes:
@@ -122,6 +265,49 @@ class LineReader:
         if len(data) > MAX_LINE_BYTES:
             raise ImportFormatError(f"the line is longer than {MAX_LINE_BYTES // (1024 * 1024)} MiB", line=line_no)
         return data
+
+
+class JsonArrayReader:
+    """The records of a file that is one JSON array (plain or gzip), parsed one at a time with ijson, so memory
+    stays bounded by the largest record rather than the file."""
+
+    unit = "record"
+    decoded = True
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self._stream = _open(raw)
+        self.records = 0
+
+    @property
+    def bytes_read(self) -> int:
+        return self._raw.tell()
+
+    def __iter__(self) -> Iterator[tuple[int, Any]]:
+        try:
+            if self._stream.read(len(UTF8_BOM)) != UTF8_BOM:  # editors on Windows start UTF-8 files with one
+                self._stream.seek(0)
+            events = ijson.parse(self._stream, use_float=True)
+            first = next(events, None)
+            if first is None or first[1] != "start_array":
+                kind = {"start_map": "an object", None: "nothing"}.get(first[1] if first else None, "a single value")
+                raise ImportFormatError(f"expected a JSON array of records, got {kind}")
+            for record in ijson.items(itertools.chain([first], events), "item"):
+                self.records += 1
+                yield self.records, record
+        except ijson.JSONError as error:
+            reason = f"invalid JSON: {_ijson_message(error)}"
+            raise ImportFormatError(reason, line=self.records + 1, unit=self.unit) from None
+        except (OSError, EOFError, zlib.error) as error:
+            raise ImportFormatError(
+                f"the gzip data is corrupt or truncated ({error})", line=self.records + 1, unit=self.unit
+            ) from None
+
+
+def _ijson_message(error: Exception) -> str:
+    # yajl's messages run over several lines, with the text around the error and an arrow; the first line says it.
+    message = str(error).removeprefix("b'").removeprefix('b"')
+    return message.replace("\\n", "\n").split("\n", 1)[0].strip()
 
 
 def _decode(data: bytes, line_no: int) -> str:
@@ -136,35 +322,17 @@ def _decode(data: bytes, line_no: int) -> str:
     return text.removeprefix("\ufeff") if line_no == 1 else text
 
 
-def parse_records(lines: Iterable[tuple[int, str]], *, format: str) -> Iterator[Record]:
-    """Records of the given format from numbered lines; raises ImportFormatError at the first bad line."""
-    if format not in _PARSERS:
-        raise ImportFormatError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
-    parse = _PARSERS[format]
-    count = 0
-    for line_no, text in lines:
-        obj = _json_object(text, line_no)
-        try:
-            record = parse(obj, line_no)
-        except ImportFormatError as error:
-            raise ImportFormatError(error.reason, line=line_no) from None
-        count += 1
-        yield record
-    if count == 0:
-        raise ImportFormatError("the file has no records")
-
-
-def _json_object(text: str, line_no: int) -> dict[str, Any]:
+def json_object(text: str, line_no: int) -> dict[str, Any]:
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as error:
         raise ImportFormatError(f"invalid JSON: {error.msg} (column {error.colno})", line=line_no) from None
     if not isinstance(obj, dict):
-        raise ImportFormatError(f"expected a JSON object, got {_json_type(obj)}", line=line_no)
+        raise ImportFormatError(f"expected a JSON object, got {json_type(obj)}", line=line_no)
     return obj
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -179,26 +347,50 @@ def _json_type(value: Any) -> str:
 # Fields. These raise ImportFormatError without a line; parse_records adds it.
 
 
-def _require(obj: dict[str, Any], name: str) -> Any:
+def require(obj: Mapping[str, Any], name: str) -> Any:
     if name not in obj or obj[name] is None:
         raise ImportFormatError(f"field '{name}' is missing")
     return obj[name]
 
 
-def _text(obj: dict[str, Any], name: str, *, allow_empty: bool = False) -> str:
-    value = _require(obj, name)
+def text(obj: Mapping[str, Any], name: str, *, allow_empty: bool = False) -> str:
+    value = require(obj, name)
     if not isinstance(value, str):
-        raise ImportFormatError(f"field '{name}' must be a string, got {_json_type(value)}")
+        raise ImportFormatError(f"field '{name}' must be a string, got {json_type(value)}")
     if not allow_empty and not value.strip():
         raise ImportFormatError(f"field '{name}' is empty")
     return value
 
 
-def _messages(value: Any, name: str) -> list[Turn]:
+def optional_text(obj: Mapping[str, Any], name: str) -> str:
+    if obj.get(name) is None:
+        return ""
+    return text(obj, name, allow_empty=True)
+
+
+def integer(obj: Mapping[str, Any], name: str, allowed: range | tuple[int, ...]) -> int:
+    value = require(obj, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value not in allowed:
+        if isinstance(allowed, range):
+            expected = f"an integer from {allowed.start} to {allowed.stop - 1}"
+        else:
+            expected = f"one of {', '.join(str(v) for v in allowed)}"
+        raise ImportFormatError(f"field '{name}' must be {expected}, got {shown(value)}")
+    return value
+
+
+def shown(value: Any) -> str:
+    """A short rendering of a bad value for an error message."""
+    if isinstance(value, dict | list):
+        return json_type(value)
+    return json.dumps(value, ensure_ascii=False)[:40]
+
+
+def messages(value: Any, name: str) -> list[Turn]:
     """A non-empty list of {role, content} messages, reduced to exactly those two keys."""
     if not isinstance(value, list):
         raise ImportFormatError(
-            f"field '{name}' must be a string or a list of {{role, content}} messages, got {_json_type(value)}"
+            f"field '{name}' must be a string or a list of {{role, content}} messages, got {json_type(value)}"
         )
     if not value:
         raise ImportFormatError(f"field '{name}' is empty")
@@ -208,174 +400,63 @@ def _messages(value: Any, name: str) -> list[Turn]:
 def _message(message: Any, name: str, n: int) -> Turn:
     if not isinstance(message, dict) or "role" not in message or "content" not in message:
         raise ImportFormatError(
-            f"field '{name}' message {n} must be an object with 'role' and 'content', got {_json_type(message)}"
+            f"field '{name}' message {n} must be an object with 'role' and 'content', got {json_type(message)}"
         )
     role, content = message["role"], message["content"]
     if role not in ROLES:
         raise ImportFormatError(f"field '{name}' message {n} has role {role!r}; expected user, assistant or system")
     if not isinstance(content, str):
-        raise ImportFormatError(f"field '{name}' message {n}: 'content' must be a string, got {_json_type(content)}")
+        raise ImportFormatError(f"field '{name}' message {n}: 'content' must be a string, got {json_type(content)}")
     return {"role": role, "content": content}
 
 
-def _prompt(obj: dict[str, Any]) -> list[Turn]:
-    value = _require(obj, "prompt")
+def prompt_field(obj: Mapping[str, Any]) -> list[Turn]:
+    value = require(obj, "prompt")
     if isinstance(value, str):
-        return [{"role": "user", "content": _text(obj, "prompt")}]
-    return _messages(value, "prompt")
+        return [{"role": "user", "content": text(obj, "prompt")}]
+    return messages(value, "prompt")
 
 
-def _shared_prompt(chosen: list[Turn], rejected: list[Turn], *, unit: str) -> list[Turn]:
-    """The turns both conversations share before their final assistant turn, which is all they may differ in."""
-    for name, turns in (("chosen", chosen), ("rejected", rejected)):
-        if turns[-1]["role"] != "assistant":
-            raise ImportFormatError(f"field '{name}' must end with an assistant {unit}")
-        if len(turns) < 2:
-            raise ImportFormatError(f"field '{name}' has no {unit}s before its final assistant {unit}")
-    if chosen[:-1] != rejected[:-1]:
-        shorter = min(len(chosen), len(rejected)) - 1
-        at = next(
-            (n for n, (c, r) in enumerate(zip(chosen[:-1], rejected[:-1], strict=False), 1) if c != r), shorter + 1
-        )
-        raise ImportFormatError(
-            f"fields 'chosen' and 'rejected' must share all {unit}s but the final assistant {unit} "
-            f"(they differ at {unit} {at})"
-        )
-    return chosen[:-1]
-
-
-def _optional_fields(obj: dict[str, Any]) -> dict[str, Any]:
+def optional_fields(obj: Mapping[str, Any]) -> dict[str, Any]:
     """external_id, metadata and source, which every format may carry."""
-    return {"external_id": _external_id(obj), "metadata": _metadata(obj), "source": _source(obj)}
+    return {"external_id": external_id(obj), "metadata": _metadata(obj), "source": _source(obj)}
 
 
-def _external_id(obj: dict[str, Any]) -> str:
-    name = "external_id" if obj.get("external_id") is not None else "id"
-    value = obj.get(name)
-    if value is None:
+def external_id(obj: Mapping[str, Any], *names: str) -> str:
+    """The first of `names` (default: external_id, then id) that is present, as text."""
+    name = next((n for n in names or ("external_id", "id") if obj.get(n) is not None), None)
+    if name is None:
         return ""
+    value = obj[name]
     if isinstance(value, bool) or not isinstance(value, str | int):
-        raise ImportFormatError(f"field '{name}' must be a string or a number, got {_json_type(value)}")
+        raise ImportFormatError(f"field '{name}' must be a string or a number, got {json_type(value)}")
     if len(str(value)) > EXTERNAL_ID_MAX_CHARS:
         raise ImportFormatError(f"field '{name}' is longer than {EXTERNAL_ID_MAX_CHARS} characters")
     return str(value)
 
 
-def _metadata(obj: dict[str, Any]) -> dict[str, Any]:
+def _metadata(obj: Mapping[str, Any]) -> dict[str, Any]:
     value = obj.get("metadata")
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise ImportFormatError(f"field 'metadata' must be an object, got {_json_type(value)}")
+        raise ImportFormatError(f"field 'metadata' must be an object, got {json_type(value)}")
     return value
 
 
-def _source(obj: dict[str, Any]) -> str:
+def _source(obj: Mapping[str, Any]) -> str:
     if obj.get("source") is None:
         return ""
-    value = _text(obj, "source")
+    value = text(obj, "source")
     if len(value) > SOURCE_MAX_CHARS:
         raise ImportFormatError(f"field 'source' is longer than {SOURCE_MAX_CHARS} characters")
     return value
 
 
-# Formats.
-
-
-def _parse_trl(obj: dict[str, Any], line: int) -> PreferenceRecord:
-    if "prompt" in obj:
-        prompt = _prompt(obj)
-        chosen, rejected = _completion(obj, "chosen"), _completion(obj, "rejected")
-    else:
-        prompt, chosen, rejected = _implicit_prompt(obj)
-    return PreferenceRecord(line=line, prompt=prompt, chosen=chosen, rejected=rejected, **_optional_fields(obj))
-
-
-def _completion(obj: dict[str, Any], name: str) -> str:
-    # An empty reply is allowed: in real data (HH-RLHF and TRL's conversions of it) saying nothing is
-    # sometimes the preferred response.
-    value = _require(obj, name)
-    if isinstance(value, str):
-        return value
-    messages = _messages(value, name)
-    if len(messages) != 1 or messages[0]["role"] != "assistant":
-        raise ImportFormatError(f"field '{name}' must be a string or a list with one assistant message")
-    return messages[0]["content"]
-
-
-def _implicit_prompt(obj: dict[str, Any]) -> tuple[list[Turn], str, str]:
-    chosen, rejected = _require(obj, "chosen"), _require(obj, "rejected")
-    if isinstance(chosen, str) or isinstance(rejected, str):
-        raise ImportFormatError(
-            "field 'prompt' is missing (it may only be left out when 'chosen' and 'rejected' are conversations)"
-        )
-    chosen_turns, rejected_turns = _messages(chosen, "chosen"), _messages(rejected, "rejected")
-    prompt = _shared_prompt(chosen_turns, rejected_turns, unit="message")
-    return prompt, chosen_turns[-1]["content"], rejected_turns[-1]["content"]
-
-
-_HH_MARKER = re.compile(r"(?:^|\n\n)(Human|Assistant):")
-_HH_ROLES = {"Human": "user", "Assistant": "assistant"}
-
-
-def _hh_turns(obj: dict[str, Any], name: str) -> list[Turn]:
-    """Split a transcript into turns.
-
-    Two quirks of the real data (harmless-base test: 2312 rows) are smoothed over, both harmless:
-    - some replies contain "\\n\\nAssistant:" again (the model went on talking), which would look like two
-      assistant turns in a row; a repeated marker is kept as text of the turn it is in, so the reply is whole;
-    - turns carry stray spaces ("Assistant:  Hi"), so each turn is stripped before transcripts are compared.
-    An empty final reply is kept: 4 rows prefer saying nothing to a harmful answer.
-    """
-    text = _text(obj, name)
-    markers = list(_HH_MARKER.finditer(text))
-    if not markers:
-        raise ImportFormatError(f"field '{name}' has no '\\n\\nHuman:' or '\\n\\nAssistant:' turns")
-    if text[: markers[0].start()].strip():
-        raise ImportFormatError(f"field '{name}' has text before its first 'Human:' turn")
-    starts = [m for i, m in enumerate(markers) if i == 0 or m.group(1) != markers[i - 1].group(1)]
-    ends = [m.start() for m in starts[1:]] + [len(text)]
-    return [
-        {"role": _HH_ROLES[m.group(1)], "content": text[m.end() : end].strip()}
-        for m, end in zip(starts, ends, strict=True)
-    ]
-
-
-def _parse_hh(obj: dict[str, Any], line: int) -> PreferenceRecord:
-    chosen, rejected = _hh_turns(obj, "chosen"), _hh_turns(obj, "rejected")
-    prompt = _shared_prompt(chosen, rejected, unit="turn")
-    optional = _optional_fields(obj)
-    optional["source"] = optional["source"] or "hh-rlhf"
-    return PreferenceRecord(
-        line=line, prompt=prompt, chosen=chosen[-1]["content"], rejected=rejected[-1]["content"], **optional
-    )
-
-
-def _parse_pairs(obj: dict[str, Any], line: int) -> PairRecord:
-    return PairRecord(
-        line=line,
-        prompt=_prompt(obj),
-        response_a=_text(obj, "response_a"),
-        response_b=_text(obj, "response_b"),
-        label=_label(obj),
-        **_optional_fields(obj),
-    )
-
-
-def _label(obj: dict[str, Any]) -> int | None:
-    value = obj.get("label")
-    if value is None:
-        return None
-    if isinstance(value, str) and value.strip().lower() in LABELS:
-        return LABELS[value.strip().lower()]
-    if isinstance(value, int) and not isinstance(value, bool) and value in (-1, 0, 1):
-        return value
-    shown = json.dumps(value, ensure_ascii=False)[:40]
-    raise ImportFormatError(f'field \'label\' must be one of "a", "b", "tie", -1, 0 or 1, got {shown}')
-
-
-_PARSERS: dict[str, Callable[[dict[str, Any], int], Record]] = {
-    "trl": _parse_trl,
-    "hh-rlhf": _parse_hh,
-    "pairs": _parse_pairs,
-}
+def span_check(where: str, start: Any, end: Any, response: str, length: int) -> tuple[int, int]:
+    """Character offsets [start, end) of a non-empty span inside a response of `length` characters."""
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (start, end)):
+        raise ImportFormatError(f"{where}: start and end must be integers, got {json_type(start)} and {json_type(end)}")
+    if not 0 <= start < end <= length:
+        raise ImportFormatError(f"{where}: {start}-{end} is not a span inside '{response}' (0-{length} characters)")
+    return start, end

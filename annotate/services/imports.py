@@ -14,18 +14,10 @@ from django.core.files import File
 from django.db import transaction
 from django.utils import timezone
 
-from annotate.formats import (
-    FORMATS,
-    SOURCE_MAX_CHARS,
-    ImportFormatError,
-    LineReader,
-    PairRecord,
-    Record,
-    content_hash,
-    parse_records,
-)
-from annotate.models import ImportBatch, Item, Project
+from annotate.formats import FORMATS, ImportFormatError, Record, open_reader, parse_records
+from annotate.models import ImportBatch, Item, ItemGroup, Project
 from annotate.selectors import ImportProgress, import_progress_cache_key
+from annotate.services.import_writer import ImportWriter
 
 logger = logging.getLogger(__name__)
 
@@ -83,10 +75,13 @@ def import_batch_claim(*, batch: ImportBatch) -> bool:
 
 
 def item_import(*, batch: ImportBatch, path: Path, progress: ProgressCallback | None = None) -> ImportBatch:
-    """Run a queued import: every record of the file becomes an item, or, at the first bad line, none does.
+    """Run a queued import: every record of the file becomes an item (a group record: a group and an item per
+    compared pair), with the labels that came with it as imported annotations; or, at the first bad line or
+    record, nothing does.
 
     Returns the batch, DONE with its counts or FAILED with a message naming the file and the line.
-    Items already in the project (same prompt and responses, in either order) are skipped and counted.
+    Items already in the project (same prompt and responses, in either order) are skipped and counted; labels
+    that came with them are still added where their annotator has none there yet.
     """
     if not import_batch_claim(batch=batch):
         logger.info("Import batch %s is %s; leaving it alone", batch.pk, batch.status)
@@ -121,55 +116,36 @@ def _import_file(*, batch: ImportBatch, path: Path, progress: ProgressCallback |
     if not list(running.values_list("pk", flat=True)):
         logger.info("Import batch %s is being run by another worker or has ended", batch.pk)
         return False
-    rng = random.Random(batch.seed)
-    pending: list[Item] = []
-    records = 0
+    pending: list[Record] = []
+    pending_items = 0
     with path.open("rb") as raw:
         bytes_total = os.fstat(raw.fileno()).st_size
-        reader = LineReader(raw)
+        reader = open_reader(raw, format=batch.format)
+        writer = ImportWriter(batch=batch, rng=random.Random(batch.seed), unit=reader.unit)
         _publish(batch, ImportProgress(records_read=0, bytes_read=0, bytes_total=bytes_total), progress)
         for record in parse_records(reader, format=batch.format):
-            pending.append(_item(record, batch=batch, rng=rng))
-            records += 1
-            if len(pending) >= INSERT_BATCH_SIZE:
-                Item.objects.bulk_create(pending, ignore_conflicts=True)
-                pending = []
-                _publish(batch, ImportProgress(records, reader.bytes_read, bytes_total), progress)
-        Item.objects.bulk_create(pending, ignore_conflicts=True)
-    _publish(batch, ImportProgress(records, bytes_total, bytes_total), progress)
-    _import_batch_finish(batch=batch, records=records, bytes_total=bytes_total)
+            pending.append(record)
+            pending_items += writer.items_in(record)
+            if pending_items >= INSERT_BATCH_SIZE:
+                writer.write(pending)
+                pending, pending_items = [], 0
+                _publish(batch, ImportProgress(reader.records, reader.bytes_read, bytes_total), progress)
+        writer.write(pending)
+    # A group whose pairs all turned out to exist already (another import committed them meanwhile) is empty.
+    ItemGroup.objects.filter(import_batch=batch, items__isnull=True).delete()
+    _publish(batch, ImportProgress(reader.records, bytes_total, bytes_total), progress)
+    _import_batch_finish(batch=batch, records=reader.records, items=writer.items_planned, bytes_total=bytes_total)
+    logger.info("Import batch %s added %s prior annotations", batch.pk, writer.annotations_created)
     return True
 
 
-def _item(record: Record, *, batch: ImportBatch, rng: random.Random) -> Item:
-    """An unsaved item; chosen/rejected go to A/B by the batch's seeded coin, so a shuffle can be repeated."""
-    if isinstance(record, PairRecord):
-        a, b, label = record.response_a, record.response_b, record.label
-    elif rng.random() < 0.5:
-        a, b, label = record.chosen, record.rejected, Item.SourceLabel.A
-    else:
-        a, b, label = record.rejected, record.chosen, Item.SourceLabel.B
-    # formats.py has checked every field, and full_clean() per row would cost a query each; so no full_clean.
-    return Item(
-        project_id=batch.project_id,
-        import_batch=batch,
-        prompt=record.prompt,
-        response_a=a,
-        response_b=b,
-        source=record.source or batch.file_name[:SOURCE_MAX_CHARS],
-        external_id=record.external_id or f"line {record.line}",
-        metadata={"import": {"file": batch.file_name, "line": record.line}, **record.metadata},
-        content_hash=content_hash(record.prompt, a, b),
-        source_label=label,
-    )
-
-
-def _import_batch_finish(*, batch: ImportBatch, records: int, bytes_total: int) -> None:
+def _import_batch_finish(*, batch: ImportBatch, records: int, items: int, bytes_total: int) -> None:
+    """`records` read from the file asked for `items` items (a group record for one per pair)."""
     # Counting this batch's rows (rather than the project's before and after) stays right while another
     # import into the same project commits in between.
     batch.items_created = Item.objects.filter(import_batch=batch).count()
     batch.records_read = records
-    batch.duplicates_skipped = records - batch.items_created
+    batch.duplicates_skipped = items - batch.items_created
     batch.bytes_read = batch.bytes_total = bytes_total
     batch.status = ImportBatch.Status.DONE
     batch.error = ""

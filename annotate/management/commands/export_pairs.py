@@ -15,6 +15,12 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--project", required=True, help="Project id or exact name.")
         parser.add_argument("--format", default="trl", choices=EXPORT_FORMATS, help="Output format.")
+        parser.add_argument(
+            "--margin",
+            action="store_true",
+            help="Add each pair's margin: how strongly annotators prefer the chosen response, 0 to 1 (strengths "
+            "divided by the top of their scale, so seven-point and binary labels compare).",
+        )
         parser.add_argument("out", help='Output file ("-" for standard output; a .gz name is gzip-compressed).')
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -22,12 +28,12 @@ class Command(BaseCommand):
         if project is None:
             raise CommandError(f"No project with the name or id {options['project']!r}.")
         if options["out"] == "-":
-            rows = pairs_write(project=project, sink=self.stdout, format=options["format"])
+            rows = pairs_write(project=project, sink=self.stdout, format=options["format"], margin=options["margin"])
             # The rows own standard output; the count goes to standard error.
             self.stderr.write(f"Wrote {rows} pairs.")
             return
         out = Path(options["out"])
         if not out.parent.is_dir():
             raise CommandError(f"{out.parent}: no such directory.")
-        rows = pairs_export(project=project, path=out, format=options["format"])
+        rows = pairs_export(project=project, path=out, format=options["format"], margin=options["margin"])
         self.stdout.write(f"Wrote {rows} pairs to {out}.")

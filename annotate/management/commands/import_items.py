@@ -8,18 +8,21 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from annotate.formats import FORMATS
 from annotate.models import ImportBatch
-from annotate.selectors import ImportProgress, project_by_ref
+from annotate.selectors import ImportProgress, import_batch_annotation_count, project_by_ref
 from annotate.services.imports import import_batch_create, item_import
 
 
 class Command(BaseCommand):
-    help = "Import prompts with two responses each into a project; a bad line anywhere imports nothing."
+    help = (
+        "Import prompts with two or more responses (and the labels that come with them) into a project; "
+        "a bad line or record anywhere imports nothing."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--project", required=True, help="Project id or exact name.")
         parser.add_argument("--format", required=True, choices=list(FORMATS), help="File format.")
         parser.add_argument("--seed", type=int, help="Seed of the chosen/rejected to A/B shuffle (default: random).")
-        parser.add_argument("file", type=Path, help="JSON lines, plain or gzip.")
+        parser.add_argument("file", type=Path, help="JSON lines, or a JSON array for some formats; plain or gzip.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         path: Path = options["file"]
@@ -37,10 +40,12 @@ class Command(BaseCommand):
         if batch.status != ImportBatch.Status.DONE:
             # The batch names the file by its base name; on the command line, say the path as given.
             raise CommandError(f"{path}{batch.error.removeprefix(batch.file_name)}")
+        annotations = import_batch_annotation_count(batch)
         self.stdout.write(
             f"Read {batch.records_read} records: {batch.items_created} items created, "
-            f"{batch.duplicates_skipped} duplicates skipped (seed {batch.seed}, import batch {batch.pk}, "
-            f"{time.monotonic() - started:.1f} s)."
+            f"{batch.duplicates_skipped} duplicates skipped"
+            + (f", {annotations} imported annotations on them" if annotations else "")
+            + f" (seed {batch.seed}, import batch {batch.pk}, {time.monotonic() - started:.1f} s)."
         )
 
     def _show_progress(self, progress: ImportProgress) -> None:
