@@ -239,7 +239,8 @@ class Annotation(models.Model):
         HUMAN = "human", "Labeled in Concord"
         IMPORTED = "imported", "Imported with the data"
 
-    schema = models.ForeignKey(LabelSchema, null=True, blank=True, on_delete=models.PROTECT)
+    # RESTRICT: a schema version cannot go while annotations use it, but a project can be deleted whole.
+    schema = models.ForeignKey(LabelSchema, null=True, blank=True, on_delete=models.RESTRICT)
     origin = models.CharField(max_length=16, choices=Origin.choices, default=Origin.HUMAN)
     # -3..+3: negative favours response A, positive favours B, 0 is a tie (HelpSteer2-Preference). The binary
     # scale uses -1/0/+1. Empty when the schema asks for no preference.

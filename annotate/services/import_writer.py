@@ -139,8 +139,16 @@ class ImportWriter:
         )
 
     def _group_pair(self, record: GroupRecord, key: str, i: int, j: int) -> _Planned:
-        a, b = record.responses[i], record.responses[j]
+        hash_ = pair_hash(key, i, j)
         annotations = record.annotations_for(i, j)
+        label = record.label_for(i, j)
+        # Ranked groups list their best response first, so showing i as A would give the answer away by
+        # position: the batch's seeded coin decides which side each response goes to.
+        if record.ranking is not None and self.rng.random() < 0.5:
+            i, j = j, i
+            annotations = [annotation.swapped() for annotation in annotations]
+            label = -label if label is not None else None
+        a, b = record.responses[i], record.responses[j]
         common = self._common(record)
         # The group keeps the record's metadata; its pairs say where they came from.
         common["metadata"] = _with_labels({"import": common["metadata"]["import"]}, annotations)
@@ -154,8 +162,8 @@ class ImportWriter:
             external_id=f"{record.external_id or f'{self.unit} {record.line}'}: {a.key} vs {b.key}"[
                 :EXTERNAL_ID_MAX_CHARS
             ],
-            content_hash=pair_hash(key, i, j),
-            source_label=record.label_for(i, j),
+            content_hash=hash_,
+            source_label=label,
         )
         return _Planned(item, key, annotations)
 

@@ -25,7 +25,7 @@ SEED_MAX = 2**63 - 1
 
 
 class ImportForm(forms.Form):
-    file = forms.FileField(help_text="JSON lines, plain or gzip-compressed.")
+    file = forms.FileField(help_text="JSON lines or a JSON array (FineGrainedRLHF, PandaLM), plain or gzip-compressed.")
     format = forms.ChoiceField(choices=list(FORMATS.items()))
     seed = forms.IntegerField(
         required=False,

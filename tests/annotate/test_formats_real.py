@@ -211,11 +211,15 @@ def test_oasst_ranked_replies_become_groups_best_first_with_pairs_per_pair_mode(
     assert [r["key"] for r in root.responses] == ["a2", "a3", "a1"]  # by rank; deleted and unranked left out
     assert [r["meta"]["rank"] for r in root.responses] == [0, 1, 2]
     assert root.prompt == [{"role": "user", "content": "Which coffee should I buy?"}]
-    items = root.items.order_by("response_a_index", "response_b_index")
-    assert [(i.response_a_index, i.response_b_index) for i in items] == root_pairs
-    # A is always the better-ranked reply here: every ranking annotation prefers it.
-    assert {labels_by(i)["imported:oasst-ranking"].strength for i in items} == {-1}
-    assert {i.source_label for i in items} == {-1}
+    items = list(root.items.all())
+    pairs = sorted(tuple(sorted((i.response_a_index, i.response_b_index))) for i in items)
+    assert pairs == root_pairs
+    # Sides are shuffled (the best reply must not always be A), and every label follows its side:
+    # the better-ranked reply (lower index) is preferred.
+    for item in items:
+        a_is_better = item.response_a_index < item.response_b_index
+        assert labels_by(item)["imported:oasst-ranking"].strength == (-1 if a_is_better else 1)
+        assert item.source_label == (-1 if a_is_better else 1)
     deeper = ItemGroup.objects.get(project=project, external_id="u1")
     assert deeper.prompt == [
         {"role": "user", "content": "Which coffee should I buy?"},
@@ -419,3 +423,17 @@ def test_import_items_command_reads_the_new_formats(tmp_path):
     call_command("import_items", "--project", "Feedback", "--format", "finegrainedrlhf", str(path), stdout=out)
     assert "Read 2 records: 12 items created, 0 duplicates skipped, 14 imported annotations on them" in out.getvalue()
     assert Item.objects.filter(project=project).count() == 12
+
+
+@pytest.mark.django_db
+def test_ranked_groups_put_the_best_reply_on_either_side(tmp_path):
+    project = ProjectFactory(pair_mode="all")
+    trees = []
+    for n in range(8):
+        tree = oasst_tree()
+        tree["message_tree_id"] = tree["prompt"]["message_id"] = f"tree-{n}"
+        tree["prompt"]["text"] = f"Question {n}?"
+        trees.append(tree)
+    run_import(project, write_jsonl(tmp_path / "trees.jsonl", trees), "oasst", seed=5)
+    labels = set(project.items.values_list("source_label", flat=True))
+    assert labels == {-1, 1}

@@ -113,3 +113,18 @@ def test_annotators_cannot_manage_the_project(login) -> None:  # type: ignore[no
     client = login(member(project, Role.CURATOR))
     for name in ["annotate:project_settings", "annotate:project_members"]:
         assert client.get(reverse(name, args=[project.pk])).status_code == 403
+
+
+def test_a_project_with_annotations_can_be_deleted() -> None:
+    import uuid
+
+    from annotate.labels import Labels
+    from annotate.services.labeling import annotation_submit
+
+    project = ProjectFactory()
+    item = ItemFactory(project=project)
+    annotation_submit(
+        item=item, annotator=member(project), labels=Labels(strength=1), seconds_spent=1, submission_uuid=uuid.uuid4()
+    )
+    project.delete()
+    assert not Project.objects.filter(pk=project.pk).exists()
