@@ -63,6 +63,13 @@ class Membership(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.ANNOTATOR)
+    # Curators may pause an annotator (no new work is handed out) or discount their labels in aggregation.
+    is_paused = models.BooleanField(default=False)
+    weight = models.FloatField(
+        default=1.0,
+        validators=[MinValueValidator(0), MaxValueValidator(1)],
+        help_text="How much this annotator's labels count in weighted aggregation (1 = fully, 0 = not at all).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -171,6 +178,8 @@ class Item(models.Model):
     annotation_count = models.PositiveIntegerField(default=0)
     # Gold items have a known answer (GoldAnswer); every annotator may get them, regardless of overlap.
     is_gold = models.BooleanField(default=False)
+    # Annotations wanted beyond the project's overlap: a curator asking for more opinions on a hard item.
+    extra_overlap = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.cache import cache
-from django.db.models import Avg, Exists, OuterRef, Prefetch, QuerySet
+from django.db.models import Avg, Exists, F, OuterRef, Prefetch, QuerySet
 
 from .labels import DEFAULT_SCHEMA
 from .models import Annotation, Assignment, ImportBatch, Item, LabelSchema, Membership, Project, Role
@@ -47,7 +47,7 @@ def progress_for_annotator(*, project: Project, annotator: AbstractBaseUser) -> 
     )
     annotated_by_me = Annotation.objects.filter(item=OuterRef("pk"), annotator_id=annotator.pk)
     remaining = (
-        Item.objects.filter(project=project, is_gold=False, annotation_count__lt=project.overlap)
+        Item.objects.filter(project=project, is_gold=False, annotation_count__lt=F("extra_overlap") + project.overlap)
         .exclude(Exists(finished_by_me))
         .exclude(Exists(annotated_by_me))
         .count()
@@ -66,7 +66,7 @@ def project_counts(*, project: Project) -> ProjectCounts:
     items = Item.objects.filter(project=project)
     return ProjectCounts(
         items=items.count(),
-        complete=items.filter(annotation_count__gte=project.overlap).count(),
+        complete=items.filter(annotation_count__gte=F("extra_overlap") + project.overlap).count(),
         annotations=Annotation.objects.filter(item__project=project).count(),
     )
 
@@ -89,7 +89,7 @@ def consensus_pairs(*, project: Project, chunk_size: int = 2000) -> Iterator[Con
     consensus.
     """
     rows = (
-        Item.objects.filter(project=project, annotation_count__gte=project.overlap)
+        Item.objects.filter(project=project, annotation_count__gte=F("extra_overlap") + project.overlap)
         .annotate(mean_strength=Avg("annotations__strength"))
         .filter(mean_strength__isnull=False)
         .exclude(mean_strength=0)
@@ -286,3 +286,7 @@ def items_for_curator(*, project: Project, gold_only: bool = False) -> QuerySet[
 
 def item_annotations(*, item: Item) -> QuerySet[Annotation]:
     return Annotation.objects.filter(item=item).select_related("annotator", "schema").order_by("created_at", "id")
+
+
+def annotator_is_paused(*, project: Project, annotator: AbstractBaseUser) -> bool:
+    return Membership.objects.filter(project=project, user_id=annotator.pk, is_paused=True).exists()

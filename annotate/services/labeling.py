@@ -19,6 +19,7 @@ from django.utils import timezone
 from annotate.constants import SKIP_REASON_MAX_CHARS
 from annotate.labels import LabelError, Labels, labels_clean
 from annotate.models import Annotation, Assignment, Item, Project
+from annotate.selectors import annotator_is_paused
 from annotate.services.schemas import label_schema_ensure
 
 # How many locked-but-full candidates assignment_next steps past before giving up on this request.
@@ -73,12 +74,12 @@ def _candidates(*, project: Project, annotator: AbstractBaseUser, now: datetime,
     )
     annotated_by_me = Annotation.objects.filter(item=OuterRef("pk"), annotator_id=annotator.pk)
     return (
-        Item.objects.filter(project=project, is_gold=False, annotation_count__lt=project.overlap)
+        Item.objects.filter(project=project, is_gold=False, annotation_count__lt=F("extra_overlap") + project.overlap)
         .exclude(pk__in=passed)
         .exclude(Exists(finished_by_me))
         .exclude(Exists(annotated_by_me))
         .annotate(leases=Coalesce(Subquery(live_leases, output_field=IntegerField()), Value(0)))
-        .filter(annotation_count__lt=project.overlap - F("leases"))
+        .filter(annotation_count__lt=F("extra_overlap") + project.overlap - F("leases"))
         .order_by("annotation_count", "id")
     )
 
@@ -119,6 +120,8 @@ def assignment_next(*, project: Project, annotator: AbstractBaseUser) -> Item | 
     renewed. Otherwise the least-annotated open item is locked with SKIP LOCKED, so concurrent requests
     never wait on each other, and re-checked under the lock before it is leased.
     """
+    if annotator_is_paused(project=project, annotator=annotator):
+        return None
     now = timezone.now()
     current = _current_lease(project=project, annotator=annotator, now=now)
     if current is not None:
@@ -149,7 +152,7 @@ def assignment_next(*, project: Project, annotator: AbstractBaseUser) -> Item | 
                 item = Item.objects.select_for_update().select_related("project").get(pk=first_id)
             # The candidate query saw leases as of its snapshot; recount now that we hold the row lock.
             taken = item.annotation_count + _live_leases(item.pk, now, exclude_annotator_id=annotator.pk)
-            if taken < project.overlap:
+            if taken < project.overlap + item.extra_overlap:
                 _lease(item=item, annotator=annotator, now=now)
                 return item
             passed.append(item.pk)
@@ -166,7 +169,7 @@ def _ensure_slot(*, item: Item, annotator: AbstractBaseUser, now: datetime) -> N
     if item.is_gold:
         return
     others = _live_leases(item.pk, now, exclude_annotator_id=annotator.pk)
-    if item.annotation_count + others >= item.project.overlap:
+    if item.annotation_count + others >= item.project.overlap + item.extra_overlap:
         raise LabelingError("Your time on this item ran out and it has gone to other annotators.")
 
 

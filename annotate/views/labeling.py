@@ -24,7 +24,7 @@ from annotate.access import item_for_annotator, project_for_member
 from annotate.forms import RESPONSE_FIELD, AnnotationForm, SkipForm
 from annotate.labels import SIDES, strength_labels
 from annotate.models import Assignment, Item, Project
-from annotate.selectors import label_schema_current, progress_for_annotator
+from annotate.selectors import annotator_is_paused, label_schema_current, progress_for_annotator
 from annotate.services.labeling import LabelingError, annotation_submit, assignment_next, assignment_skip
 
 # "ratings.a.helpfulness: must be ..." -> path and message. An error without a path is about the whole submit.
@@ -251,6 +251,7 @@ def _render_card(
         "notice": notice,
         "submission_uuid": form.data.get("submission_uuid") if form is not None else uuid.uuid4(),
         "progress": progress_for_annotator(project=project, annotator=request.user),  # type: ignore[arg-type]
+        "paused": item is None and annotator_is_paused(project=project, annotator=request.user),  # type: ignore[arg-type]
     }
     if item is not None:
         context.update(_labeling_context(item, form, errors or []))

@@ -218,3 +218,23 @@ def test_the_queue_page_shows_progress(login, project) -> None:  # type: ignore[
     body = client.get(reverse("annotate:project_queue", args=[project.pk])).content.decode()
     assert re.search(r'id="done-count">1<', body)
     assert re.search(r'id="remaining-count">2<', body)
+
+
+def test_a_paused_annotator_gets_no_work_and_is_told_why(login, project) -> None:  # type: ignore[no-untyped-def]
+    from annotate.models import Membership
+
+    annotator = member(project)
+    Membership.objects.filter(user=annotator).update(is_paused=True)
+    page = label(login(annotator), project)
+    assert shown_item(page) is None
+    assert 'data-testid="paused"' in page.content.decode()
+    assert not Assignment.objects.filter(annotator=annotator).exists()
+
+
+def test_extra_overlap_brings_a_finished_item_back(login) -> None:  # type: ignore[no-untyped-def]
+    project = ProjectFactory(overlap=1)
+    item = ItemFactory(project=project, annotation_count=1)
+    client = login(member(project))
+    assert shown_item(label(client, project)) is None
+    Item.objects.filter(pk=item.pk).update(extra_overlap=1)
+    assert shown_item(label(client, project)) == item.pk
