@@ -6,9 +6,8 @@ cd "$ROOT"
 
 "$ROOT/scripts/bootstrap.sh" --dev
 # Services that were already up (a `make run` in another terminal) stay up; ones started here stop at the end.
-if ! "$ROOT/scripts/services.sh" running; then
-  trap '"$ROOT/scripts/services.sh" stop' EXIT
-fi
+rm -f "$VAR/.services-started"
+trap '"$ROOT/scripts/services.sh" stop-started' EXIT
 "$ROOT/scripts/services.sh" start
 
 say "ruff"
