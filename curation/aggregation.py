@@ -72,7 +72,7 @@ def ratings_consensus(
             for name, value in values.items():
                 gathered.setdefault(side, {}).setdefault(name, []).append(value)
     return {
-        side: {name: value for name, values in names.items() if (value := rating_consensus(values, rule)) is not None}
+        side: {name: agreed for name, values in names.items() if (agreed := rating_consensus(values, rule)) is not None}
         for side, names in gathered.items()
     }
 

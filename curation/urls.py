@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .views import review
+from .views import quality, review
 
 app_name = "curation"
 
@@ -8,4 +8,32 @@ urlpatterns = [
     path("projects/<int:project_id>/review/", review.review_queue, name="review_queue"),
     path("projects/<int:project_id>/review/items/<int:item_id>/", review.adjudicate, name="adjudicate"),
     path("projects/<int:project_id>/items/<int:item_id>/flag/", review.item_flag, name="item_flag"),
+    path("projects/<int:project_id>/quality/", quality.annotator_quality, name="annotator_quality"),
+    path(
+        "projects/<int:project_id>/quality/members/<int:membership_id>/pause/",
+        quality.member_pause,
+        name="member_pause",
+    ),
+    path(
+        "projects/<int:project_id>/quality/members/<int:membership_id>/weight/",
+        quality.member_weight,
+        name="member_weight",
+    ),
+    path("projects/<int:project_id>/dashboard/", quality.dashboard, name="dashboard"),
+]
+
+# Dataset versions and their exports.
+from .views import versions  # noqa: E402
+
+urlpatterns += [
+    path("projects/<int:project_id>/versions/", versions.version_list, name="version_list"),
+    path("projects/<int:project_id>/versions/new/", versions.version_new, name="version_new"),
+    path("projects/<int:project_id>/versions/<int:version_id>/", versions.version_detail, name="version_detail"),
+    path("projects/<int:project_id>/versions/<int:version_id>/freeze/", versions.version_freeze, name="version_freeze"),
+    path("projects/<int:project_id>/versions/<int:version_id>/exports/", versions.export_create, name="export_create"),
+    path(
+        "projects/<int:project_id>/versions/<int:version_id>/exports/<int:job_id>/download/",
+        versions.export_download,
+        name="export_download",
+    ),
 ]

@@ -96,7 +96,7 @@ def adjudication_record(
     Item.objects.select_for_update().filter(pk=item.pk).values_list("pk", flat=True).get()
     adjudication = Adjudication(
         item=item,
-        curator=curator,
+        curator=curator,  # type: ignore[misc]
         decision=decision,
         strength=strength if decision == Adjudication.Decision.LABEL else None,
         ratings=(ratings or {}) if decision == Adjudication.Decision.LABEL else {},

@@ -1,0 +1,250 @@
+"""Dataset versions: a draft holds its filters; freezing copies its rows once, after which nothing changes it.
+
+Freezing claims the version (DRAFT or FAILED -> FREEZING, a compare-and-swap), writes rows in batches with the
+count of rows written on the version as it goes (progress a page can poll), hashes the stored rows in position
+order, and records the manifest and stats. Rows are copies: later annotations, adjudications or deleted items
+never reach a frozen version, and every service here refuses to change one.
+"""
+
+import hashlib
+import logging
+import subprocess
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from annotate.models import Item, LabelSchema, Project
+from curation.models import DatasetRow, DatasetVersion
+from curation.services.version_rows import (
+    Candidate,
+    VersionFilters,
+    candidates,
+    canonical_json,
+    prompt_hash,
+    split_for,
+)
+
+logger = logging.getLogger(__name__)
+
+INSERT_BATCH = 1000
+HASH_CHUNK = 2000
+HISTOGRAM_BINS = 10
+# Versions drawn from at most this many candidate items are frozen in the request that asks; larger ones by a
+# Celery worker (curation.tasks.dataset_version_freeze_run).
+INLINE_FREEZE_MAX_ITEMS = 2000
+ROW_HASH_FIELDS = (
+    "position",
+    "item_id",
+    "split",
+    "prompt",
+    "context",
+    "chosen",
+    "rejected",
+    "margin",
+    "weight",
+    "provenance",
+    "source",
+    "annotation_ids",
+    "labels",
+)
+
+
+class VersionError(ValueError):
+    """A request a version cannot take: bad filters, or a change to a version that is no longer a draft."""
+
+
+@transaction.atomic
+def dataset_version_create(
+    *,
+    name: str,
+    projects: Iterable[Project],
+    filters: VersionFilters | dict[str, Any],
+    parent: DatasetVersion | None = None,
+    created_by: AbstractBaseUser | None,
+) -> DatasetVersion:
+    """A draft version of the given projects under `filters` (VersionFilters, or its JSON form)."""
+    parsed = filters if isinstance(filters, VersionFilters) else VersionFilters.from_json(filters)
+    projects = list(projects)
+    errors = parsed.errors() + ([] if projects else ["a version needs at least one project"])
+    if errors:
+        raise VersionError("; ".join(errors))
+    version = DatasetVersion(
+        name=name,
+        parent=parent,
+        filters=parsed.to_json(),
+        created_by_id=created_by.pk if created_by is not None else None,
+    )
+    version.full_clean(exclude=["created_by"])  # null for versions made by scripts
+    version.save()
+    version.projects.set(projects)
+    return version
+
+
+def dataset_version_update(*, version: DatasetVersion, name: str, filters: VersionFilters) -> DatasetVersion:
+    """Change a draft's name and filters; a version being frozen or frozen is refused."""
+    if filters.errors():
+        raise VersionError("; ".join(filters.errors()))
+    changed = DatasetVersion.objects.filter(pk=version.pk, status=DatasetVersion.Status.DRAFT).update(
+        name=name, filters=filters.to_json()
+    )
+    if changed != 1:
+        raise VersionError(f"version {version.pk} is not a draft; a frozen version never changes")
+    version.refresh_from_db()
+    return version
+
+
+def dataset_version_candidate_count(*, version: DatasetVersion) -> int:
+    """An upper bound on the rows of a version (items that might qualify), to choose inline or worker."""
+    return Item.objects.filter(project__in=version.projects.all()).count()
+
+
+def dataset_version_claim(*, version: DatasetVersion) -> bool:
+    """DRAFT (or FAILED, to retry) -> FREEZING; False when another freeze has it or it is frozen."""
+    claimable = [DatasetVersion.Status.DRAFT, DatasetVersion.Status.FAILED]
+    changed = DatasetVersion.objects.filter(pk=version.pk, status__in=claimable).update(
+        status=DatasetVersion.Status.FREEZING, row_count=0, error=""
+    )
+    return changed == 1
+
+
+def dataset_version_freeze(*, version: DatasetVersion) -> DatasetVersion:
+    """Freeze a draft: write its rows, hash them, record manifest and stats. A version that is not a draft
+    (frozen, or being frozen elsewhere) raises VersionError; a failure leaves it FAILED without rows."""
+    if not dataset_version_claim(version=version):
+        version.refresh_from_db()
+        raise VersionError(f"version {version.pk} is {version.status}, not a draft; it cannot be frozen again")
+    try:
+        # Rows of an earlier, failed attempt go first.
+        DatasetRow.objects.filter(version=version).delete()
+        summary = _write_rows(version)
+        content_hash = dataset_version_content_hash(version=version)
+        _finish(version, summary, content_hash)
+    except Exception as error:
+        logger.exception("Freezing dataset version %s failed", version.pk)
+        DatasetRow.objects.filter(version=version).delete()
+        DatasetVersion.objects.filter(pk=version.pk).update(
+            status=DatasetVersion.Status.FAILED, row_count=0, error=f"Freezing failed: {error}"[:2000]
+        )
+        raise
+    version.refresh_from_db()
+    return version
+
+
+class _Summary:
+    """Counts gathered while the rows are written, for the manifest and stats."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.splits: Counter[str] = Counter()
+        self.provenance: Counter[str] = Counter()
+        self.histogram = [0] * HISTOGRAM_BINS
+        self.agreement_sum = 0.0
+        self.schema_ids: set[int] = set()
+
+    def add(self, candidate: Candidate, split: str) -> None:
+        self.rows += 1
+        self.splits[split] += 1
+        self.provenance[candidate.provenance] += 1
+        self.histogram[min(HISTOGRAM_BINS - 1, int(candidate.margin * HISTOGRAM_BINS))] += 1
+        self.agreement_sum += candidate.agreement
+        self.schema_ids |= candidate.schema_ids
+
+
+def _write_rows(version: DatasetVersion) -> _Summary:
+    filters = VersionFilters.from_json(version.filters)
+    summary = _Summary()
+    batch: list[DatasetRow] = []
+    for project in version.projects.order_by("pk"):
+        for candidate in candidates(project=project, filters=filters):
+            split = split_for(prompt_hash(candidate.item.prompt), seed=filters.seed, fractions=filters.splits)
+            batch.append(DatasetRow(version=version, position=summary.rows, **candidate.row_fields(split=split)))
+            summary.add(candidate, split)
+            if len(batch) >= INSERT_BATCH:
+                _insert(version, batch, summary.rows)
+                batch = []
+    _insert(version, batch, summary.rows)
+    return summary
+
+
+def _insert(version: DatasetVersion, batch: list[DatasetRow], written: int) -> None:
+    with transaction.atomic():
+        DatasetRow.objects.bulk_create(batch)
+        # The count of rows written so far is the freeze's progress; the version is not frozen until _finish.
+        DatasetVersion.objects.filter(pk=version.pk).update(row_count=written)
+
+
+def dataset_version_content_hash(*, version: DatasetVersion) -> str:
+    """sha256 over the stored rows in position order, one canonical JSON line each, read a chunk at a time."""
+    digest = hashlib.sha256()
+    rows = DatasetRow.objects.filter(version=version).order_by("position").values_list(*ROW_HASH_FIELDS)
+    for values in rows.iterator(chunk_size=HASH_CHUNK):
+        digest.update(canonical_json(dict(zip(ROW_HASH_FIELDS, values, strict=True))).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+@transaction.atomic
+def _finish(version: DatasetVersion, summary: _Summary, content_hash: str) -> None:
+    projects = list(version.projects.order_by("pk"))
+    version.refresh_from_db()
+    version.status = DatasetVersion.Status.FROZEN
+    version.row_count = summary.rows
+    version.content_hash = content_hash
+    version.frozen_at = timezone.now()
+    version.manifest = {
+        "filters": version.filters,
+        "seed": version.filters.get("seed"),
+        "projects": [{"id": p.pk, "name": p.name} for p in projects],
+        "parent": version.parent_id,
+        "schema_versions": _schema_versions(summary.schema_ids),
+        "code_version": code_version(),
+        "row_count": summary.rows,
+        "counts": {"split": dict(summary.splits), "provenance": dict(summary.provenance)},
+        "content_hash": content_hash,
+        "row_schema": 1,
+    }
+    version.stats = {
+        "rows": summary.rows,
+        "split": {split: summary.splits.get(split, 0) for split in DatasetRow.Split.values},
+        "provenance": dict(summary.provenance),
+        "margin_histogram": [
+            {"low": i / HISTOGRAM_BINS, "high": (i + 1) / HISTOGRAM_BINS, "count": count}
+            for i, count in enumerate(summary.histogram)
+        ],
+        "mean_agreement": round(summary.agreement_sum / summary.rows, 4) if summary.rows else None,
+    }
+    version.full_clean(exclude=["created_by"])  # null for versions made by scripts
+    version.save(
+        update_fields=["status", "row_count", "content_hash", "frozen_at", "manifest", "stats", "error"],
+    )
+
+
+def _schema_versions(schema_ids: set[int]) -> dict[str, list[int]]:
+    """The label schema versions the rows' annotations were made under, by project id."""
+    used: dict[str, list[int]] = {}
+    rows = LabelSchema.objects.filter(pk__in=schema_ids).order_by("project_id", "version")
+    for project_id, number in rows.values_list("project_id", "version"):
+        used.setdefault(str(project_id), []).append(number)
+    return used
+
+
+def code_version() -> str:
+    """The commit the code runs at (`git rev-parse HEAD`), or "unknown" outside a git checkout."""
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],  # noqa: S607  # git from PATH, no shell, fixed arguments
+            cwd=Path(settings.BASE_DIR),
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return result.stdout.strip() or "unknown"

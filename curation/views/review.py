@@ -1,0 +1,232 @@
+"""The review queue of disagreeing items, the adjudication page, and flagging an item for review."""
+
+import itertools
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from annotate.access import item_for_annotator, item_for_curator, project_for_member, role_in_project
+from annotate.labels import SCALES, strength_labels
+from annotate.models import Annotation, Item, Role
+from annotate.selectors import annotation_scale, item_annotations, label_schema_current, schema_scales
+from curation.models import Adjudication, ItemFlag
+from curation.selectors_review import REASONS, project_sources, review_queue_page
+from curation.services.adjudication import MAX_MORE, AdjudicationError, adjudication_record, item_flag_raise
+
+COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
+NO_COLOR = "#bbbbbb"
+
+
+class AdjudicationForm(forms.Form):
+    decision = forms.ChoiceField(choices=Adjudication.Decision.choices, widget=forms.RadioSelect)
+    # Checked against the project's scale by adjudication_record, which names the range when it is off.
+    strength = forms.IntegerField(required=False, label="Final label", widget=forms.Select)
+    ratings = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        label="Final ratings (optional)",
+        help_text='JSON, e.g. {"a": {"correctness": 4}, "b": {"correctness": 1}}.',
+    )
+    more = forms.IntegerField(
+        required=False, min_value=1, max_value=MAX_MORE, initial=2, label="How many more annotations"
+    )
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), label="Reason", required=False)
+
+    def __init__(self, *args: Any, labels: dict[int, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        choices = [("", "—"), *((value, f"{value:+d} {text}") for value, text in labels.items())]
+        self.fields["strength"].widget.choices = choices
+
+    def clean_ratings(self) -> dict[str, Any]:
+        text = self.cleaned_data["ratings"].strip()
+        if not text:
+            return {}
+        try:
+            ratings = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise forms.ValidationError(f"Not valid JSON: {error.msg} (column {error.colno}).") from None
+        if not isinstance(ratings, dict):
+            raise forms.ValidationError('Give an object like {"a": {...}, "b": {...}}.')
+        return ratings
+
+    def decision_arguments(self) -> dict[str, Any]:
+        """What adjudication_record takes: only the fields that go with the chosen decision."""
+        data = self.cleaned_data
+        decision = data["decision"]
+        return {
+            "decision": decision,
+            "reason": data["reason"],
+            "strength": data["strength"] if decision == Adjudication.Decision.LABEL else None,
+            "ratings": data["ratings"] if decision == Adjudication.Decision.LABEL else None,
+            "more": (data["more"] or 0) if decision == Adjudication.Decision.MORE else 0,
+        }
+
+
+class FlagForm(forms.Form):
+    reason = forms.CharField(max_length=500)
+
+
+def _nav_context(request: HttpRequest, project: Any) -> dict[str, Any]:
+    role = role_in_project(request.user, project)
+    return {"is_admin": role == Role.ADMIN, "is_curator": role in (Role.CURATOR, Role.ADMIN)}
+
+
+@require_GET
+@login_required
+def review_queue(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = project_for_member(request.user, project_id, min_role=Role.CURATOR)
+    reason = request.GET.get("reason", "")
+    reason = reason if reason in REASONS else ""
+    source = request.GET.get("source", "")
+    page, entries = review_queue_page(project=project, reason=reason, source=source, page=request.GET.get("page"))
+    context = {
+        "project": project,
+        "page": page,
+        "entries": entries,
+        "reasons": [(code, label) for code, label in REASONS.items() if code != "model"],
+        "reason": reason,
+        "sources": project_sources(project=project),
+        "source": source,
+        **_nav_context(request, project),
+    }
+    return render(request, "curation/review_queue.html", context)
+
+
+@dataclass(frozen=True)
+class Segment:
+    text: str
+    category: str
+    color: str
+
+
+def highlight(text: str, spans: list[dict[str, Any]], colors: dict[str, str]) -> list[Segment]:
+    """The text cut at span boundaries, each piece with the category of the first span covering it (empty
+    when none). Rendered with autoescaping: the text is never trusted."""
+    valid = [
+        s
+        for s in spans
+        if isinstance(s, dict)
+        and isinstance(s.get("start"), int)
+        and isinstance(s.get("end"), int)
+        and 0 <= s["start"] < s["end"] <= len(text)
+    ]
+    cuts = sorted({0, len(text), *(s["start"] for s in valid), *(s["end"] for s in valid)})
+    segments = []
+    for start, end in itertools.pairwise(cuts):
+        covering = next((s for s in valid if s["start"] <= start and end <= s["end"]), None)
+        category = str(covering.get("category", "")) if covering else ""
+        color = colors.get(category, NO_COLOR) if covering else ""
+        segments.append(Segment(text[start:end], category, color if not color or COLOR.match(color) else NO_COLOR))
+    return segments
+
+
+@dataclass
+class AnnotationView:
+    annotation: Annotation
+    strength_label: str
+    highlights: list[tuple[str, list[Segment]]]  # (side, segments) for each side with spans
+
+
+def _annotation_views(item: Item, definition: dict[str, Any]) -> list[AnnotationView]:
+    scales = schema_scales(project=item.project)
+    colors = {c["name"]: c.get("color", NO_COLOR) for c in definition.get("spans", {}).get("categories", [])}
+    texts = {"a": item.response_a, "b": item.response_b}
+    views = []
+    for annotation in item_annotations(item=item):
+        scale = annotation_scale(annotation, item, scales) or "seven"
+        labels = strength_labels({"preference": {"scale": scale}})
+        label = "" if annotation.strength is None else labels.get(annotation.strength, "")
+        spans = annotation.spans if isinstance(annotation.spans, list) else []
+        highlights = [
+            (
+                side,
+                highlight(texts[side], [s for s in spans if isinstance(s, dict) and s.get("response") == side], colors),
+            )
+            for side in ("a", "b")
+            if any(isinstance(s, dict) and s.get("response") == side for s in spans)
+        ]
+        views.append(AnnotationView(annotation, label, highlights))
+    return views
+
+
+def _ratings_grid(annotations: list[AnnotationView]) -> list[dict[str, Any]]:
+    """Rows of (response, attribute) with each annotation's value, and whether they spread over more than 2."""
+    keys = sorted(
+        {
+            (side, name)
+            for view in annotations
+            for side, given in (view.annotation.ratings or {}).items()
+            if isinstance(given, dict)
+            for name in given
+        }
+    )
+    rows = []
+    for side, name in keys:
+        values = [(view.annotation.ratings.get(side) or {}).get(name) for view in annotations]
+        numbers = [v for v in values if isinstance(v, int)]
+        spread = bool(numbers) and max(numbers) - min(numbers) > 2
+        rows.append({"side": side.upper(), "name": name, "values": values, "spread": spread})
+    return rows
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def adjudicate(request: HttpRequest, project_id: int, item_id: int) -> HttpResponse:
+    item = item_for_curator(request.user, project_id, item_id)
+    definition = label_schema_current(project=item.project).definition
+    labels = strength_labels(definition) if definition["preference"]["enabled"] else {}
+    form = AdjudicationForm(request.POST or None, labels=labels)
+    if request.method == "POST" and form.is_valid():
+        try:
+            adjudication_record(item=item, curator=request.user, **form.decision_arguments())  # type: ignore[arg-type]
+        except AdjudicationError as error:
+            for message in error.errors:
+                field, _, text = message.partition(": ")
+                form.add_error(field if field in form.fields else None, text or message)
+        else:
+            messages.success(request, f"Item {item.pk}: {Adjudication.Decision(form.cleaned_data['decision']).label}.")
+            return redirect("curation:review_queue", project_id=item.project_id)
+    views = _annotation_views(item, definition)
+    context = {
+        "project": item.project,
+        "item": item,
+        "annotations": views,
+        "ratings_grid": _ratings_grid(views),
+        "flags": ItemFlag.objects.filter(item=item).select_related("raised_by").order_by("-created_at"),
+        "history": Adjudication.objects.filter(item=item).select_related("curator"),
+        "form": form,
+        "scale": SCALES[definition["preference"]["scale"]] if labels else None,
+        **_nav_context(request, item.project),
+    }
+    return render(request, "curation/adjudicate.html", context, status=422 if form.errors else 200)
+
+
+@require_POST
+@login_required
+def item_flag(request: HttpRequest, project_id: int, item_id: int) -> HttpResponse:
+    item = item_for_annotator(request.user, project_id, item_id)
+    form = FlagForm(request.POST)
+    error = ""
+    if form.is_valid():
+        try:
+            item_flag_raise(item=item, user=request.user, reason=form.cleaned_data["reason"])  # type: ignore[arg-type]
+        except AdjudicationError as problem:
+            error = str(problem)
+    else:
+        error = "reason: say what is wrong with this item (at most 500 characters)"
+    if not request.htmx:  # type: ignore[attr-defined]
+        if error:
+            messages.error(request, f"Not flagged: {error}")
+        else:
+            messages.success(request, f"Item {item.pk} flagged for review.")
+        return redirect("annotate:label", project_id=item.project_id)
+    context = {"project": item.project, "item": item, "error": error, "flagged": not error}
+    return render(request, "curation/review_flag.html", context, status=422 if error else 200)

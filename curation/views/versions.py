@@ -1,0 +1,214 @@
+"""Curators build dataset versions, freeze them, and export them; annotators cannot."""
+
+from functools import partial
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db import transaction
+from django.http import FileResponse, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import HttpResponseStopPolling
+
+from annotate.access import project_for_member, role_in_project
+from annotate.models import Project, Role
+from curation.models import DatasetRow, DatasetVersion, ExportJob
+from curation.selectors_versions import (
+    curated_projects,
+    export_for_member,
+    export_jobs_for_version,
+    parent_choices,
+    version_for_curator,
+    version_rows_preview,
+    versions_for_project,
+)
+from curation.services.version_exports import export_job_create
+from curation.services.version_rows import STATES, VersionFilters
+from curation.services.versions import (
+    INLINE_FREEZE_MAX_ITEMS,
+    VersionError,
+    dataset_version_candidate_count,
+    dataset_version_create,
+    dataset_version_freeze,
+)
+from curation.tasks import dataset_version_freeze_run, export_job_run
+
+SEED_MAX = 2**31 - 1
+STATE_LABELS = {"agreed": "Agreed consensus", "adjudicated": "Adjudicated (a curator's final label)"}
+
+
+class VersionForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    projects = forms.ModelMultipleChoiceField(
+        queryset=Project.objects.none(),
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Projects the rows are drawn from (those you curate).",
+    )
+    states = forms.MultipleChoiceField(
+        choices=[(s, STATE_LABELS[s]) for s in STATES], widget=forms.CheckboxSelectMultiple, initial=list(STATES)
+    )
+    min_agreement = forms.FloatField(
+        min_value=0,
+        max_value=1,
+        initial=0.0,
+        help_text="Share of annotations agreeing with the consensus (agreed items only), 0 to 1.",
+    )
+    provenance = forms.MultipleChoiceField(
+        choices=DatasetRow.Provenance.choices,
+        widget=forms.CheckboxSelectMultiple,
+        initial=list(DatasetRow.Provenance.values),
+    )
+    sources = forms.CharField(required=False, help_text="Comma-separated sources to keep; empty keeps every source.")
+    train = forms.FloatField(min_value=0, max_value=1, initial=0.8)
+    validation = forms.FloatField(min_value=0, max_value=1, initial=0.1)
+    test = forms.FloatField(min_value=0, max_value=1, initial=0.1)
+    seed = forms.IntegerField(min_value=0, max_value=SEED_MAX, initial=0, help_text="Seed of the split by prompt.")
+    parent = forms.ModelChoiceField(queryset=DatasetVersion.objects.none(), required=False, help_text="Lineage.")
+
+    def __init__(self, *args: Any, project: Project, user: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["projects"].queryset = curated_projects(user)  # type: ignore[attr-defined]
+        self.fields["projects"].initial = [project.pk]
+        self.fields["parent"].queryset = parent_choices(project)  # type: ignore[attr-defined]
+
+    def version_filters(self) -> VersionFilters:
+        data = self.cleaned_data
+        sources = tuple(s.strip() for s in data["sources"].split(",") if s.strip())
+        return VersionFilters(
+            states=tuple(data["states"]),
+            min_agreement=data["min_agreement"],
+            provenance=tuple(data["provenance"]),
+            sources=sources,
+            splits={"train": data["train"], "validation": data["validation"], "test": data["test"]},
+            seed=data["seed"],
+        )
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if not self.errors:
+            for error in self.version_filters().errors():
+                self.add_error(None, error)
+        return cleaned
+
+
+@login_required
+@require_GET
+def version_list(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = project_for_member(request.user, project_id, min_role=Role.CURATOR)
+    context = {"project": project, "versions": versions_for_project(project)[:100], **_nav(request, project)}
+    return render(request, "curation/versions.html", context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def version_new(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = project_for_member(request.user, project_id, min_role=Role.CURATOR)
+    form = VersionForm(request.POST or None, project=project, user=request.user)
+    if request.method == "POST" and form.is_valid():
+        if project not in form.cleaned_data["projects"]:
+            form.add_error("projects", f"A version built here must include {project.name}.")
+        else:
+            version = dataset_version_create(
+                name=form.cleaned_data["name"],
+                projects=form.cleaned_data["projects"],
+                filters=form.version_filters(),
+                parent=form.cleaned_data["parent"],
+                created_by=request.user,  # type: ignore[arg-type]  # login_required: never anonymous here
+            )
+            _freeze(version)
+            return redirect("curation:version_detail", project_id=project.pk, version_id=version.pk)
+    context = {"project": project, "form": form, **_nav(request, project)}
+    return render(request, "curation/version_new.html", context, status=422 if form.is_bound else 200)
+
+
+def _freeze(version: DatasetVersion) -> None:
+    """Small versions freeze in this request; larger ones on a worker, whose progress the detail page shows."""
+    if dataset_version_candidate_count(version=version) <= INLINE_FREEZE_MAX_ITEMS:
+        dataset_version_freeze(version=version)
+    else:
+        transaction.on_commit(partial(dataset_version_freeze_run.delay, version.pk))
+
+
+@login_required
+@require_POST
+def version_freeze(request: HttpRequest, project_id: int, version_id: int) -> HttpResponse:
+    """Freeze a draft, or retry one that failed."""
+    project, version = version_for_curator(request.user, project_id, version_id)
+    try:
+        _freeze(version)
+    except VersionError as error:
+        messages.error(request, str(error))
+    return redirect("curation:version_detail", project_id=project.pk, version_id=version.pk)
+
+
+@login_required
+@require_GET
+def version_detail(request: HttpRequest, project_id: int, version_id: int) -> HttpResponse:
+    project, version = version_for_curator(request.user, project_id, version_id)
+    context = _detail_context(request, project, version)
+    if not request.htmx:  # type: ignore[attr-defined]
+        return render(request, "curation/version_detail.html", context)
+    fragment = "curation/version_detail.html#live"
+    if context["finished"]:
+        # 286 tells htmx to stop polling; the final state is still swapped in.
+        return HttpResponseStopPolling(render_to_string(fragment, context, request=request))
+    return render(request, fragment, context)
+
+
+def _detail_context(request: HttpRequest, project: Project, version: DatasetVersion) -> dict[str, Any]:
+    jobs = list(export_jobs_for_version(version)[:20])
+    busy_jobs = any(job.status in (ExportJob.Status.QUEUED, ExportJob.Status.RUNNING) for job in jobs)
+    histogram = version.stats.get("margin_histogram", [])
+    return {
+        "project": project,
+        "version": version,
+        "rows": version_rows_preview(version) if version.status == DatasetVersion.Status.FROZEN else [],
+        "jobs": jobs,
+        "formats": ExportJob.Format.choices,
+        "histogram": histogram,
+        "histogram_max": max([b["count"] for b in histogram] + [1]),
+        "finished": version.status != DatasetVersion.Status.FREEZING and not busy_jobs,
+        **_nav(request, project),
+    }
+
+
+@login_required
+@require_POST
+def export_create(request: HttpRequest, project_id: int, version_id: int) -> HttpResponse:
+    project, version = version_for_curator(request.user, project_id, version_id)
+    export_format = request.POST.get("format", "")
+    if export_format not in ExportJob.Format.values:
+        messages.error(request, "Choose an export format.")
+    else:
+        try:
+            user = request.user  # login_required: never anonymous here
+            job = export_job_create(version=version, format=export_format, created_by=user)  # type: ignore[arg-type]
+        except VersionError as error:
+            messages.error(request, str(error))
+        else:
+            transaction.on_commit(partial(export_job_run.delay, job.pk))
+    return redirect("curation:version_detail", project_id=project.pk, version_id=version.pk)
+
+
+@login_required
+@require_GET
+def export_download(request: HttpRequest, project_id: int, version_id: int, job_id: int) -> FileResponse:
+    job = export_for_member(request.user, project_id, version_id, job_id)
+    name = f"{_slug(job.version.name)}-v{job.version_id}-{job.format}{_suffix(job.file.name)}"
+    return FileResponse(job.file.open("rb"), as_attachment=True, filename=name)
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in name)[:60] or "dataset"
+
+
+def _suffix(path: str) -> str:
+    return "." + path.rsplit(".", 1)[-1] if "." in path else ""
+
+
+def _nav(request: HttpRequest, project: Project) -> dict[str, Any]:
+    role = role_in_project(request.user, project)
+    return {"is_admin": role == Role.ADMIN, "is_curator": role in (Role.CURATOR, Role.ADMIN)}
