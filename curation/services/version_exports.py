@@ -22,6 +22,8 @@ from django.db.models import TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
+from concord import locks
+from concord.locks import job_lock
 from curation.models import DatasetRow, DatasetVersion, ExportJob
 from curation.services.versions import VersionError
 
@@ -69,15 +71,22 @@ def export_job_create(*, version: DatasetVersion, format: str, created_by: Abstr
 
 
 def export_job_run(*, job: ExportJob) -> ExportJob:
-    """Run a queued export. Safe to deliver twice: only the delivery that claims the job (QUEUED -> RUNNING)
-    writes; a failure leaves the job FAILED and no file."""
-    claimed = ExportJob.objects.filter(pk=job.pk, status=ExportJob.Status.QUEUED).update(
-        status=ExportJob.Status.RUNNING, rows_done=0
-    )
-    if claimed != 1:
-        logger.info("Export job %s is not queued; leaving it alone", job.pk)
-        job.refresh_from_db()
-        return job
+    """Run a queued export. Safe to deliver twice: only the delivery holding the job's lock writes, and a job
+    left RUNNING by a killed worker is run again by the next delivery; a failure leaves it FAILED and no file."""
+    with job_lock(locks.EXPORT, job.pk) as mine:
+        # Under the lock a RUNNING job is one whose worker died: its connection, and lock, went with it.
+        active = [ExportJob.Status.QUEUED, ExportJob.Status.RUNNING]
+        claimed = mine and ExportJob.objects.filter(pk=job.pk, status__in=active).update(
+            status=ExportJob.Status.RUNNING, rows_done=0
+        )
+        if not claimed:
+            logger.info("Export job %s is running elsewhere or has ended; leaving it alone", job.pk)
+            job.refresh_from_db()
+            return job
+        return _run_claimed(job)
+
+
+def _run_claimed(job: ExportJob) -> ExportJob:
     relative = f"{EXPORT_DIR}/version-{job.version_id}-{job.pk}-{job.format}.{EXTENSIONS[job.format]}"
     final = Path(settings.MEDIA_ROOT) / relative
     final.parent.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotate.models import Item, LabelSchema, Project
+from concord import locks
+from concord.locks import job_lock
 from curation.models import DatasetRow, DatasetVersion
 from curation.services.version_rows import (
     Candidate,
@@ -105,8 +107,12 @@ def dataset_version_candidate_count(*, version: DatasetVersion) -> int:
 
 
 def dataset_version_claim(*, version: DatasetVersion) -> bool:
-    """DRAFT (or FAILED, to retry) -> FREEZING; False when another freeze has it or it is frozen."""
-    claimable = [DatasetVersion.Status.DRAFT, DatasetVersion.Status.FAILED]
+    """DRAFT (or FAILED, to retry) -> FREEZING; False when it is frozen.
+
+    Call it holding the version's job lock (concord.locks): then a version still marked FREEZING is one whose
+    worker died mid-freeze (its lock went with its connection), and it may be claimed again.
+    """
+    claimable = [DatasetVersion.Status.DRAFT, DatasetVersion.Status.FAILED, DatasetVersion.Status.FREEZING]
     changed = DatasetVersion.objects.filter(pk=version.pk, status__in=claimable).update(
         status=DatasetVersion.Status.FREEZING, row_count=0, error=""
     )
@@ -114,13 +120,18 @@ def dataset_version_claim(*, version: DatasetVersion) -> bool:
 
 
 def dataset_version_freeze(*, version: DatasetVersion) -> DatasetVersion:
-    """Freeze a draft: write its rows, hash them, record manifest and stats. A version that is not a draft
-    (frozen, or being frozen elsewhere) raises VersionError; a failure leaves it FAILED without rows."""
-    if not dataset_version_claim(version=version):
-        version.refresh_from_db()
-        raise VersionError(f"version {version.pk} is {version.status}, not a draft; it cannot be frozen again")
+    """Freeze a draft: write its rows, hash them, record manifest and stats. A version that is frozen, or being
+    frozen by a live worker, raises VersionError; a failure leaves it FAILED without rows."""
+    with job_lock(locks.FREEZE, version.pk) as mine:
+        if not mine or not dataset_version_claim(version=version):
+            version.refresh_from_db()
+            raise VersionError(f"version {version.pk} is {version.status} elsewhere or frozen; not freezing it again")
+        return _freeze_claimed(version)
+
+
+def _freeze_claimed(version: DatasetVersion) -> DatasetVersion:
     try:
-        # Rows of an earlier, failed attempt go first.
+        # Rows of an earlier, failed or killed attempt go first.
         DatasetRow.objects.filter(version=version).delete()
         summary = _write_rows(version)
         content_hash = dataset_version_content_hash(version=version)
