@@ -123,9 +123,11 @@ def dataset_version_freeze(*, version: DatasetVersion) -> DatasetVersion:
     """Freeze a draft: write its rows, hash them, record manifest and stats. A version that is frozen, or being
     frozen by a live worker, raises VersionError; a failure leaves it FAILED without rows."""
     with job_lock(locks.FREEZE, version.pk) as mine:
-        if not mine or not dataset_version_claim(version=version):
+        if not mine:
+            raise VersionError(f"version {version.pk} is being frozen by another worker")
+        if not dataset_version_claim(version=version):
             version.refresh_from_db()
-            raise VersionError(f"version {version.pk} is {version.status} elsewhere or frozen; not freezing it again")
+            raise VersionError(f"version {version.pk} is {version.status}, not a draft; it cannot be frozen again")
         return _freeze_claimed(version)
 
 

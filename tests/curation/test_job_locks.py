@@ -60,7 +60,7 @@ def test_a_second_delivery_leaves_a_live_freeze_alone() -> None:
     worker.start()
     assert held.wait(timeout=30)
     try:
-        with pytest.raises(VersionError, match="not freezing it again"):
+        with pytest.raises(VersionError, match="being frozen by another worker"):
             dataset_version_freeze(version=DatasetVersion.objects.get(pk=version.pk))
         assert DatasetVersion.objects.get(pk=version.pk).status == DatasetVersion.Status.FREEZING
     finally:
