@@ -18,6 +18,26 @@ from bench.common import django_setup, machine, write_section
 PROJECT = "bench-agreement-pandalm"
 
 
+def _queue_check(project, table, signs) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """The disagreement queue must list exactly the items where someone preferred A and someone B."""
+    import numpy as np
+
+    from curation.selectors_review import disagreement_queue
+
+    split = {item_id for item_id, row in zip(table.item_ids, signs, strict=True) if np.nanmin(row) < 0 < np.nanmax(row)}
+    start = time.perf_counter()
+    queued = {row["id"] for row in disagreement_queue(project=project, reason="sign")}
+    seconds = time.perf_counter() - start
+    whole_queue = disagreement_queue(project=project).count()
+    return {
+        "split": float(len(split)),
+        "queued": float(len(queued)),
+        "queue_exact": float(queued == split),
+        "queue_all": float(whole_queue),
+        "queue_seconds": seconds,
+    }
+
+
 def measure(path: Path) -> dict[str, float]:
     import krippendorff
     import numpy as np
@@ -55,6 +75,7 @@ def measure(path: Path) -> dict[str, float]:
         start = time.perf_counter()
         quality_report(project=project)
         result["report_seconds"] = time.perf_counter() - start
+        result.update(_queue_check(project, table, signs))
         return result
     finally:
         project.delete()
@@ -79,6 +100,11 @@ def main() -> None:
         f"| Fleiss' kappa | {r['fleiss']:.3f} | 0.864 (SOURCE.txt) |",
         f"| Krippendorff's alpha, nominal | {r['alpha']:.6f} | {r['alpha_package']:.6f} (krippendorff 0.9.0) |",
         f"| Dawid-Skene reliability per annotator | {r['ds_min']:.3f} to {r['ds_max']:.3f} | |",
+        "",
+        f"Disagreement queue, sign-split filter: {r['queued']:.0f} items; items where one annotator preferred A "
+        f"and another B: {r['split']:.0f}; the same items: {'yes' if r['queue_exact'] else 'NO'} "
+        f"({r['queue_seconds']:.2f} s). The whole queue (sign splits, strength spreads over 2, open flags): "
+        f"{r['queue_all']:.0f} items.",
         "",
         f"Reading the labels and computing the metrics took {r['alpha_seconds']:.2f} s; the whole annotator-quality "
         f"report {r['report_seconds']:.2f} s.",
