@@ -56,7 +56,8 @@ from django.db.models import (
 )
 from django.db.models.functions import Cast, Greatest, Least
 
-from annotate.models import Annotation, Item, Project
+from annotate.models import Annotation, Item, Membership, Project
+from curation.aggregation import SpanConsensus, majority_sign, mean_strength, ratings_consensus, spans_merge
 from curation.models import Adjudication, ItemFlag
 
 RATING_SPREAD_LIMIT = 2
@@ -280,4 +281,39 @@ def project_sources(*, project: Project) -> list[str]:
         .values_list("source", flat=True)
         .distinct()
         .order_by("source")
+    )
+
+
+@dataclass(frozen=True)
+class ItemConsensus:
+    """What the annotations of one item add up to, by each aggregation rule."""
+
+    count: int
+    mean: float | None
+    weighted_mean: float | None
+    majority: int | None
+    ratings_mean: dict[str, dict[str, float]]
+    ratings_helpsteer2: dict[str, dict[str, float]]
+    spans: list[SpanConsensus]
+
+
+def item_consensus(*, item: Item) -> ItemConsensus:
+    """Consensus of an item's annotations: mean and weighted mean strength (Membership.weight discounts an
+    annotator; imported annotators count fully), majority side, ratings by mean and by HelpSteer2's rule, and
+    error spans merged per category with their per-character agreement."""
+    weights = dict(Membership.objects.filter(project_id=item.project_id).values_list("user_id", "weight"))
+    rows = list(
+        Annotation.objects.filter(item=item).order_by("id").values_list("annotator_id", "strength", "ratings", "spans")
+    )
+    rated = [(annotator, strength) for annotator, strength, _, _ in rows if strength is not None]
+    strengths = [float(strength) for _, strength in rated]
+    ratings = [given for _, _, given, _ in rows if given]
+    return ItemConsensus(
+        count=len(rows),
+        mean=mean_strength(strengths),
+        weighted_mean=mean_strength(strengths, [weights.get(annotator, 1.0) for annotator, _ in rated]),
+        majority=majority_sign(strengths),
+        ratings_mean=ratings_consensus(ratings, "mean"),
+        ratings_helpsteer2=ratings_consensus(ratings, "helpsteer2"),
+        spans=spans_merge([spans for _, _, _, spans in rows]),
     )

@@ -18,7 +18,7 @@ from annotate.labels import SCALES, strength_labels
 from annotate.models import Annotation, Item, Role
 from annotate.selectors import annotation_scale, item_annotations, label_schema_current, schema_scales
 from curation.models import Adjudication, ItemFlag
-from curation.selectors_review import REASONS, project_sources, review_queue_page
+from curation.selectors_review import REASONS, item_consensus, project_sources, review_queue_page
 from curation.services.adjudication import MAX_MORE, AdjudicationError, adjudication_record, item_flag_raise
 
 COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
@@ -200,6 +200,7 @@ def adjudicate(request: HttpRequest, project_id: int, item_id: int) -> HttpRespo
         "item": item,
         "annotations": views,
         "ratings_grid": _ratings_grid(views),
+        "consensus": item_consensus(item=item),
         "flags": ItemFlag.objects.filter(item=item).select_related("raised_by").order_by("-created_at"),
         "history": Adjudication.objects.filter(item=item).select_related("curator"),
         "form": form,

@@ -249,3 +249,23 @@ def test_an_annotator_flags_from_the_labeling_page(login) -> None:  # type: igno
     flag = ItemFlag.objects.get(item_id=item_id)
     assert (flag.raised_by, flag.reason, flag.resolved) == (annotator, "Both answers are wrong", False)
     assert disagreement_queue(project=project).filter(pk=item_id).exists()
+
+
+def test_the_adjudication_page_shows_the_consensus_by_each_rule(login) -> None:  # type: ignore[no-untyped-def]
+    from annotate.models import Membership
+    from curation.selectors_review import item_consensus
+
+    project = ProjectFactory(overlap=3)
+    item = ItemFactory(project=project)
+    trusted, doubtful, third = (member(project) for _ in range(3))
+    for annotator, strength in ((trusted, -3), (doubtful, 3), (third, -1)):
+        AnnotationFactory(item=item, annotator=annotator, strength=strength)
+    Membership.objects.filter(user=doubtful).update(weight=0)
+    consensus = item_consensus(item=item)
+    assert (consensus.count, consensus.majority) == (3, -1)
+    assert consensus.mean == pytest.approx(-1 / 3)
+    assert consensus.weighted_mean == pytest.approx(-2.0)
+    page = login(member(project, Role.CURATOR)).get(reverse("curation:adjudicate", args=[project.pk, item.pk]))
+    assert page.status_code == 200
+    assert 'data-testid="consensus"' in page.content.decode()
+    assert "-2.00" in page.content.decode()
