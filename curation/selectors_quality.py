@@ -14,6 +14,7 @@ from django.db.models import BooleanField, Count, ExpressionWrapper, F, OuterRef
 
 from annotate.models import Annotation, Assignment, Item, Membership, Project, Role
 from annotate.selectors import gold_scores
+from curation.aggregation import sign_consensus_dawid_skene
 from curation.metrics import fleiss_kappa, krippendorff_alpha, modal_units, pairwise_agreement
 from curation.models import Adjudication
 
@@ -151,6 +152,8 @@ class AnnotatorQuality:
     gold_accuracy: float | None
     median_seconds: float | None
     skip_rate: float | None
+    # Dawid-Skene's estimate of how often this annotator's preferred side is the true one.
+    reliability: float | None = None
     flags: list[str] = field(default_factory=list)
 
 
@@ -188,6 +191,7 @@ def quality_report(*, project: Project) -> QualityReport:
     names = dict(get_user_model().objects.filter(pk__in=ids).values_list("pk", "username"))
     weights = np.array([members.get(int(a), (None, 1.0, False))[1] for a in table.annotator_ids], dtype=np.float64)
     agrees, compared = _leave_one_out(table, weights)
+    reliability = _reliability(table)
     gold = {score.annotator: score.preference_accuracy for score in gold_scores(project=project)}
     finished = _finished_counts(project=project)
     column = {int(a): i for i, a in enumerate(table.annotator_ids)}
@@ -210,6 +214,7 @@ def quality_report(*, project: Project) -> QualityReport:
                 gold_accuracy=gold.get(names.get(annotator_id, "")),
                 median_seconds=float(np.median(seconds)) if len(seconds) else None,
                 skip_rate=skipped / done if done else None,
+                reliability=reliability.get(annotator_id),
             )
         )
     human_seconds = table.seconds[~np.isnan(table.seconds)]
@@ -221,6 +226,14 @@ def quality_report(*, project: Project) -> QualityReport:
     )
     _flag_outliers(report)
     return report
+
+
+def _reliability(table: LabelTable) -> dict[int, float]:
+    """Each annotator's Dawid-Skene reliability on the preferred side; empty with too little to go on."""
+    if len(table.annotator_ids) < 2 or len(table.item_ids) < 2:
+        return {}
+    _, reliability = sign_consensus_dawid_skene(table.matrix)
+    return {int(a): float(r) for a, r in zip(table.annotator_ids, reliability, strict=True)}
 
 
 def _mean(values: list[float | None]) -> float | None:

@@ -20,5 +20,8 @@ DJANGO_SETTINGS_MODULE=concord.settings.test "$VENV/bin/python" manage.py makemi
 say "deploy checks"
 DJANGO_SETTINGS_MODULE=concord.settings.production SECRET_KEY="$(head -c 48 /dev/urandom | base64)" \
   ALLOWED_HOSTS=concord.example.org "$VENV/bin/python" manage.py check --deploy --fail-level WARNING
+say "openapi"
+DJANGO_SETTINGS_MODULE=concord.settings.test "$VENV/bin/python" manage.py spectacular --validate --fail-on-warn \
+  --file /dev/null
 say "pytest"
 "$VENV/bin/pytest" "$@"

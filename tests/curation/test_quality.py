@@ -59,6 +59,8 @@ def test_the_quality_page_flags_the_fast_contrarian(login, project, team) -> Non
     assert by_name["careful0"].median_seconds == 60.0
     assert report.agreement.items == 10
     assert report.agreement.fleiss_items == 10
+    # Dawid-Skene trusts the three who agree and not the one who always contradicts them.
+    assert by_name["fast"].reliability < 0.5 < by_name["careful0"].reliability
 
 
 def test_names_are_escaped_in_the_table_and_the_chart(login, project) -> None:  # type: ignore[no-untyped-def]
