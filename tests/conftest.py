@@ -14,3 +14,7 @@ def login():  # type: ignore[no-untyped-def]
         return client
 
     return _login
+
+
+# Browser fixtures (browser, page) for the Playwright tests.
+pytest_plugins = ["tests.browser"]

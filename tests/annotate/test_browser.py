@@ -3,69 +3,17 @@
 Runs Debian's Chromium (`make test` installs it) against pytest-django's live server and the real PostgreSQL.
 """
 
-import os
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from django.urls import reverse
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from annotate.models import Annotation
-from tests.annotate.factories import DEFAULT_PASSWORD, ItemFactory, ProjectFactory, member
+from tests.annotate.factories import ItemFactory, ProjectFactory, member
+from tests.browser import log_in
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-background-networking",
-    "--disable-gpu",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 XSS_RESPONSE = '<script>window.__xss = 1</script><img src=x onerror="window.__xss=2">'
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture(scope="module")
-def allow_orm_beside_playwright() -> Iterator[None]:
-    """Playwright's sync API keeps an event loop running in this thread, and Django's ORM then refuses
-    synchronous queries (SynchronousOnlyOperation). The queries here really are synchronous, so say so,
-    for this module only; it must outlive the browser and each test's database flush."""
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    yield
-    if previous is None:
-        del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
-    else:
-        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
-
-
-@pytest.fixture(scope="module")
-def browser(allow_orm_beside_playwright: None) -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package (`make test` does).", pytrace=False)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    yield page
-    context.close()
-
-
-def _log_in(page: Page, base_url: str, user) -> None:  # type: ignore[no-untyped-def]
-    page.goto(base_url + reverse("login"))
-    page.get_by_label("Username").fill(user.username)
-    page.get_by_label("Password").fill(DEFAULT_PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_role("heading", name="Your projects")).to_be_visible()
 
 
 def _label_with_keyboard(page: Page, *, key: str, justification: str) -> str:
@@ -94,7 +42,7 @@ def test_annotator_labels_three_items_with_the_keyboard_alone(live_server, page:
     project = ProjectFactory(overlap=1, guidelines="Prefer the **more helpful** response.")
     ItemFactory.create_batch(5, project=project)
     annotator = member(project)
-    _log_in(page, live_server.url, annotator)
+    log_in(page, live_server.url, annotator)
 
     page.goto(live_server.url + reverse("annotate:project_queue", args=[project.pk]))
     page.get_by_role("link", name="Start labeling").click()
@@ -129,7 +77,7 @@ def test_untrusted_text_is_shown_literally_and_never_runs(live_server, page: Pag
         response_a=XSS_RESPONSE,
     )
     annotator = member(project)
-    _log_in(page, live_server.url, annotator)
+    log_in(page, live_server.url, annotator)
 
     page.goto(live_server.url + reverse("annotate:label", args=[project.pk]))
     expect(page.get_by_test_id("response-a")).to_have_text(XSS_RESPONSE)

@@ -5,27 +5,15 @@ and what reaches the database.
 Runs Debian's Chromium against pytest-django's live server and the real PostgreSQL, as test_browser.py does.
 """
 
-import os
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from django.urls import reverse
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from annotate.labels import DEFAULT_SCHEMA
 from annotate.models import Annotation
-from tests.annotate.factories import DEFAULT_PASSWORD, ItemFactory, ProjectFactory, member
+from tests.annotate.factories import ItemFactory, ProjectFactory, member
+from tests.browser import log_in
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-background-networking",
-    "--disable-gpu",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 RESPONSE_A = "Paris is the capital of France. It is also famous for its many cheeses."
 # A waving hand with a skin tone: two code points, four UTF-16 units; and a CRLF, which the HTML parser would
 # turn into LF, both before the span to mark.
@@ -35,46 +23,6 @@ RATINGS_B = {"helpfulness": 1, "correctness": 0, "coherence": 3, "complexity": 1
 COLORS = {c["name"]: c["color"] for c in DEFAULT_SCHEMA["spans"]["categories"]}
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture(scope="module")
-def allow_orm_beside_playwright() -> Iterator[None]:
-    """Playwright's sync API keeps an event loop running in this thread, and Django's ORM then refuses
-    synchronous queries (SynchronousOnlyOperation). The queries here really are synchronous, so say so,
-    for this module only; it must outlive the browser and each test's database flush."""
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    yield
-    if previous is None:
-        del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
-    else:
-        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
-
-
-@pytest.fixture(scope="module")
-def browser(allow_orm_beside_playwright: None) -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package (`make test` does).", pytrace=False)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    yield page
-    context.close()
-
-
-def _log_in(page: Page, base_url: str, user) -> None:  # type: ignore[no-untyped-def]
-    page.goto(base_url + reverse("login"))
-    page.get_by_label("Username").fill(user.username)
-    page.get_by_label("Password").fill(DEFAULT_PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_role("heading", name="Your projects")).to_be_visible()
 
 
 # Where `needle` is drawn inside a response: the middle of the left edge of its first character and of the right
@@ -167,7 +115,7 @@ def test_annotator_labels_ratings_spans_and_missing_information(live_server, pag
     project = ProjectFactory(overlap=1, schema=DEFAULT_SCHEMA)
     item = ItemFactory(project=project, response_a=RESPONSE_A, response_b=RESPONSE_B)
     annotator = member(project)
-    _log_in(page, live_server.url, annotator)
+    log_in(page, live_server.url, annotator)
     page.goto(live_server.url + reverse("annotate:label", args=[project.pk]))
     # The shortcuts come from deferred scripts, which have run once the load event fires.
     page.wait_for_load_state("load")

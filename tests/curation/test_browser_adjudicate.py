@@ -4,53 +4,16 @@ Runs Debian's Chromium against pytest-django's live server and the real PostgreS
 tests/annotate/test_browser.py.
 """
 
-import os
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from django.urls import reverse
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from annotate.models import Role
 from curation.models import Adjudication
-from tests.annotate.factories import DEFAULT_PASSWORD, AnnotationFactory, ItemFactory, ProjectFactory, member
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-gpu"]
+from tests.annotate.factories import AnnotationFactory, ItemFactory, ProjectFactory, member
+from tests.browser import log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture(scope="module")
-def allow_orm_beside_playwright() -> Iterator[None]:
-    """Playwright's sync API runs an event loop in this thread, which makes Django refuse synchronous
-    queries; these really are synchronous, so allow them for this module only."""
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    yield
-    if previous is None:
-        del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
-    else:
-        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
-
-
-@pytest.fixture(scope="module")
-def browser(allow_orm_beside_playwright: None) -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package (`make test` does).", pytrace=False)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    yield page
-    context.close()
 
 
 def test_a_curator_settles_a_split_item_and_it_leaves_the_queue(live_server, page: Page) -> None:  # type: ignore[no-untyped-def]
@@ -64,11 +27,7 @@ def test_a_curator_settles_a_split_item_and_it_leaves_the_queue(live_server, pag
         AnnotationFactory(item=agreed, annotator=annotator, strength=-1)
     curator = member(project, Role.CURATOR)
 
-    page.goto(live_server.url + reverse("login"))
-    page.get_by_label("Username").fill(curator.username)
-    page.get_by_label("Password").fill(DEFAULT_PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_role("heading", name="Your projects")).to_be_visible()
+    log_in(page, live_server.url, curator)
 
     page.goto(live_server.url + reverse("annotate:project_queue", args=[project.pk]))
     page.get_by_role("link", name="Review").click()
