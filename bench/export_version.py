@@ -67,24 +67,6 @@ def build_version(rows: int):  # type: ignore[no-untyped-def]
     return version
 
 
-COLUMNS = (
-    "version_id",
-    "position",
-    "item_id",
-    "split",
-    "prompt",
-    "context",
-    "chosen",
-    "rejected",
-    "margin",
-    "weight",
-    "provenance",
-    "source",
-    "annotation_ids",
-    "labels",
-)
-
-
 def insert_rows(version, rows: int) -> None:  # type: ignore[no-untyped-def]
     """Bulk insert with PostgreSQL's COPY, INSERT_BATCH rows a transaction (bulk_create managed about 2,000
     rows/s here, which made a million rows take most of ten minutes)."""
@@ -94,7 +76,8 @@ def insert_rows(version, rows: int) -> None:  # type: ignore[no-untyped-def]
 
     rng = random.Random(0)
     started = time.perf_counter()
-    statement = f"COPY {DatasetRow._meta.db_table} ({', '.join(COLUMNS)}) FROM STDIN"
+    columns = ("version_id", *DatasetRow.CONTENT_FIELDS)
+    statement = f"COPY {DatasetRow._meta.db_table} ({', '.join(columns)}) FROM STDIN"
     for start in range(0, rows, INSERT_BATCH):
         with transaction.atomic(), connection.cursor() as cursor, cursor.cursor.copy(statement) as copy:
             for position in range(start, min(rows, start + INSERT_BATCH)):

@@ -86,6 +86,23 @@ class DatasetVersion(models.Model):
 class DatasetRow(models.Model):
     """One training example of a frozen version, copied at freeze time."""
 
+    # What a row is: the fields its content hash covers and every export carries, in this order.
+    CONTENT_FIELDS = (
+        "position",
+        "item_id",
+        "split",
+        "prompt",
+        "context",
+        "chosen",
+        "rejected",
+        "margin",
+        "weight",
+        "provenance",
+        "source",
+        "annotation_ids",
+        "labels",
+    )
+
     class Split(models.TextChoices):
         TRAIN = "train", "Train"
         VALIDATION = "validation", "Validation"

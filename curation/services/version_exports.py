@@ -32,21 +32,7 @@ logger = logging.getLogger(__name__)
 ROW_CHUNK = 2000
 EXPORT_DIR = "exports/versions"
 EXTENSIONS = {"trl": "jsonl", "parquet": "parquet", "fine": "jsonl", "csv": "csv"}
-ROW_FIELDS = (
-    "position",
-    "item_id",
-    "split",
-    "prompt",
-    "context",
-    "chosen",
-    "rejected",
-    "margin",
-    "weight",
-    "provenance",
-    "source",
-    "annotation_ids",
-    "labels",
-)
+ROW_FIELDS = DatasetRow.CONTENT_FIELDS
 CSV_FIELDS = ("item_id", "split", "prompt", "context", "chosen", "rejected", "margin", "weight", "provenance", "source")
 # OWASP CSV injection: a cell a spreadsheet would read as a formula starts with one of these.
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")

@@ -40,21 +40,7 @@ HISTOGRAM_BINS = 10
 # Versions drawn from at most this many candidate items are frozen in the request that asks; larger ones by a
 # Celery worker (curation.tasks.dataset_version_freeze_run).
 INLINE_FREEZE_MAX_ITEMS = 2000
-ROW_HASH_FIELDS = (
-    "position",
-    "item_id",
-    "split",
-    "prompt",
-    "context",
-    "chosen",
-    "rejected",
-    "margin",
-    "weight",
-    "provenance",
-    "source",
-    "annotation_ids",
-    "labels",
-)
+ROW_HASH_FIELDS = DatasetRow.CONTENT_FIELDS
 
 
 class VersionError(ValueError):
