@@ -134,3 +134,25 @@ class MemberForm(forms.Form):
         if user is None:
             raise forms.ValidationError(f"No active user is called {username!r}.")
         return user
+
+
+class RatingsField(forms.CharField):
+    """Ratings typed as JSON, {"a": {"correctness": 4}, "b": {...}}; empty means none. The values themselves
+    are checked against the project's schema by the service that takes them."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("widget", forms.Textarea(attrs={"rows": 3}))
+        super().__init__(**kwargs)
+
+    def clean(self, value: Any) -> dict[str, Any]:
+        text = (super().clean(value) or "").strip()
+        if not text:
+            return {}
+        try:
+            ratings = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise forms.ValidationError(f"Not valid JSON: {error.msg} (column {error.colno}).") from None
+        if not isinstance(ratings, dict):
+            raise forms.ValidationError('Give an object like {"a": {...}, "b": {...}}.')
+        return ratings

@@ -11,6 +11,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from annotate.access import item_for_curator, project_for_member
+from annotate.forms import RatingsField
 from annotate.labels import LabelError
 from annotate.models import Item, Role
 from annotate.selectors import gold_scores, item_annotations, items_for_curator
@@ -23,25 +24,11 @@ class GoldForm(forms.Form):
     preference_sign = forms.TypedChoiceField(
         choices=[(-1, "A is better"), (0, "Tie"), (1, "B is better")], coerce=int, label="Expected preference"
     )
-    ratings = forms.CharField(
-        required=False,
-        widget=forms.Textarea(attrs={"rows": 3}),
+    ratings = RatingsField(
         label="Expected ratings (optional)",
         help_text='JSON, e.g. {"a": {"correctness": 4}, "b": {"correctness": 1}}; within one point counts as right.',
     )
     note = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
-
-    def clean_ratings(self) -> dict[str, dict[str, int]]:
-        text = self.cleaned_data["ratings"].strip()
-        if not text:
-            return {}
-        try:
-            ratings = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise forms.ValidationError(f"Not valid JSON: {error.msg} (column {error.colno}).") from None
-        if not isinstance(ratings, dict):
-            raise forms.ValidationError('Give an object like {"a": {...}, "b": {...}}.')
-        return ratings
 
 
 @require_GET

@@ -1,7 +1,6 @@
 """The review queue of disagreeing items, the adjudication page, and flagging an item for review."""
 
 import itertools
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +13,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from annotate.access import item_for_annotator, item_for_curator, project_for_member, role_in_project
+from annotate.forms import RatingsField
 from annotate.labels import SCALES, strength_labels
 from annotate.models import Annotation, Item, Role
 from annotate.selectors import annotation_scale, item_annotations, label_schema_current, schema_scales
@@ -29,8 +29,7 @@ class AdjudicationForm(forms.Form):
     decision = forms.ChoiceField(choices=Adjudication.Decision.choices, widget=forms.RadioSelect)
     # Checked against the project's scale by adjudication_record, which names the range when it is off.
     strength = forms.IntegerField(required=False, label="Final label", widget=forms.Select)
-    ratings = forms.CharField(
-        required=False,
+    ratings = RatingsField(
         widget=forms.Textarea(attrs={"rows": 2}),
         label="Final ratings (optional)",
         help_text='JSON, e.g. {"a": {"correctness": 4}, "b": {"correctness": 1}}.',
@@ -44,18 +43,6 @@ class AdjudicationForm(forms.Form):
         super().__init__(*args, **kwargs)
         choices = [("", "—"), *((value, f"{value:+d} {text}") for value, text in labels.items())]
         self.fields["strength"].widget.choices = choices
-
-    def clean_ratings(self) -> dict[str, Any]:
-        text = self.cleaned_data["ratings"].strip()
-        if not text:
-            return {}
-        try:
-            ratings = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise forms.ValidationError(f"Not valid JSON: {error.msg} (column {error.colno}).") from None
-        if not isinstance(ratings, dict):
-            raise forms.ValidationError('Give an object like {"a": {...}, "b": {...}}.')
-        return ratings
 
     def decision_arguments(self) -> dict[str, Any]:
         """What adjudication_record takes: only the fields that go with the chosen decision."""
