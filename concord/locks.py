@@ -14,6 +14,8 @@ from django.db import connection
 # First key of the two-key lock: one namespace per kind of job, so ids of different tables never collide.
 FREEZE = 1
 EXPORT = 2
+TRAINING = 3
+SCORING = 4
 
 
 @contextmanager

@@ -11,4 +11,5 @@ urlpatterns = [
     path("api/", include("curation.api.urls")),
     path("", include("annotate.urls")),
     path("", include("curation.urls")),
+    path("", include("training.urls")),
 ]

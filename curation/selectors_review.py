@@ -9,7 +9,8 @@ flag. Its reasons, each with a score:
   1 point per step beyond 2.
 - rating spread: an attribute's ratings of one response differ by more than 2 (HelpSteer2's rule); 1 point.
 - flagged: someone flagged it (an open ItemFlag); 1 point.
-- model disagrees: the reward model prefers the other side. A hook for now: see model_disagreements.
+- model disagrees: the project's active reward model prefers the other side than the annotators' mean, by a
+  margin above MODEL_MARGIN_THRESHOLD; 2 points (see model_disagreements). Shown for items in the queue.
 
 Severity is the sum of the scores times n / (n + 1) for n annotations with a strength, so a split among many
 annotators counts for more than the same split between two. The queue is ordered by severity, then by
@@ -57,10 +58,14 @@ from django.db.models import (
 from django.db.models.functions import Cast, Greatest, Least
 
 from annotate.models import Annotation, Item, Membership, Project
+from annotate.selectors import preference_means
 from curation.aggregation import SpanConsensus, majority_sign, mean_strength, ratings_consensus, spans_merge
 from curation.models import Adjudication, ItemFlag
 
 RATING_SPREAD_LIMIT = 2
+# A reward model's margin (reward B - reward A) beyond which its disagreement with the annotators counts.
+MODEL_MARGIN_THRESHOLD = 0.5
+MODEL_REASON_SCORE = 2.0
 STRENGTH_SPREAD_LIMIT = 2
 REASONS = {
     "sign": "Sign split",
@@ -218,11 +223,29 @@ def rating_spread_ids(queryset: QuerySet[Item, dict[str, Any]]) -> Iterator[int]
 
 
 def model_disagreements(*, project: Project, item_ids: Iterable[int]) -> dict[int, Reason]:
-    """The hook for "model disagrees": items whose reward-model preference has the other sign than the
-    annotators' mean strength. No reward model scores items yet, so there is nothing to compare with and this
-    returns nothing; once scores are stored per item (training.scoring), compare their sign with
-    annotate.selectors.preference_means here and return Reason("model", 2.0, "model prefers B") entries."""
-    return {}
+    """Items whose score by the project's active reward model prefers the other side than the annotators' mean
+    strength (annotate.selectors.preference_means), by more than MODEL_MARGIN_THRESHOLD: one query for the
+    scores, one for the means. Nothing without an active model or scores (training.services.scoring)."""
+    from training.models import ItemScore  # training depends on curation's models; keep the import one-way
+
+    ids = list(item_ids)
+    margins = dict(
+        ItemScore.objects.filter(reward_model__project=project, reward_model__is_active=True, item_id__in=ids)
+        .filter(Q(margin__gt=MODEL_MARGIN_THRESHOLD) | Q(margin__lt=-MODEL_MARGIN_THRESHOLD))
+        .values_list("item_id", "margin")
+    )
+    if not margins:
+        return {}
+    means = preference_means(project=project, item_ids=list(margins))
+    reasons = {}
+    for item_id, margin in margins.items():
+        mean = means.get(item_id)
+        if mean is None or mean == 0 or (mean > 0) == (margin > 0):
+            continue
+        model_side, human_side = ("B", "A") if margin > 0 else ("A", "B")
+        detail = f"model prefers {model_side} by {abs(margin):.2f}; annotators prefer {human_side} ({mean:+.2f})"
+        reasons[item_id] = Reason("model", MODEL_REASON_SCORE, detail)
+    return reasons
 
 
 def _reasons(row: Mapping[str, Any], ratings: list[str], model: Reason | None) -> list[Reason]:

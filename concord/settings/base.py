@@ -92,6 +92,8 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
+# Training runs' working directories (exported data, checkpoints) and the reward models they register.
+TRAINING_ROOT = Path(env_str("TRAINING_ROOT", str(VAR_DIR / "training")))
 
 # Uploads: imports are streamed from disk, never held in memory, and capped in size.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024

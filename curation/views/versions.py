@@ -35,6 +35,7 @@ from curation.services.versions import (
     dataset_version_freeze,
 )
 from curation.tasks import dataset_version_freeze_run, export_job_run
+from training.selectors import runs_for_version
 
 SEED_MAX = 2**31 - 1
 STATE_LABELS = {"agreed": "Agreed consensus", "adjudicated": "Adjudicated (a curator's final label)"}
@@ -171,6 +172,7 @@ def _detail_context(request: HttpRequest, project: Project, version: DatasetVers
         "histogram": histogram,
         "histogram_max": max([b["count"] for b in histogram] + [1]),
         "finished": version.status != DatasetVersion.Status.FREEZING and not busy_jobs,
+        "training_runs": list(runs_for_version(version).filter(project=project).order_by("-created_at", "-id")[:20]),
         **_nav(request, project),
     }
 

@@ -1,0 +1,84 @@
+"""Loading reward models: heads added to backbones, decoders reading their last real token, no pickle, and the
+packaged default backbone offline."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from training.ml.config import default_backbone
+from training.ml.model import UnsafeCheckpointError, load_reward_model, member_dirs, save_reward_model
+from training.ml.scoring import model_outputs
+from training.ml.tiny import tiny_backbone
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():  # type: ignore[no-untyped-def]
+    # Two threads on a two-core machine shared with other work run tiny models many times slower.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_it_refuses_pickle_only_checkpoints(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(UnsafeCheckpointError, match=r"pytorch_model\.bin"):
+        load_reward_model(tmp_path)
+    (tmp_path / "pytorch_model.bin").unlink()
+    (tmp_path / "weights.pt").write_bytes(b"not loaded")
+    with pytest.raises(UnsafeCheckpointError, match=r"weights\.pt"):
+        load_reward_model(tmp_path)
+
+
+def test_it_reports_a_missing_directory(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        load_reward_model(tmp_path / "absent")
+
+
+def test_a_backbone_gets_a_head_with_one_output_per_target(tmp_path: Path) -> None:
+    model, tokenizer = load_reward_model(tiny_backbone(tmp_path / "bert"), num_outputs=3)
+    out = model_outputs(model.eval(), tokenizer, [("hi", "good answer")])
+    assert out.shape == (1, 3)
+
+
+def test_a_decoder_pads_with_eos_and_reads_its_last_real_token(tmp_path: Path) -> None:
+    model, tokenizer = load_reward_model(tiny_backbone(tmp_path / "gpt2", architecture="gpt2"))
+    assert tokenizer.pad_token == tokenizer.eos_token
+    assert model.config.pad_token_id == tokenizer.eos_token_id
+    model.eval()
+    short = ("why", "good")
+    alone = model_outputs(model, tokenizer, [short])
+    # Batched beside a much longer item, the short one is right-padded: its reward must not change.
+    batched = model_outputs(model, tokenizer, [short, ("why", "good answer because " * 8)], batch_size=2)
+    assert alone[0, 0] == pytest.approx(batched[0, 0], abs=1e-5)
+
+
+def test_saving_writes_safetensors_and_loads_back_the_same_model(tmp_path: Path) -> None:
+    model, tokenizer = load_reward_model(tiny_backbone(tmp_path / "bert"))
+    save_reward_model(model, tokenizer, tmp_path / "saved", metadata={"objective": "bt"})
+    assert (tmp_path / "saved" / "model.safetensors").exists()
+    assert not list((tmp_path / "saved").glob("*.bin"))
+    again, _ = load_reward_model(tmp_path / "saved")
+    for (name, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_member_dirs_finds_ensembles_and_run_directories(tmp_path: Path) -> None:
+    for name in ("member-10", "member-2", "member-0"):
+        (tmp_path / "ens" / name).mkdir(parents=True)
+    assert [p.name for p in member_dirs(tmp_path / "ens")] == ["member-0", "member-2", "member-10"]
+    (tmp_path / "run" / "model").mkdir(parents=True)
+    assert member_dirs(tmp_path / "run") == [tmp_path / "run" / "model"]
+    assert member_dirs(tmp_path / "run" / "model") == [tmp_path / "run" / "model"]
+
+
+def test_the_default_backbone_loads_offline_and_gives_a_reward(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    model, tokenizer = load_reward_model(default_backbone())
+    assert model.config.model_type == "bert"
+    rewards = model_outputs(model.eval(), tokenizer, [([{"role": "user", "content": "hi"}], "hello there")])
+    assert rewards.shape == (1, 1)
+    assert torch.isfinite(torch.from_numpy(rewards)).all()

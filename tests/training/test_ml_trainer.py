@@ -1,0 +1,187 @@
+"""Training tiny random models on a toy task: the loss is finite and goes down, every trainable parameter
+changes, each objective runs, and a stopped run resumes to the same weights as one that never stopped."""
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from training.ml.config import OBJECTIVES, TrainConfig
+from training.ml.model import load_reward_model
+from training.ml.scoring import model_outputs, score_pairs
+from training.ml.tiny import tiny_backbone, toy_pairs
+from training.ml.trainer import TrainProgress, freeze_shift_invariant, train
+
+TRAIN = toy_pairs(48, seed=1)
+EVAL = toy_pairs(16, seed=2)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():  # type: ignore[no-untyped-def]
+    # Two threads on a two-core machine shared with other work run tiny models many times slower.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def backbones(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("backbones")
+    return {arch: tiny_backbone(root / arch, architecture=arch) for arch in ("bert", "gpt2")}
+
+
+def config_for(backbone: Path, **changes: object) -> TrainConfig:
+    settings: dict = {
+        "backbone": str(backbone),
+        "epochs": 3,
+        "batch_size": 8,
+        "learning_rate": 1e-2,
+        "max_length": 32,
+        "logging_every": 1,
+        "attributes": ("helpful", "correct"),
+    }
+    return replace(TrainConfig(**settings), **changes)
+
+
+def mean_bt_loss(model_dir: Path, config: TrainConfig, *, seed: int | None = None) -> float:
+    """The BT loss on the training pairs of a saved model, or of the freshly initialised one (seed given)."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    model, tokenizer = load_reward_model(model_dir, num_outputs=config.num_outputs)
+    items = [(e.prompt, e.chosen) for e in TRAIN] + [(e.prompt, e.rejected) for e in TRAIN]
+    out = model_outputs(model.eval(), tokenizer, items)
+    delta = out[: len(TRAIN), 0] - out[len(TRAIN) :, 0]
+    return float(np.log1p(np.exp(-delta)).mean())
+
+
+def state(model_dir: Path, *, seed: int | None = None, config: TrainConfig | None = None) -> dict[str, torch.Tensor]:
+    """The trainable parameters of a saved model, or of the freshly initialised one (seed and config given)."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    model, _ = load_reward_model(model_dir)
+    if config is not None:
+        freeze_shift_invariant(model, config)
+    return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("arch", ["bert", "gpt2"])
+def test_it_learns_the_toy_task_and_changes_every_parameter(
+    arch: str, backbones: dict[str, Path], tmp_path: Path
+) -> None:
+    config = config_for(backbones[arch], seed=5)
+    reports: list[TrainProgress] = []
+    result = train(config, TRAIN, EVAL, output_dir=tmp_path, progress=reports.append)
+    assert not result.stopped
+    assert result.steps == 18 == reports[-1].total_steps
+    assert all(math.isfinite(r.loss) for r in reports)
+    assert math.isfinite(result.train_loss)
+    assert mean_bt_loss(tmp_path / "model", config) < mean_bt_loss(backbones[arch], config, seed=5) - 0.1
+    before, after = state(backbones[arch], seed=5, config=config), state(tmp_path / "model")
+    unchanged = [name for name in before if torch.equal(before[name], after[name])]
+    assert unchanged == []
+    assert result.eval["accuracy"] >= 0.75
+    assert result.model_dir == tmp_path / "model"
+    assert not (tmp_path / "checkpoint").exists()
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_each_objective_trains(objective: str, backbones: dict[str, Path], tmp_path: Path) -> None:
+    config = config_for(backbones["bert"], objective=objective, epochs=1, batch_size=16)
+    reports: list[TrainProgress] = []
+    result = train(config, TRAIN, EVAL, output_dir=tmp_path, progress=reports.append)
+    assert result.steps == 3
+    assert all(math.isfinite(r.loss) and r.loss > 0 for r in reports)
+    outputs = json.loads((tmp_path / "model" / "concord_reward.json").read_text())
+    assert outputs["objective"] == objective
+    if objective in ("regression", "combined"):
+        assert set(result.eval["attribute_rmse"]) == {"helpful", "correct"}
+
+
+def test_a_stopped_run_resumes_at_its_step_to_the_same_weights(backbones: dict[str, Path], tmp_path: Path) -> None:
+    # Dropout is on (0.1), so equal weights also show that the random generator was restored.
+    config = config_for(backbones["bert"], epochs=2, batch_size=4, gradient_accumulation=2, checkpoint_every=4)
+    straight = train(config, TRAIN, [], output_dir=tmp_path / "straight")
+    assert straight.steps == 12
+
+    steps: list[int] = []
+    stopped = train(
+        config,
+        TRAIN,
+        [],
+        output_dir=tmp_path / "resumed",
+        progress=lambda p: steps.append(p.step),
+        should_stop=lambda: len(steps) >= 7,
+    )
+    assert stopped.stopped
+    assert stopped.steps == 7
+    assert not (tmp_path / "resumed" / "model").exists()
+    saved = json.loads((tmp_path / "resumed" / "checkpoint" / "state.json").read_text())
+    assert (saved["step"], saved["epoch"], saved["next_batch"]) == (7, 1, 2)
+
+    steps.clear()
+    resumed = train(config, TRAIN, [], output_dir=tmp_path / "resumed", progress=lambda p: steps.append(p.step))
+    assert not resumed.stopped
+    assert steps[0] == 8
+    assert resumed.steps == 12
+    a, b = state(tmp_path / "straight" / "model"), state(tmp_path / "resumed" / "model")
+    assert all(torch.equal(a[name], b[name]) for name in a)
+
+    # Delivered once more, a finished run trains nothing and reports what it had.
+    weights = tmp_path / "resumed" / "model" / "model.safetensors"
+    written = weights.stat().st_mtime_ns
+    again = train(config, TRAIN, [], output_dir=tmp_path / "resumed")
+    assert (again.steps, again.train_loss) == (12, resumed.train_loss)
+    assert weights.stat().st_mtime_ns == written
+
+
+def test_a_checkpoint_of_another_configuration_is_not_resumed(backbones: dict[str, Path], tmp_path: Path) -> None:
+    config = config_for(backbones["bert"], epochs=1, batch_size=8)
+    train(config, TRAIN, [], output_dir=tmp_path, should_stop=lambda: True)
+    assert (tmp_path / "checkpoint").exists()
+    steps: list[int] = []
+    changed = replace(config, learning_rate=1e-3)
+    result = train(changed, TRAIN, [], output_dir=tmp_path, progress=lambda p: steps.append(p.step))
+    assert steps[0] == 1
+    assert result.steps == 6
+
+
+def test_should_stop_is_checked_every_step(backbones: dict[str, Path], tmp_path: Path) -> None:
+    result = train(config_for(backbones["bert"]), TRAIN, EVAL, output_dir=tmp_path, should_stop=lambda: True)
+    assert result.stopped
+    assert result.steps == 1
+    assert result.model_dir is None
+
+
+def test_an_ensemble_trains_separately_seeded_members(backbones: dict[str, Path], tmp_path: Path) -> None:
+    config = config_for(backbones["bert"], epochs=1, batch_size=16, ensemble_size=2)
+    result = train(config, TRAIN, EVAL, output_dir=tmp_path)
+    assert result.model_dir == tmp_path
+    first, second = state(tmp_path / "member-0"), state(tmp_path / "member-1")
+    assert not torch.equal(first["classifier.weight"], second["classifier.weight"])
+    assert result.eval["ensemble"]["members"] == 2
+    [score] = score_pairs(tmp_path, [(EVAL[0].prompt, EVAL[0].chosen, EVAL[0].rejected)])
+    assert score.ensemble_std > 0
+    assert score.margin == pytest.approx(score.reward_a - score.reward_b, abs=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_trains_on_cuda(precision: str, backbones: dict[str, Path], tmp_path: Path) -> None:
+    config = config_for(backbones["bert"], precision=precision, gradient_checkpointing=True)
+    result = train(config, TRAIN, EVAL, output_dir=tmp_path)
+    assert math.isfinite(result.train_loss)
+    assert result.eval["accuracy"] >= 0.75
+
+
+def test_gradient_checkpointing_gives_the_same_losses(backbones: dict[str, Path], tmp_path: Path) -> None:
+    # Recomputed activations are the same numbers: torch's checkpoint replays the random state, dropout too.
+    config = config_for(backbones["gpt2"], epochs=1, batch_size=16)
+    plain = train(config, TRAIN, [], output_dir=tmp_path / "plain")
+    saved = train(replace(config, gradient_checkpointing=True), TRAIN, [], output_dir=tmp_path / "saved")
+    assert plain.train_loss == pytest.approx(saved.train_loss, rel=1e-4)

@@ -1,0 +1,94 @@
+"""The Retrain form: a frozen dataset version of the project and the training config."""
+
+from typing import Any
+
+from django import forms
+
+from annotate.models import Project
+from curation.models import DatasetVersion
+from training.selectors import trainable_versions
+from training.services.runs import TrainingError, training_config_clean
+
+SEED_MAX = 2**31 - 1
+CONFIG_FIELDS = (
+    "backbone",
+    "objective",
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "max_length",
+    "ensemble_size",
+    "seed",
+)
+
+
+def _default_backbone() -> str:
+    """The packaged backbone's directory, or nothing where that package is not installed (type a path)."""
+    from training.ml.config import default_backbone
+
+    try:
+        return default_backbone()
+    except ModuleNotFoundError:
+        return ""
+
+
+class RetrainForm(forms.Form):
+    dataset_version = forms.ModelChoiceField(queryset=DatasetVersion.objects.none(), empty_label=None)
+    backbone = forms.CharField(max_length=500, help_text="A Hugging Face model directory (or hub name) to start from.")
+    objective = forms.ChoiceField(choices=[])
+    epochs = forms.IntegerField(min_value=1, max_value=100, initial=1)
+    batch_size = forms.IntegerField(min_value=1, max_value=1024, initial=8)
+    learning_rate = forms.FloatField(initial=2e-5, help_text="Between 0 and 1, e.g. 2e-5.")
+    max_length = forms.IntegerField(min_value=8, max_value=32768, initial=512, help_text="Tokens per response.")
+    ensemble_size = forms.IntegerField(min_value=1, max_value=16, initial=1, help_text="Heads, for uncertainty.")
+    seed = forms.IntegerField(min_value=0, max_value=SEED_MAX, initial=0)
+
+    def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
+        from training.ml.config import OBJECTIVES  # a dataclass module: no torch
+
+        super().__init__(*args, **kwargs)
+        versions = trainable_versions(project)
+        self.fields["dataset_version"].queryset = versions  # type: ignore[attr-defined]
+        frozen = versions.filter(status=DatasetVersion.Status.FROZEN).first()
+        self.fields["dataset_version"].initial = frozen.pk if frozen else None
+        self.fields["backbone"].initial = _default_backbone()
+        self.fields["objective"].choices = [(name, name) for name in OBJECTIVES]  # type: ignore[attr-defined]
+        self.fields["objective"].initial = OBJECTIVES[0]
+
+    def clean_dataset_version(self) -> DatasetVersion:
+        version: DatasetVersion = self.cleaned_data["dataset_version"]
+        if version.status != DatasetVersion.Status.FROZEN:
+            raise forms.ValidationError(
+                f"{version.name} is {version.get_status_display().lower()}: only a frozen version can be trained on. "
+                "Freeze it on its page first."
+            )
+        return version
+
+    def clean_learning_rate(self) -> float:
+        rate: float = self.cleaned_data["learning_rate"]
+        if not 0 < rate <= 1:
+            raise forms.ValidationError("The learning rate must be above 0 and at most 1 (e.g. 2e-5).")
+        return rate
+
+    def config(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        names = (
+            "backbone",
+            "objective",
+            "epochs",
+            "batch_size",
+            "learning_rate",
+            "max_length",
+            "ensemble_size",
+            "seed",
+        )
+        return {name: data[name] for name in names}
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if not self.errors:
+            try:
+                self.cleaned_config = training_config_clean(self.config())
+            except TrainingError as error:
+                self.add_error(None, str(error))
+        return cleaned

@@ -1,0 +1,115 @@
+"""Resumable checkpoints without pickle: weights and optimizer tensors as safetensors, the rest as JSON.
+
+output_dir/checkpoint/ holds model/ (save_pretrained), optimizer.safetensors (AdamW's moments and step counts),
+rng.safetensors (the torch generators, so dropout continues where it stopped) and state.json (step, position in
+the epoch, optimizer hyperparameters, scheduler and loss-scaler state, and the fingerprint of the run it
+belongs to). It is written to a sibling directory and renamed into place, so a kill mid-save leaves the last one.
+"""
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from training.ml.model import save_reward_model
+
+CHECKPOINT_DIR = "checkpoint"
+
+
+@dataclass
+class Position:
+    fingerprint: str
+    member: int
+    step: int = 0
+    epoch: int = 0
+    next_batch: int = 0  # batches of `epoch` already trained on
+    loss_sum: float = 0.0
+    loss_count: int = 0
+    tokens: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)  # optimizer groups, scheduler, scaler
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """AdamW's state split into named tensors and JSON (its param groups and any scalar state)."""
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, values in state["state"].items():
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{index}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(index), {})[name] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def optimizer_state(tensors: dict[str, torch.Tensor], extra: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    for index, values in extra["scalars"].items():
+        state.setdefault(int(index), {}).update(values)
+    return {"state": state, "param_groups": extra["param_groups"]}
+
+
+def rng_tensors() -> dict[str, torch.Tensor]:
+    tensors = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        tensors.update({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    return tensors
+
+
+def restore_rng(tensors: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(tensors["cpu"])
+    cuda = [tensors[f"cuda.{i}"] for i in range(len(tensors) - 1)]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def save_checkpoint(
+    output_dir: Path,
+    position: Position,
+    *,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    optimizer: torch.optim.Optimizer,
+) -> None:
+    final = output_dir / CHECKPOINT_DIR
+    partial = output_dir / f"{CHECKPOINT_DIR}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    save_reward_model(model, tokenizer, partial / "model")
+    tensors, groups = optimizer_tensors(optimizer)
+    save_file(tensors, str(partial / "optimizer.safetensors"))
+    save_file(rng_tensors(), str(partial / "rng.safetensors"))
+    data = asdict(position)
+    data["extra"] = {**position.extra, "optimizer": groups}
+    (partial / "state.json").write_text(json.dumps(data), encoding="utf-8")
+    shutil.rmtree(final, ignore_errors=True)
+    partial.rename(final)
+
+
+def read_position(output_dir: Path, fingerprint: str, member: int) -> Position | None:
+    """The saved position if output_dir has a checkpoint of this run and member; None to start afresh."""
+    file = output_dir / CHECKPOINT_DIR / "state.json"
+    if not file.exists():
+        return None
+    position = Position(**json.loads(file.read_text(encoding="utf-8")))
+    if position.fingerprint != fingerprint or position.member != member:
+        return None
+    return position
+
+
+def restore_optimizer(output_dir: Path, optimizer: torch.optim.Optimizer, position: Position) -> None:
+    tensors = load_file(str(output_dir / CHECKPOINT_DIR / "optimizer.safetensors"))
+    optimizer.load_state_dict(optimizer_state(tensors, position.extra["optimizer"]))
+    restore_rng(load_file(str(output_dir / CHECKPOINT_DIR / "rng.safetensors")))
+
+
+def remove_checkpoint(output_dir: Path) -> None:
+    shutil.rmtree(output_dir / CHECKPOINT_DIR, ignore_errors=True)

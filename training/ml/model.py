@@ -1,0 +1,103 @@
+"""Loading and saving reward models: a transformers sequence-classification model with one output per target.
+
+Output 0 is the preference reward; regression and combined models add outputs 1..n, one per rated attribute, in
+the order of TrainConfig.attributes (saved beside the weights in concord_reward.json). An ensemble is K
+separately seeded models saved as member-0 .. member-(K-1) under one directory; a single model is a directory of
+its own. Only safetensors are read or written: a pickle checkpoint can run arbitrary code when it is loaded.
+"""
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+logger = logging.getLogger(__name__)
+
+METADATA_FILE = "concord_reward.json"
+PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+
+
+class UnsafeCheckpointError(ValueError):
+    """A checkpoint whose weights exist only as pickle files (pytorch_model.bin, *.pt)."""
+
+
+def _check_safetensors(path: Path) -> None:
+    if not path.is_dir():
+        raise FileNotFoundError(f"no model directory at {path}")
+    if any(path.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for pattern in PICKLE_PATTERNS for p in path.glob(pattern))
+    if pickles:
+        raise UnsafeCheckpointError(
+            f"{path} holds only pickle weights ({', '.join(pickles)}), which can run code when loaded; "
+            "convert the checkpoint to safetensors first"
+        )
+    raise FileNotFoundError(f"no *.safetensors weights in {path}")
+
+
+def load_reward_model(path: Path | str, *, num_outputs: int = 1) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A sequence-classification model with `num_outputs` outputs and its tokenizer. A backbone without a
+    classification head gets a new one (transformers reports it as missing). A decoder without a pad token pads
+    with its end-of-sequence token, and the model is told so: it reads the last token that is not padding."""
+    path = Path(path)
+    _check_safetensors(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(f"the tokenizer in {path} has neither a pad nor an end-of-sequence token")
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_outputs, use_safetensors=True)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def save_reward_model(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    path: Path,
+    *,
+    metadata: dict[str, Any] | None = None,
+) -> None:
+    """Weights as safetensors (transformers 5 writes nothing else), the tokenizer, and Concord's metadata."""
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    (path / METADATA_FILE).write_text(json.dumps(metadata or {}, indent=2, sort_keys=True), encoding="utf-8")
+
+
+def model_metadata(path: Path) -> dict[str, Any]:
+    file = path / METADATA_FILE
+    return json.loads(file.read_text(encoding="utf-8")) if file.exists() else {}
+
+
+def member_dirs(model_dir: Path | str) -> list[Path]:
+    """The models to run: member-0.. of an ensemble in order, or the one model. A training run's output
+    directory works as well as its model/ directory."""
+    model_dir = Path(model_dir)
+    members = sorted(model_dir.glob("member-*"), key=lambda p: int(p.name.split("-", 1)[1]))
+    if members:
+        return [m for m in members if m.is_dir()]
+    if not any(model_dir.glob("*.safetensors")) and (model_dir / "model").is_dir():
+        return [model_dir / "model"]
+    return [model_dir]
+
+
+def load_for_inference(path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, torch.device]:
+    """A saved reward model in eval mode, on the GPU if there is one, with as many outputs as it was trained
+    with (its concord_reward.json lists the attributes of outputs 1..n)."""
+    metadata = model_metadata(path)
+    attributes = metadata.get("attributes", []) if metadata.get("objective") in ("regression", "combined") else []
+    model, tokenizer = load_reward_model(path, num_outputs=1 + len(attributes))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)  # type: ignore[arg-type]  # transformers' stub types .to's argument as a model
+    model.eval()
+    return model, tokenizer, device
+
+
+def reward_outputs(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(sequences, outputs) logits as float32: column 0 the preference reward, 1..n attribute predictions."""
+    inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    return model(**inputs).logits.float()

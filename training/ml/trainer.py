@@ -1,0 +1,381 @@
+"""The training loop: AdamW with linear warmup and decay, gradient accumulation, autocast on CUDA, resumable
+checkpoints, progress reports and a stop flag. An ensemble's members train one after another, each with seed
+config.seed + member; a finished member is skipped when a stopped run resumes."""
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from training.ml import losses
+from training.ml.checkpoint import (
+    CHECKPOINT_DIR,
+    Position,
+    read_position,
+    remove_checkpoint,
+    restore_optimizer,
+    save_checkpoint,
+)
+from training.ml.config import ATTRIBUTE_OBJECTIVES, TrainConfig
+from training.ml.data import EncodedPair, PairCollator, PairExample, encode_pairs, length_grouped_batches
+from training.ml.evaluate import evaluate
+from training.ml.model import load_reward_model, model_metadata, reward_outputs, save_reward_model
+from training.ml.scoring import model_outputs
+
+logger = logging.getLogger(__name__)
+
+WARMUP_FRACTION = 0.1
+WEIGHT_DECAY = 0.01
+MAX_GRAD_NORM = 1.0
+
+
+@dataclass
+class TrainProgress:
+    step: int
+    total_steps: int
+    epoch: int
+    member: int
+    loss: float
+    eval_accuracy: float | None
+    tokens_per_second: float
+    examples_per_second: float
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    train_loss: float
+    eval: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    tokens_per_second: float = 0.0
+    stopped: bool = False
+    model_dir: Path | None = None  # output_dir/model, or output_dir holding member-0.. for an ensemble
+
+
+def model_dir_for(output_dir: Path, config: TrainConfig) -> Path:
+    return output_dir / "model" if config.ensemble_size == 1 else output_dir
+
+
+def member_dir(output_dir: Path, config: TrainConfig, member: int) -> Path:
+    return output_dir / "model" if config.ensemble_size == 1 else output_dir / f"member-{member}"
+
+
+def run_fingerprint(config: TrainConfig, examples: Sequence[PairExample]) -> str:
+    """The settings and the training data: a checkpoint resumes only the run that wrote it."""
+    digest = hashlib.sha256(config.fingerprint().encode())
+    for e in examples:
+        digest.update(json.dumps([e.prompt, e.chosen, e.rejected, e.margin, e.weight], sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def train(
+    config: TrainConfig,
+    train_examples: Sequence[PairExample],
+    eval_examples: Sequence[PairExample],
+    *,
+    output_dir: Path,
+    progress: Callable[[TrainProgress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train (or resume training) the configured model and evaluate it on eval_examples."""
+    config.validate()
+    if not train_examples:
+        raise ValueError("train_examples: there is nothing to train on")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    fingerprint = run_fingerprint(config, train_examples)
+    runs = []
+    for member in range(config.ensemble_size):
+        if model_metadata(member_dir(output_dir, config, member)).get("fingerprint") == fingerprint:
+            continue  # trained before this run was stopped
+        run = _MemberRun(config, member, fingerprint, output_dir, train_examples, eval_examples, progress, should_stop)
+        with _deterministic():
+            run.train()
+        runs.append(run)
+        if run.stopped:
+            return _result(runs, started, stopped=True)
+    metrics = evaluate(model_dir_for(output_dir, config), eval_examples, max_length=config.max_length)
+    if not runs:  # every member was already trained: report the last one's numbers
+        saved = model_metadata(member_dir(output_dir, config, config.ensemble_size - 1))
+        return TrainResult(
+            steps=saved["steps"],
+            train_loss=saved["train_loss"],
+            eval=metrics,
+            model_dir=model_dir_for(output_dir, config),
+        )
+    return _result(runs, started, stopped=False, eval=metrics, model_dir=model_dir_for(output_dir, config))
+
+
+def _result(runs: list["_MemberRun"], started: float, **kwargs: Any) -> TrainResult:
+    seconds = time.monotonic() - started
+    return TrainResult(
+        steps=runs[-1].position.step,
+        train_loss=runs[-1].mean_loss,
+        seconds=seconds,
+        tokens_per_second=sum(r.tokens_seen for r in runs) / max(seconds, 1e-9),
+        **kwargs,
+    )
+
+
+@contextlib.contextmanager
+def _deterministic() -> Iterator[None]:
+    """Deterministic kernels on the CPU (the same seed gives the same weights); CUDA keeps its fast ones."""
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    if not torch.cuda.is_available():
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+
+
+def linear_schedule(optimizer: torch.optim.Optimizer, *, warmup: int, total: int) -> LambdaLR:
+    """Linear warmup to the peak rate over `warmup` steps, then linear decay to zero at `total`."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return LambdaLR(optimizer, factor)
+
+
+def objective_loss(config: TrainConfig, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The configured loss of one batch; outputs are (2B, outputs), the B chosen sequences first."""
+    pairs = batch["margin"].shape[0]
+    r_c, r_r = outputs[:pairs, 0], outputs[pairs:, 0]
+    weight = batch["weight"]
+    if config.objective == "bt":
+        return losses.bradley_terry(r_c, r_r, weight)
+    if config.objective == "bt_margin":
+        return losses.bradley_terry_margin(r_c, r_r, batch["margin"], config.margin_scale, weight)
+    if config.objective == "bt_soft":
+        return losses.bradley_terry_soft(r_c, r_r, config.label_smoothing, weight)
+    targets, mask = batch["targets"], batch["target_mask"]
+    if config.objective == "regression":
+        # Output 0 learns the mean rating, outputs 1..n each attribute.
+        return losses.attribute_regression(outputs, targets, mask, torch.cat([weight, weight]))
+    return losses.combined(r_c, r_r, outputs[:, 1:], targets[:, 1:], mask[:, 1:], config.regression_weight, weight)
+
+
+def freeze_shift_invariant(model: PreTrainedModel, config: TrainConfig) -> list[str]:
+    """Freeze the bias of a single-output head under a pairwise loss, and return its name: Bradley-Terry sees
+    only r_chosen - r_rejected, so a constant added to every reward gets no gradient and would never train."""
+    if config.num_outputs != 1 or config.objective in ATTRIBUTE_OBJECTIVES:
+        return []
+    frozen = [name for name, p in model.named_parameters() if name.endswith("bias") and p.shape == (1,)]
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name not in frozen and parameter.requires_grad)
+    return frozen
+
+
+def resolve_precision(precision: str) -> torch.dtype | None:
+    """The autocast dtype, or None for fp32. Autocast is used on CUDA only; on the CPU training is fp32."""
+    if not torch.cuda.is_available() or precision == "fp32":
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+class _MemberRun:
+    """One member's training from its first (or checkpointed) step to its saved model."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        member: int,
+        fingerprint: str,
+        output_dir: Path,
+        train_examples: Sequence[PairExample],
+        eval_examples: Sequence[PairExample],
+        progress: Callable[[TrainProgress], None] | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> None:
+        self.config, self.member, self.output_dir = config, member, output_dir
+        self.seed = config.seed + member
+        self.train_examples, self.eval_examples = train_examples, eval_examples
+        self.progress, self.should_stop = progress, should_stop
+        self.position = read_position(output_dir, fingerprint, member) or Position(fingerprint, member)
+        self.resumed = self.position.step > 0
+        self.stopped = False
+        self.tokens_seen = 0
+        self.examples_seen = 0
+        self.window: list[float] = []  # step losses since the last report
+        self.last_loss = math.nan
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.dtype = resolve_precision(config.precision)
+        self.total_steps = config.epochs * self._steps_per_epoch(len(train_examples))
+
+    def train(self) -> None:
+        model, tokenizer, optimizer, scheduler, scaler = self._setup()
+        encoded = encode_pairs(
+            self.train_examples, tokenizer, max_length=self.config.max_length, attributes=self.config.attributes
+        )
+        self.started = time.monotonic()
+        collator = PairCollator(tokenizer)
+        while self.position.epoch < self.config.epochs and not self.stopped:
+            self._epoch(model, tokenizer, optimizer, scheduler, scaler, encoded, collator)
+        if self.stopped:
+            return
+        target = member_dir(self.output_dir, self.config, self.member)
+        save_reward_model(model, tokenizer, target, metadata=self._metadata())
+        remove_checkpoint(self.output_dir)
+
+    def _metadata(self) -> dict[str, Any]:
+        return {
+            "objective": self.config.objective,
+            "attributes": list(self.config.attributes),
+            "fingerprint": self.position.fingerprint,
+            "member": self.member,
+            "seed": self.seed,
+            "steps": self.position.step,
+            "train_loss": self.mean_loss,
+            "config": self.config.to_dict(),
+        }
+
+    @property
+    def mean_loss(self) -> float:
+        return self.position.loss_sum / max(1, self.position.loss_count)
+
+    def _steps_per_epoch(self, examples: int) -> int:
+        return math.ceil(math.ceil(examples / self.config.batch_size) / self.config.gradient_accumulation)
+
+    def _setup(self) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, Any, LambdaLR, Any]:
+        torch.manual_seed(self.seed)  # the new head's initialisation, then dropout
+        source = self.output_dir / CHECKPOINT_DIR / "model" if self.resumed else Path(self.config.backbone)
+        model, tokenizer = load_reward_model(source, num_outputs=self.config.num_outputs)
+        model.to(self.device)  # type: ignore[arg-type]  # transformers' stub types .to's argument as a model
+        freeze_shift_invariant(model, self.config)
+        if self.config.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.train()
+        parameters = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(parameters, lr=self.config.learning_rate, weight_decay=WEIGHT_DECAY)
+        steps = self.total_steps
+        scheduler = linear_schedule(optimizer, warmup=math.ceil(WARMUP_FRACTION * steps), total=steps)
+        scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
+        if self.resumed:
+            restore_optimizer(self.output_dir, optimizer, self.position)
+            scheduler.load_state_dict(self.position.extra["scheduler"])
+            if "scaler" in self.position.extra:
+                scaler.load_state_dict(self.position.extra["scaler"])
+            logger.info("Resuming member %s at step %s", self.member, self.position.step)
+        return model, tokenizer, optimizer, scheduler, scaler
+
+    def _epoch(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        optimizer: torch.optim.Optimizer,
+        scheduler: LambdaLR,
+        scaler: Any,
+        encoded: list[EncodedPair],
+        collator: PairCollator,
+    ) -> None:
+        # Each epoch's order depends only on the seed and the epoch, so a resumed run skips what it has seen.
+        batches = length_grouped_batches(
+            [pair.length for pair in encoded],
+            batch_size=self.config.batch_size,
+            seed=self.seed * 1_000_003 + self.position.epoch,
+        )
+        accumulation = self.config.gradient_accumulation
+        start = self.position.next_batch
+        for first in range(start, len(batches), accumulation):
+            group = batches[first : first + accumulation]
+            loss = sum(self._backward(model, collator([encoded[i] for i in b]), scaler, len(group)) for b in group)
+            self._optimizer_step(model, optimizer, scheduler, scaler)
+            self.position.next_batch = first + len(group)
+            if self.position.next_batch >= len(batches):
+                self.position.epoch, self.position.next_batch = self.position.epoch + 1, 0
+            self._after_step(model, tokenizer, optimizer, scheduler, scaler, float(loss))
+            if self.stopped:
+                return
+        self._report(model, tokenizer, evaluate_now=self.config.eval_every == 0)
+
+    def _backward(self, model: PreTrainedModel, batch: dict[str, torch.Tensor], scaler: Any, parts: int) -> float:
+        batch = {key: value.to(self.device) for key, value in batch.items()}
+        with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
+            outputs = reward_outputs(model, batch)
+        loss = objective_loss(self.config, outputs, batch)
+        scaler.scale(loss / parts).backward()
+        self.tokens_seen += int(batch["attention_mask"].sum())
+        self.examples_seen += int(batch["margin"].shape[0])
+        return float(loss.detach()) / parts
+
+    def _optimizer_step(
+        self, model: PreTrainedModel, optimizer: torch.optim.Optimizer, scheduler: LambdaLR, scaler: Any
+    ) -> None:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        self.position.step += 1
+
+    def _after_step(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        optimizer: torch.optim.Optimizer,
+        scheduler: LambdaLR,
+        scaler: Any,
+        loss: float,
+    ) -> None:
+        step = self.position.step
+        self.position.loss_sum += loss
+        self.position.loss_count += 1
+        self.window.append(loss)
+        evaluate_now = self.config.eval_every > 0 and step % self.config.eval_every == 0
+        if evaluate_now or step % self.config.logging_every == 0:
+            self._report(model, tokenizer, evaluate_now=evaluate_now)
+        finished = step >= self.total_steps
+        # A stop at the last step is no stop: the model is saved as usual.
+        self.stopped = not finished and bool(self.should_stop and self.should_stop())
+        if not finished and (self.stopped or step % self.config.checkpoint_every == 0):
+            self.position.extra = {"scheduler": scheduler.state_dict(), "scaler": scaler.state_dict()}
+            save_checkpoint(self.output_dir, self.position, model=model, tokenizer=tokenizer, optimizer=optimizer)
+
+    def _report(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, evaluate_now: bool) -> None:
+        """Progress with the mean loss of the steps since the last report (trl logs the same way), and the
+        validation accuracy when it is time to evaluate."""
+        if self.progress is None:
+            return
+        loss = sum(self.window) / len(self.window) if self.window else self.last_loss
+        self.window, self.last_loss = [], loss
+        accuracy = self._eval_accuracy(model, tokenizer) if evaluate_now and self.eval_examples else None
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        self.progress(
+            TrainProgress(
+                step=self.position.step,
+                total_steps=self.total_steps,
+                epoch=self.position.epoch,
+                member=self.member,
+                loss=loss,
+                eval_accuracy=accuracy,
+                tokens_per_second=self.tokens_seen / elapsed,
+                examples_per_second=self.examples_seen / elapsed,
+            )
+        )
+
+    def _eval_accuracy(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> float:
+        model.eval()
+        examples = self.eval_examples
+        items = [(e.prompt, e.chosen) for e in examples] + [(e.prompt, e.rejected) for e in examples]
+        outputs = model_outputs(
+            model, tokenizer, items, batch_size=self.config.batch_size * 2, max_length=self.config.max_length
+        )
+        model.train()
+        n = len(examples)
+        return float((outputs[:n, 0] - outputs[n:, 0] > 1e-6).mean())

@@ -1,0 +1,122 @@
+"""Reads for training pages: runs and models of a project through the access helpers, progress, ETA, curves."""
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.db.models import QuerySet
+from django.http import Http404
+from django.utils import timezone
+
+from annotate.access import AnyUser, project_for_member
+from annotate.models import Project, Role
+from curation.models import DatasetVersion
+from training.models import RewardModel, ScoringJob, TrainingRun
+
+# A running run not heard from for this long may have lost its worker: its page offers to resume it.
+STALE_AFTER = timedelta(minutes=10)
+CURVE_WIDTH = 600
+CURVE_HEIGHT = 160
+
+
+def run_for_admin(user: AnyUser, project_id: int, run_id: int) -> tuple[Project, TrainingRun]:
+    """A run of a project the user administers; a run of any other project is a 404."""
+    project = project_for_member(user, project_id, min_role=Role.ADMIN)
+    run = (
+        TrainingRun.objects.filter(pk=run_id, project=project)
+        .select_related("dataset_version", "created_by", "project")
+        .first()
+    )
+    if run is None:
+        raise Http404("No such training run")
+    return project, run
+
+
+def runs_for_project(project: Project) -> QuerySet[TrainingRun]:
+    return (
+        TrainingRun.objects.filter(project=project)
+        .select_related("dataset_version", "created_by")
+        .defer("log", "history")
+        .order_by("-created_at", "-id")
+    )
+
+
+def runs_for_version(version: DatasetVersion) -> QuerySet[TrainingRun]:
+    return TrainingRun.objects.filter(dataset_version=version).only("id", "project_id", "status", "created_at")
+
+
+def trainable_versions(project: Project) -> QuerySet[DatasetVersion]:
+    """The project's versions; the form offers every one and explains why a draft cannot be used."""
+    return DatasetVersion.objects.filter(projects=project).order_by("-created_at", "-id")
+
+
+def reward_models_for_project(project: Project) -> QuerySet[RewardModel]:
+    return RewardModel.objects.filter(project=project).select_related("run").order_by("-created_at", "-id")
+
+
+def latest_scoring_job(project: Project) -> ScoringJob | None:
+    return ScoringJob.objects.filter(project=project).select_related("reward_model").first()
+
+
+def run_is_stale(run: TrainingRun) -> bool:
+    """Queued or running, and nothing heard from a worker for STALE_AFTER."""
+    if run.finished:
+        return False
+    last = run.heartbeat_at or run.created_at
+    return last is not None and timezone.now() - last > STALE_AFTER
+
+
+def run_percent(run: TrainingRun) -> int:
+    if run.status == TrainingRun.Status.SUCCEEDED:
+        return 100
+    return min(100, round(100 * run.step / run.total_steps)) if run.total_steps else 0
+
+
+def run_eta_seconds(run: TrainingRun) -> int | None:
+    """Seconds left at the step rate seen so far (steps since the start over the time since), while running."""
+    if run.status != TrainingRun.Status.RUNNING or not (run.step and run.total_steps and run.started_at):
+        return None
+    if run.heartbeat_at is None:
+        return None
+    elapsed = (run.heartbeat_at - run.started_at).total_seconds()
+    if elapsed <= 0:
+        return None
+    return max(0, round((run.total_steps - run.step) * elapsed / run.step))
+
+
+@dataclass
+class RunRow:
+    run: TrainingRun
+    percent: int
+    eta_seconds: int | None
+
+
+def run_rows(runs: list[TrainingRun]) -> list[RunRow]:
+    return [RunRow(run=run, percent=run_percent(run), eta_seconds=run_eta_seconds(run)) for run in runs]
+
+
+@dataclass
+class Curve:
+    """A polyline's points in a CURVE_WIDTH x CURVE_HEIGHT box (y down), and the range of values it spans."""
+
+    points: list[tuple[int, int]]
+    low: float | None
+    high: float | None
+    last: float | None
+
+
+def run_curve(history: list[dict[str, Any]], key: str, *, low: float | None = None, high: float | None = None) -> Curve:
+    """The history's `key` against step, as integer coordinates; the template writes them out (no |safe)."""
+    values = [(p["step"], float(p[key])) for p in history if isinstance(p, dict) and p.get(key) is not None]
+    if not values:
+        return Curve(points=[], low=None, high=None, last=None)
+    first_step, last_step = values[0][0], values[-1][0]
+    low = min(v for _, v in values) if low is None else low
+    high = max(v for _, v in values) if high is None else high
+    span_x = max(1, last_step - first_step)
+    span_y = (high - low) or 1.0
+    points = [
+        (round((step - first_step) / span_x * CURVE_WIDTH), round((1 - (value - low) / span_y) * CURVE_HEIGHT))
+        for step, value in values
+    ]
+    return Curve(points=points, low=low, high=high, last=values[-1][1])

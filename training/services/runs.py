@@ -1,0 +1,355 @@
+"""Training runs: enqueue on a frozen version, execute on a gpu worker, cancel.
+
+A run is executed under its advisory job lock (concord.locks.TRAINING) with a compare-and-swap from QUEUED or
+RUNNING to RUNNING. The lock is held by the worker's database connection, so it goes with a worker killed
+mid-run; the redelivered task (acks_late, reject_on_worker_lost) then claims the run, still RUNNING, and the
+trainer resumes from the checkpoint in the run's output directory. A second delivery while the first worker
+lives finds the lock taken and leaves the run alone: never two at once.
+
+The ML code (training.ml, which imports torch) is imported inside the functions that run on the worker, so
+neither the web process nor the worker's parent process ever loads torch or touches CUDA.
+"""
+
+import json
+import logging
+import os
+import socket
+import time
+import traceback
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import transaction
+from django.db.models import Value
+from django.db.models.functions import Coalesce, Concat, Now, Right
+from django.utils import timezone
+
+from annotate.models import Project
+from concord import locks
+from concord.locks import job_lock
+from curation.models import DatasetVersion
+from curation.services.version_exports import version_export
+from curation.services.versions import code_version
+from training.models import HISTORY_MAX_POINTS, LOG_MAX_CHARS, RewardModel, TrainingRun
+
+if TYPE_CHECKING:
+    from training.ml.data import PairExample
+    from training.ml.trainer import TrainProgress, TrainResult
+
+logger = logging.getLogger(__name__)
+
+# Progress is written to the run's row at most this often, and cancel_requested read at most this often.
+PROGRESS_INTERVAL_S = 1.0
+VALIDATION_FRACTION = 0.1
+
+
+class TrainingError(ValueError):
+    """A run that cannot be started or changed: a version not frozen, a bad config, a finished run."""
+
+
+def training_config_clean(config: dict[str, Any]) -> dict[str, Any]:
+    """The config as TrainConfig reads it back, validated; raises TrainingError with TrainConfig's message."""
+    from training.ml.config import TrainConfig  # a dataclass module: no torch
+
+    try:
+        parsed = TrainConfig.from_dict(config)
+        parsed.validate()
+    except (TypeError, ValueError) as error:
+        raise TrainingError(str(error)) from error
+    return parsed.to_dict()
+
+
+def run_dir(run: TrainingRun) -> Path:
+    return Path(settings.TRAINING_ROOT) / f"run-{run.pk}"
+
+
+@transaction.atomic
+def training_run_enqueue(
+    *, project: Project, version: DatasetVersion, config: dict[str, Any], created_by: AbstractBaseUser | None
+) -> TrainingRun:
+    """A queued run of `config` on a frozen version of the project; the task is enqueued after the commit."""
+    from training.tasks import training_run_execute_task
+
+    if version.status != DatasetVersion.Status.FROZEN:
+        raise TrainingError(f"dataset version {version.name!r} is {version.status}: only a frozen version can be used")
+    if not version.projects.filter(pk=project.pk).exists():
+        raise TrainingError(f"dataset version {version.name!r} is not a version of {project.name}")
+    run = TrainingRun(
+        project=project,
+        dataset_version=version,
+        config=training_config_clean(config),
+        created_by_id=created_by.pk if created_by is not None else None,
+    )
+    run.full_clean(exclude=["created_by"])
+    run.save()
+    run.output_dir = str(run_dir(run))
+    run.save(update_fields=["output_dir"])
+    transaction.on_commit(partial(training_run_execute_task.delay, run.pk))
+    return run
+
+
+def training_run_cancel(*, run: TrainingRun) -> TrainingRun:
+    """A queued run is cancelled at once; a running one is asked to stop (the trainer checks between steps)."""
+    queued = TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.QUEUED).update(
+        status=TrainingRun.Status.CANCELLED, cancel_requested=True, finished_at=timezone.now()
+    )
+    if not queued:
+        asked = TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.RUNNING).update(cancel_requested=True)
+        if not asked:
+            run.refresh_from_db()
+            raise TrainingError(f"run {run.pk} is {run.status}; only a queued or running run can be cancelled")
+    run.refresh_from_db()
+    return run
+
+
+def training_run_resume(*, run: TrainingRun) -> TrainingRun:
+    """Send the task of a queued or running run again, for a run whose worker died: Redis redelivers an
+    unacknowledged task only after the visibility timeout (hours). Refused while a live worker holds the run's
+    lock; if one takes it meanwhile, the extra delivery finds the lock taken and leaves the run alone."""
+    from training.tasks import training_run_execute_task
+
+    if run.status not in (TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING):
+        raise TrainingError(f"run {run.pk} is {run.status}; only a queued or running run can be resumed")
+    with job_lock(locks.TRAINING, run.pk) as free:
+        if not free:
+            raise TrainingError(f"run {run.pk} is running on a live worker")
+    run_log(run, "resume requested")
+    transaction.on_commit(partial(training_run_execute_task.delay, run.pk))
+    return run
+
+
+def run_log(run: TrainingRun, message: str) -> None:
+    """Append a line to the run's log, keeping its last LOG_MAX_CHARS characters (in SQL: no read-modify-write)."""
+    line = f"{timezone.now():%Y-%m-%d %H:%M:%S} {message}\n"
+    TrainingRun.objects.filter(pk=run.pk).update(log=Right(Concat("log", Value(line)), LOG_MAX_CHARS))
+
+
+def training_run_execute(*, run: TrainingRun) -> TrainingRun:
+    """Train a queued run, or resume one whose worker died. Safe to deliver twice (see the module's doc)."""
+    with job_lock(locks.TRAINING, run.pk) as mine:
+        active = [TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING]
+        claimed = mine and TrainingRun.objects.filter(pk=run.pk, status__in=active).update(
+            status=TrainingRun.Status.RUNNING,
+            started_at=Coalesce("started_at", Now()),
+            heartbeat_at=Now(),
+            error="",
+        )
+        if not claimed:
+            logger.info("Training run %s is running elsewhere or has ended; leaving it alone", run.pk)
+            run.refresh_from_db()
+            return run
+        run.refresh_from_db()
+        try:
+            _execute_claimed(run)
+        except Exception as error:
+            logger.exception("Training run %s failed", run.pk)
+            run_log(run, traceback.format_exc()[-4000:])
+            TrainingRun.objects.filter(pk=run.pk).update(
+                status=TrainingRun.Status.FAILED, error=f"Training failed: {error}"[:2000], finished_at=timezone.now()
+            )
+            raise
+    run.refresh_from_db()
+    return run
+
+
+def _execute_claimed(run: TrainingRun) -> None:
+    from training.ml.config import TrainConfig
+
+    out = Path(run.output_dir or run_dir(run))
+    out.mkdir(parents=True, exist_ok=True)
+    config = TrainConfig.from_dict(run.config)
+    resumed_from = checkpoint_step(out, steps_per_member=run.total_steps // config.ensemble_size)
+    # Points reported after the checkpoint will be reported again by the resumed trainer; none before a new start.
+    run.history = [p for p in run.history or [] if resumed_from and p.get("step", 0) <= resumed_from]
+    TrainingRun.objects.filter(pk=run.pk).update(step=resumed_from, history=run.history)
+    where = f"pid {os.getpid()} on {socket.gethostname()}"
+    run_log(run, f"claimed by {where}; " + (f"resuming from step {resumed_from}" if resumed_from else "starting"))
+    if run.cancel_requested:
+        _finish_cancelled(run)
+        return
+    train_examples, eval_examples, heldout = _examples(run, out, config)
+    run_log(run, f"{len(train_examples)} train, {len(eval_examples)} validation, {len(heldout)} held-out pairs")
+    result = _train(run, config, train_examples, eval_examples, out)
+    if result.stopped:
+        _finish_cancelled(run)
+        return
+    model_dir = Path(result.model_dir or out)
+    metrics = _evaluate(model_dir, heldout or eval_examples, config, result)
+    metrics["resumed_from"] = resumed_from
+    _finish_succeeded(run, model_dir, metrics)
+
+
+def checkpoint_step(out: Path, *, steps_per_member: int = 0) -> int:
+    """The step of the resumable checkpoint the trainer left in `out` (training.ml.checkpoint), or 0; counted
+    across an ensemble's members (the trainer counts each member's steps from 0) given the steps per member."""
+    try:
+        state = json.loads((out / "checkpoint" / "state.json").read_text())
+    except (OSError, ValueError):
+        return 0
+    step = state.get("step") if isinstance(state, dict) else None
+    member = state.get("member") if isinstance(state, dict) else None
+    if not isinstance(step, int) or step <= 0:
+        return 0
+    return step + (member * steps_per_member if isinstance(member, int) else 0)
+
+
+def _examples(
+    run: TrainingRun, out: Path, config: Any
+) -> tuple[list["PairExample"], list["PairExample"], list["PairExample"]]:
+    """Train, validation and held-out (test) pairs from the version's TRL export, written afresh each attempt."""
+    from training.ml.data import load_examples, split_by_prompt
+
+    path = out / "data.jsonl"
+    partial_path = out / "data.jsonl.tmp"
+    partial_path.unlink(missing_ok=True)
+    version_export(version=run.dataset_version, format="trl", path=partial_path)
+    partial_path.replace(path)
+    examples = load_examples(path)
+    by_split: dict[str, list[PairExample]] = {"train": [], "validation": [], "test": []}
+    for example in examples:
+        by_split.setdefault(example.split or "train", []).append(example)
+    train_examples, eval_examples = by_split["train"], by_split["validation"]
+    if not eval_examples:
+        train_examples, eval_examples = split_by_prompt(
+            train_examples, validation_fraction=VALIDATION_FRACTION, seed=config.seed
+        )
+    if not train_examples:
+        raise TrainingError("the dataset version has no training pairs")
+    return train_examples, eval_examples, by_split["test"]
+
+
+def _train(
+    run: TrainingRun, config: Any, train_examples: list["PairExample"], eval_examples: list["PairExample"], out: Path
+) -> "TrainResult":
+    from training.ml.trainer import train
+
+    reporter = _Reporter(run, members=config.ensemble_size)
+    result = train(
+        config,
+        train_examples,
+        eval_examples,
+        output_dir=out,
+        progress=reporter.progress,
+        should_stop=reporter.should_stop,
+    )
+    reporter.flush()
+    run_log(run, f"trained {result.steps} steps in {result.seconds:.1f}s" + (" (stopped)" if result.stopped else ""))
+    return result
+
+
+class _Reporter:
+    """The trainer's progress and should_stop callbacks, writing to (and reading from) the run's row at most
+    once per PROGRESS_INTERVAL_S."""
+
+    def __init__(self, run: TrainingRun, *, members: int) -> None:
+        self.run_id = run.pk
+        self.members = members
+        self.history: list[dict[str, Any]] = list(run.history or [])
+        self.pending: dict[str, Any] | None = None
+        self.last_write = 0.0
+        self.last_check = 0.0
+        self.stop = False
+
+    def progress(self, update: "TrainProgress") -> None:
+        # An ensemble's members train one after another, each counting from 0: the run counts them all.
+        step = update.member * update.total_steps + update.step
+        point = {"step": step, "loss": _number(update.loss), "eval_accuracy": _number(update.eval_accuracy)}
+        if self.history and self.history[-1]["step"] == step:
+            # An evaluation reported at the step a loss was: merge them.
+            merged = {k: v if v is not None else self.history[-1].get(k) for k, v in point.items()}
+            self.history[-1] = merged
+        else:
+            self.history.append(point)
+        if len(self.history) > HISTORY_MAX_POINTS:
+            self.history = thin_history(self.history)
+        # Merged into what is not written yet, so an evaluation reported between two writes is kept.
+        self.pending = {
+            **(self.pending or {}),
+            "step": step,
+            "total_steps": update.total_steps * self.members,
+            "epoch": float(update.epoch),
+            "loss": _number(update.loss),
+            "tokens_per_second": _number(update.tokens_per_second),
+        }
+        if update.eval_accuracy is not None:
+            self.pending["eval_accuracy"] = _number(update.eval_accuracy)
+        if time.monotonic() - self.last_write >= PROGRESS_INTERVAL_S:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending is None:
+            return
+        TrainingRun.objects.filter(pk=self.run_id).update(
+            **self.pending, history=self.history, heartbeat_at=timezone.now()
+        )
+        self.pending = None
+        self.last_write = time.monotonic()
+
+    def should_stop(self) -> bool:
+        if not self.stop and time.monotonic() - self.last_check >= PROGRESS_INTERVAL_S:
+            self.last_check = time.monotonic()
+            self.stop = TrainingRun.objects.filter(pk=self.run_id, cancel_requested=True).exists()
+        return self.stop
+
+
+def thin_history(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every other point, keeping the last: the curve keeps its shape in half the points."""
+    return history[:-1:2] + history[-1:]
+
+
+def _number(value: Any) -> float | None:
+    """A float JSON can hold (NaN and infinities become None)."""
+    if value is None:
+        return None
+    number = float(value)
+    return number if number == number and abs(number) != float("inf") else None
+
+
+def _evaluate(model_dir: Path, heldout: list["PairExample"], config: Any, result: "TrainResult") -> dict[str, Any]:
+    from training.ml.evaluate import evaluate, length_baseline_accuracy
+
+    metrics: dict[str, Any] = {
+        "train_loss": _number(result.train_loss),
+        "steps": result.steps,
+        "seconds": _number(result.seconds),
+        "tokens_per_second": _number(result.tokens_per_second),
+        "eval": result.eval,
+        "heldout_pairs": len(heldout),
+    }
+    if heldout:
+        metrics["heldout"] = evaluate(model_dir, heldout, batch_size=config.batch_size, max_length=config.max_length)
+        metrics["length_baseline_accuracy"] = length_baseline_accuracy(heldout)
+    return metrics
+
+
+@transaction.atomic
+def _finish_succeeded(run: TrainingRun, model_dir: Path, metrics: dict[str, Any]) -> None:
+    run.refresh_from_db()
+    heldout = metrics.get("heldout") or {}
+    run.status = TrainingRun.Status.SUCCEEDED
+    run.metrics = metrics
+    run.finished_at = timezone.now()
+    if heldout.get("accuracy") is not None:
+        run.eval_accuracy = heldout["accuracy"]
+    run.save(update_fields=["status", "metrics", "finished_at", "eval_accuracy"])
+    version = run.dataset_version
+    card = {
+        "dataset_version": {"id": version.pk, "name": version.name, "content_hash": version.content_hash},
+        "config": run.config,
+        "metrics": metrics,
+        "code_version": code_version(),
+        "created": timezone.now().isoformat(),
+        "run": run.pk,
+    }
+    RewardModel.objects.get_or_create(
+        run=run, defaults={"project": run.project, "path": str(model_dir), "model_card": card}
+    )
+    run_log(run, f"succeeded; held-out accuracy {heldout.get('accuracy')}")
+
+
+def _finish_cancelled(run: TrainingRun) -> None:
+    TrainingRun.objects.filter(pk=run.pk).update(status=TrainingRun.Status.CANCELLED, finished_at=timezone.now())
+    run_log(run, "cancelled")

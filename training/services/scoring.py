@@ -1,0 +1,137 @@
+"""Reward models: promote one to be the project's active model, and score every item of a project with it.
+
+Scoring runs on the gpu worker (training.tasks.scoring_task) under its job lock (concord.locks.SCORING) with a
+compare-and-swap claim, like a training run; it reads items a batch at a time and upserts their ItemScore rows,
+so a redelivered job simply scores every item again. training.ml.scoring (torch) is imported inside the task.
+"""
+
+import logging
+from functools import partial
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from annotate.models import Item, Project
+from concord import locks
+from concord.locks import job_lock
+from training.models import ItemScore, RewardModel, ScoringJob
+from training.services.runs import TrainingError
+
+logger = logging.getLogger(__name__)
+
+# Items per call of score_pairs, which loads the model each call: large enough that loading is a small part.
+SCORE_BATCH = 2048
+
+
+@transaction.atomic
+def reward_model_promote(*, reward_model: RewardModel) -> RewardModel:
+    """Make the model its project's active reward model; the one active before is deactivated in the same
+    transaction (the project row is locked, so two promotions queue rather than collide)."""
+    Project.objects.select_for_update().filter(pk=reward_model.project_id).first()
+    RewardModel.objects.filter(project_id=reward_model.project_id, is_active=True).exclude(pk=reward_model.pk).update(
+        is_active=False
+    )
+    RewardModel.objects.filter(pk=reward_model.pk).update(is_active=True)
+    reward_model.refresh_from_db()
+    return reward_model
+
+
+def active_reward_model(project: Project) -> RewardModel | None:
+    return RewardModel.objects.filter(project=project, is_active=True).first()
+
+
+@transaction.atomic
+def scoring_job_create(*, project: Project, created_by: AbstractBaseUser | None) -> ScoringJob:
+    """A queued job scoring every item of the project with its active model; enqueued after the commit."""
+    from training.tasks import scoring_task
+
+    model = active_reward_model(project)
+    if model is None:
+        raise TrainingError("the project has no active reward model: promote a trained model first")
+    job = ScoringJob(
+        project=project,
+        reward_model=model,
+        total=Item.objects.filter(project=project).count(),
+        created_by_id=created_by.pk if created_by is not None else None,
+    )
+    job.full_clean(exclude=["created_by"])
+    job.save()
+    transaction.on_commit(partial(scoring_task.delay, job.pk))
+    return job
+
+
+def scoring_run(*, job: ScoringJob) -> ScoringJob:
+    """Score the job's project with its model. Safe to deliver twice: only the lock holder scores."""
+    with job_lock(locks.SCORING, job.pk) as mine:
+        active = [ScoringJob.Status.QUEUED, ScoringJob.Status.RUNNING]
+        claimed = mine and ScoringJob.objects.filter(pk=job.pk, status__in=active).update(
+            status=ScoringJob.Status.RUNNING, done=0
+        )
+        if not claimed:
+            job.refresh_from_db()
+            return job
+        try:
+            _score_all(job)
+        except Exception as error:
+            logger.exception("Scoring job %s failed", job.pk)
+            ScoringJob.objects.filter(pk=job.pk).update(
+                status=ScoringJob.Status.FAILED, error=f"Scoring failed: {error}"[:2000], finished_at=timezone.now()
+            )
+            raise
+    job.refresh_from_db()
+    return job
+
+
+def _score_all(job: ScoringJob) -> None:
+    model = job.reward_model
+    items = (
+        Item.objects.filter(project_id=job.project_id).order_by("pk").only("id", "prompt", "response_a", "response_b")
+    )
+    done = 0
+    batch: list[Item] = []
+    for item in items.iterator(chunk_size=SCORE_BATCH):
+        batch.append(item)
+        if len(batch) >= SCORE_BATCH:
+            done += _score_batch(model, batch)
+            ScoringJob.objects.filter(pk=job.pk).update(done=done)
+            batch = []
+    done += _score_batch(model, batch)
+    ScoringJob.objects.filter(pk=job.pk).update(
+        status=ScoringJob.Status.DONE, done=done, total=done, finished_at=timezone.now()
+    )
+
+
+def _score_batch(model: RewardModel, batch: list[Item]) -> int:
+    from training.ml.scoring import score_pairs  # torch: only on the worker
+
+    if not batch:
+        return 0
+    config = model.run.config
+    scores = score_pairs(
+        model.path,
+        [(item.prompt, item.response_a, item.response_b) for item in batch],
+        batch_size=config.get("batch_size", 32) * 2,
+        max_length=config.get("max_length", 256),
+    )
+    rows = [
+        ItemScore(
+            item_id=item.pk,
+            reward_model=model,
+            reward_a=score.reward_a,
+            reward_b=score.reward_b,
+            # Here every margin is B minus A, so positive prefers B like an annotation's strength; score_pairs'
+            # are A minus B.
+            margin=score.reward_b - score.reward_a,
+            ensemble_mean=-score.ensemble_mean,
+            ensemble_std=score.ensemble_std,
+        )
+        for item, score in zip(batch, scores, strict=True)
+    ]
+    ItemScore.objects.bulk_create(
+        rows,
+        update_conflicts=True,
+        unique_fields=["reward_model", "item"],
+        update_fields=["reward_a", "reward_b", "margin", "ensemble_mean", "ensemble_std"],
+    )
+    return len(batch)

@@ -1,0 +1,16 @@
+from django.urls import path
+
+from . import views
+
+app_name = "training"
+
+urlpatterns = [
+    path("projects/<int:project_id>/training/", views.run_list, name="run_list"),
+    path("projects/<int:project_id>/training/runs/", views.run_create, name="run_create"),
+    path("projects/<int:project_id>/training/runs/<int:run_id>/", views.run_detail, name="run_detail"),
+    path("projects/<int:project_id>/training/runs/<int:run_id>/log/", views.run_log, name="run_log"),
+    path("projects/<int:project_id>/training/runs/<int:run_id>/cancel/", views.run_cancel, name="run_cancel"),
+    path("projects/<int:project_id>/training/runs/<int:run_id>/resume/", views.run_resume, name="run_resume"),
+    path("projects/<int:project_id>/training/runs/<int:run_id>/promote/", views.run_promote, name="run_promote"),
+    path("projects/<int:project_id>/training/score/", views.scoring_create, name="scoring_create"),
+]
