@@ -10,7 +10,7 @@ flag. Its reasons, each with a score:
 - rating spread: an attribute's ratings of one response differ by more than 2 (HelpSteer2's rule); 1 point.
 - flagged: someone flagged it (an open ItemFlag); 1 point.
 - model disagrees: the project's active reward model prefers the other side than the annotators' mean, by a
-  margin above MODEL_MARGIN_THRESHOLD; 2 points (see model_disagreements). Shown for items in the queue.
+  margin above MODEL_MARGIN_THRESHOLD; 2 points. Such an item enters the queue even when the annotators agree.
 
 Severity is the sum of the scores times n / (n + 1) for n annotations with a strength, so a split among many
 annotators counts for more than the same split between two. The queue is ordered by severity, then by
@@ -39,6 +39,7 @@ from typing import Any
 
 from django.core.paginator import Page, Paginator
 from django.db.models import (
+    Avg,
     BooleanField,
     Case,
     Count,
@@ -142,9 +143,29 @@ def candidates(*, project: Project) -> QuerySet[Item]:
             negative=Count("annotations", filter=_strength_filter(strength__lt=0)),
             low=Min("annotations__strength", filter=strengths),
             high=Max("annotations__strength", filter=strengths),
+            mean=Avg("annotations__strength", filter=strengths),
+            **_model_sides(project),
         )
-        .filter(Q(n__gte=2) | Q(open_flag=True))
+        .annotate(model_contradicts=_model_contradicts())
+        .filter(Q(n__gte=2) | Q(open_flag=True) | Q(model_contradicts=True))
     )
+
+
+def _model_sides(project: Project) -> dict[str, Exists]:
+    """Whether the project's active reward model confidently prefers B, or A (see model_disagreements)."""
+    from training.models import ItemScore  # training depends on curation's models; keep the import one-way
+
+    scores = ItemScore.objects.filter(item=OuterRef("pk"), reward_model__project=project, reward_model__is_active=True)
+    return {
+        "model_b": Exists(scores.filter(margin__gt=MODEL_MARGIN_THRESHOLD)),
+        "model_a": Exists(scores.filter(margin__lt=-MODEL_MARGIN_THRESHOLD)),
+    }
+
+
+def _model_contradicts() -> ExpressionWrapper:
+    """The model confidently prefers the side the annotators' mean strength is against: such items enter the
+    queue even when the annotators agree with each other."""
+    return ExpressionWrapper(Q(model_b=True, mean__lt=0) | Q(model_a=True, mean__gt=0), output_field=BooleanField())
 
 
 def _severity(queryset: QuerySet[Item]) -> QuerySet[Item]:
@@ -167,9 +188,12 @@ def _severity(queryset: QuerySet[Item]) -> QuerySet[Item]:
         output_field=as_float,
     )
     flag = Case(When(open_flag=True, then=Value(1.0)), default=Value(0.0), output_field=as_float)
+    model = Case(
+        When(model_contradicts=True, then=Value(MODEL_REASON_SCORE)), default=Value(0.0), output_field=as_float
+    )
     return queryset.annotate(
         spread=ExpressionWrapper(F("high") - F("low"), output_field=IntegerField()),
-        severity=(split + spread + flag) * Cast("n", as_float) / (Cast("n", as_float) + Value(1.0)),
+        severity=(split + spread + flag + model) * Cast("n", as_float) / (Cast("n", as_float) + Value(1.0)),
     )
 
 
@@ -178,6 +202,7 @@ def _reason_filter(reason: str) -> Q:
         "sign": Q(positive__gt=0, negative__gt=0),
         "strength": Q(spread__gt=STRENGTH_SPREAD_LIMIT),
         "flagged": Q(open_flag=True),
+        "model": Q(model_contradicts=True),
     }[reason]
 
 
@@ -187,10 +212,13 @@ def disagreement_queue(*, project: Project, reason: str = "", source: str = "") 
     queryset = _severity(candidates(project=project))
     if source:
         queryset = queryset.filter(source=source)
-    if reason in ("sign", "strength", "flagged"):
+    if reason in ("sign", "strength", "flagged", "model"):
         queryset = queryset.filter(_reason_filter(reason))
     elif reason != "rating":
-        queryset = queryset.filter(_reason_filter("sign") | _reason_filter("strength") | _reason_filter("flagged"))
+        any_reason = Q()
+        for name in ("sign", "strength", "flagged", "model"):
+            any_reason |= _reason_filter(name)
+        queryset = queryset.filter(any_reason)
     # Only ids and aggregates: the wide columns (texts, JSON) stay out of the grouping.
     return queryset.order_by("-severity", "-n", "id").values(*QUEUE_FIELDS)
 

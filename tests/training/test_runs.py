@@ -473,3 +473,20 @@ def test_progress_counts_an_ensemble_s_members_in_one_run_and_is_throttled(monke
     training_run_cancel(run=run)
     monkeypatch.setattr(run_services, "PROGRESS_INTERVAL_S", 0.0)
     assert reporter.should_stop()
+
+
+@pytest.mark.django_db
+def test_items_the_annotators_agree_on_enter_the_queue_when_the_model_confidently_disagrees() -> None:
+    from curation.selectors_review import disagreement_queue
+
+    project = ProjectFactory()
+    model = make_model(make_run(project, frozen_version(project, count=4), status="succeeded"))
+    reward_model_promote(reward_model=model)
+    agreed = ItemFactory(project=project)
+    for strength in (2, 3, 1):  # everyone prefers B
+        AnnotationFactory(item=agreed, strength=strength)
+    assert not [row for row in disagreement_queue(project=project) if row["id"] == agreed.pk]
+    ItemScore.objects.create(item=agreed, reward_model=model, reward_a=1.0, reward_b=-2.0, margin=-3.0)
+    queued = {row["id"] for row in disagreement_queue(project=project, reason="model")}
+    assert agreed.pk in queued
+    assert agreed.pk in {row["id"] for row in disagreement_queue(project=project)}
