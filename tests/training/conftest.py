@@ -7,65 +7,13 @@ import pytest
 from curation.services.versions import dataset_version_create, dataset_version_freeze
 from tests.annotate.factories import AnnotationFactory, ItemFactory
 
-WORDS = [
-    "the",
-    "a",
-    "an",
-    "is",
-    "are",
-    "was",
-    "good",
-    "bad",
-    "helpful",
-    "harmful",
-    "answer",
-    "question",
-    "yes",
-    "no",
-    "because",
-    "please",
-    "thanks",
-    "sure",
-    "sorry",
-    "cannot",
-    "will",
-    "would",
-    "python",
-    "code",
-    "number",
-    "first",
-    "second",
-    "response",
-    "explain",
-    "why",
-    "how",
-    "what",
-]
-
-
-def tiny_backbone_dir(path: Path) -> Path:
-    """A 2-layer, 32-wide random BERT with a word-level vocabulary, saved with its tokenizer."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    path.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *"abcdefghijklmnopqrstuvwxyz0123456789?.,!"]
-    tokenizer = BertTokenizerFast(vocab={word: i for i, word in enumerate(dict.fromkeys(vocab))}, do_lower_case=True)
-    tokenizer.save_pretrained(path)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    BertModel(config).save_pretrained(path)
-    return path
-
 
 @pytest.fixture(scope="session")
 def tiny_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_backbone_dir(tmp_path_factory.mktemp("tiny-bert"))
+    """A 2-layer, 32-wide random BERT saved with its word-level tokenizer (training.ml.tiny)."""
+    from training.ml.tiny import tiny_backbone as build
+
+    return build(tmp_path_factory.mktemp("tiny-bert"))
 
 
 def labelled_items(project, count: int):  # type: ignore[no-untyped-def]
