@@ -20,6 +20,15 @@ class Role(models.TextChoices):
         return [cls.ANNOTATOR, cls.CURATOR, cls.ADMIN].index(cls(role))
 
 
+class JobStatus(models.TextChoices):
+    """The states of a background job whose progress lives in its row (imports, exports, scoring)."""
+
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
 class Project(models.Model):
     name = models.CharField(max_length=200, unique=True)
     guidelines = models.TextField(blank=True, help_text="Markdown shown to annotators.")
@@ -100,11 +109,7 @@ class LabelSchema(models.Model):
 class ImportBatch(models.Model):
     """One imported file: what it was, who imported it, and what came of it."""
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed"
+    Status = JobStatus
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="import_batches")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)

@@ -3,7 +3,7 @@
 from django.conf import settings
 from django.db import models
 
-from annotate.models import Item, Project
+from annotate.models import Item, JobStatus, Project
 
 
 class ItemFlag(models.Model):
@@ -149,11 +149,7 @@ class ExportJob(models.Model):
         FINE = "fine", "Fine-grained JSONL"
         CSV = "csv", "CSV"
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed"
+    Status = JobStatus
 
     version = models.ForeignKey(DatasetVersion, on_delete=models.CASCADE, related_name="exports")
     format = models.CharField(max_length=16, choices=Format.choices)

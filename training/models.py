@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from annotate.models import Item, Project
+from annotate.models import Item, JobStatus, Project
 from curation.models import DatasetVersion
 
 HISTORY_MAX_POINTS = 2000
@@ -105,11 +105,7 @@ class ItemScore(models.Model):
 class ScoringJob(models.Model):
     """Scoring every item of a project with a reward model, run by a worker with its progress here."""
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed"
+    Status = JobStatus
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="scoring_jobs")
     reward_model = models.ForeignKey(RewardModel, on_delete=models.CASCADE, related_name="scoring_jobs")
