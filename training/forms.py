@@ -34,7 +34,10 @@ def _default_backbone() -> str:
 
 class RetrainForm(forms.Form):
     dataset_version = forms.ModelChoiceField(queryset=DatasetVersion.objects.none(), empty_label=None)
-    backbone = forms.CharField(max_length=500, help_text="A Hugging Face model directory (or hub name) to start from.")
+    backbone = forms.CharField(
+        max_length=500,
+        help_text="A local Hugging Face checkpoint directory to start from (weights load offline, safetensors only).",
+    )
     objective = forms.ChoiceField(choices=[])
     epochs = forms.IntegerField(min_value=1, max_value=100, initial=1)
     batch_size = forms.IntegerField(min_value=1, max_value=1024, initial=8)
