@@ -10,7 +10,7 @@ fixed ones, such as an imported span's explanation and passage ids; null when th
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -78,17 +78,24 @@ SCHEMA = pa.schema(
 
 def records_write(records: Iterable[dict[str, Any]], path: Path, *, row_group_size: int) -> int:
     """Write item records to a new Parquet file, `row_group_size` items per row group; returns how many."""
+    with path.open("xb") as sink:
+        return row_groups_write((_row(record) for record in records), sink, schema=SCHEMA, size=row_group_size)
+
+
+def row_groups_write(rows: Iterable[dict[str, Any]], sink: BinaryIO, *, schema: pa.Schema, size: int) -> int:
+    """Stream rows (already in `schema`'s shape) into Parquet, `size` rows per row group, so memory holds one
+    row group at a time; returns how many rows were written."""
     count = 0
-    rows: list[dict[str, Any]] = []
-    with pq.ParquetWriter(path, SCHEMA, compression="zstd") as writer:
-        for record in records:
-            rows.append(_row(record))
+    pending: list[dict[str, Any]] = []
+    with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
+        for row in rows:
+            pending.append(row)
             count += 1
-            if len(rows) >= row_group_size:
-                writer.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), row_group_size=row_group_size)
-                rows = []
-        if rows:
-            writer.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), row_group_size=row_group_size)
+            if len(pending) >= size:
+                writer.write_table(pa.Table.from_pylist(pending, schema=schema), row_group_size=size)
+                pending = []
+        if pending:
+            writer.write_table(pa.Table.from_pylist(pending, schema=schema), row_group_size=size)
     return count
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+from annotate.parquet import row_groups_write
 
 TURN = pa.struct([("role", pa.string()), ("content", pa.string())])
 SCHEMA = pa.schema(
@@ -33,18 +34,8 @@ SCHEMA = pa.schema(
 
 def rows_write(rows: Iterable[dict[str, Any]], path: Path, *, row_group_size: int) -> int:
     """Write version rows to a new Parquet file, `row_group_size` rows per row group; returns how many."""
-    count = 0
-    pending: list[dict[str, Any]] = []
-    with path.open("xb") as sink, pq.ParquetWriter(sink, SCHEMA, compression="zstd") as writer:
-        for row in rows:
-            pending.append(_row(row))
-            count += 1
-            if len(pending) >= row_group_size:
-                writer.write_table(pa.Table.from_pylist(pending, schema=SCHEMA), row_group_size=row_group_size)
-                pending = []
-        if pending:
-            writer.write_table(pa.Table.from_pylist(pending, schema=SCHEMA), row_group_size=row_group_size)
-    return count
+    with path.open("xb") as sink:
+        return row_groups_write((_row(row) for row in rows), sink, schema=SCHEMA, size=row_group_size)
 
 
 def _row(row: dict[str, Any]) -> dict[str, Any]:
