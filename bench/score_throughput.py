@@ -1,8 +1,9 @@
-"""Scoring throughput of training.ml.scoring.score_pairs (both responses of every pair tokenised up front, run
-longest first in batches of 64 of similar length) against a naive loop that tokenises and runs one pair at a
-time, on the same HH-RLHF pairs with the same model, in one process. Writes a section of docs/benchmarks.md.
+"""Scoring throughput of training.ml.scoring.RewardScorer (the model loaded once, both responses of every pair
+tokenised up front, run longest first in batches of similar length) against a naive loop that tokenises and runs
+one pair at a time, on the same HH-RLHF pairs with the same model, in one process, at each max length given.
+Writes a section of docs/benchmarks.md.
 
-    .venv/bin/python bench/score_throughput.py [--pairs 512] [--max-length 256]
+    .venv/bin/python bench/score_throughput.py [--pairs 512] [--max-lengths 32,128]
 """
 
 import argparse
@@ -22,9 +23,9 @@ from bench.train_quality import HH_FILE, load_hh
 from training.ml.config import default_backbone
 from training.ml.data import Prompt, encode
 from training.ml.model import load_for_inference, load_reward_model, reward_outputs, save_reward_model
-from training.ml.scoring import score_pairs
+from training.ml.scoring import RewardScorer
 
-SECTION = "Scoring throughput: batched score_pairs against one pair at a time"
+SECTION = "Scoring throughput: batched RewardScorer against one pair at a time"
 
 
 @torch.inference_mode()
@@ -44,61 +45,81 @@ def naive_margins(model_dir: Path, pairs: Sequence[tuple[Prompt, str, str]], max
     return np.array(margins)
 
 
+def time_both(
+    model_dir: Path, pairs: Sequence[tuple[Prompt, str, str]], batch_size: int, max_length: int
+) -> dict[str, float]:
+    """Seconds of RewardScorer (loaded once, as a scoring job does; the load timed apart) and of the naive loop
+    over the same pairs, and the largest difference between their margins."""
+    RewardScorer(model_dir, batch_size=batch_size, max_length=max_length).score_pairs(pairs[:8])  # warm-up
+    naive_margins(model_dir, pairs[:8], max_length)
+    start = time.perf_counter()
+    scorer = RewardScorer(model_dir, batch_size=batch_size, max_length=max_length)
+    loaded = time.perf_counter()
+    scores = scorer.score_pairs(pairs)
+    batched_end = time.perf_counter()
+    naive = naive_margins(model_dir, pairs, max_length)
+    naive_s = time.perf_counter() - batched_end
+    batched = np.array([s.margin for s in scores])
+    return {
+        "load_s": loaded - start,
+        "batched_s": batched_end - loaded,
+        "naive_s": naive_s,
+        "difference": float(np.abs(batched - naive).max()),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parent.parent.parent / "shared/data")
     parser.add_argument("--pairs", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--max-lengths", default="32,128", help="comma-separated; each is timed both ways")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
+    max_lengths = [int(n) for n in args.max_lengths.split(",")]
 
     examples = load_hh(args.data / HH_FILE)[: args.pairs]
     pairs = [(e.prompt, e.chosen, e.rejected) for e in examples]
+    results = {}
     with tempfile.TemporaryDirectory() as folder:
-        # One reward model both ways: the default backbone with its new head, seeded, saved as score_pairs reads it.
+        # One reward model both ways: the default backbone with its new head, seeded, saved as scoring reads it.
         model_dir = Path(folder) / "model"
         torch.manual_seed(0)
         model, tokenizer = load_reward_model(default_backbone())
         save_reward_model(model, tokenizer, model_dir, metadata={"objective": "bt"})
         del model
-        score_pairs(model_dir, pairs[:8], batch_size=args.batch_size, max_length=args.max_length)  # warm-up
-        naive_margins(model_dir, pairs[:8], args.max_length)
-
-        start = time.perf_counter()
-        scores = score_pairs(model_dir, pairs, batch_size=args.batch_size, max_length=args.max_length)
-        batched_s = time.perf_counter() - start
-        start = time.perf_counter()
-        naive = naive_margins(model_dir, pairs, args.max_length)
-        naive_s = time.perf_counter() - start
-    batched = np.array([s.margin for s in scores])
-    difference = float(np.abs(batched - naive).max())
-    print(f"batched {batched_s:.2f} s, naive {naive_s:.2f} s, max |margin difference| {difference:.2e}")
+        for max_length in max_lengths:
+            results[max_length] = time_both(model_dir, pairs, args.batch_size, max_length)
+            print(max_length, results[max_length], flush=True)
     threads = torch.get_num_threads()
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU only, {threads} torch threads"
-    body = "\n".join(
-        [
-            f"The first {len(pairs)} pairs of HH-RLHF harmless-base `test.jsonl.gz` (prompt + chosen, prompt + "
-            f"rejected: {2 * len(pairs)} sequences, cut to {args.max_length} tokens) scored by the default backbone "
-            f"(all-MiniLM-L6-v2 with a seeded one-output head, saved once and loaded by both), on {machine()} "
-            f"({device}), fp32, in one process, after a warm-up of 8 pairs each. The batched time includes "
-            "`score_pairs` loading the model; the naive loop's does not. On a small CPU the figures move with "
-            "whatever else the machine runs: compare the rows of one run, not across runs.",
-            "",
-            "| scorer | seconds | pairs/s |",
-            "| --- | --- | --- |",
-            f"| `training.ml.scoring.score_pairs` (tokenise all, longest first, batches of {args.batch_size}) "
-            f"| {batched_s:.1f} | {len(pairs) / batched_s:.1f} |",
-            f"| one pair at a time (tokenise the pair, one forward pass of 2 sequences) "
-            f"| {naive_s:.1f} | {len(pairs) / naive_s:.1f} |",
-            "",
-            f"Batched / naive pairs per second: {naive_s / batched_s:.2f}x. Both give the same margins "
-            f"(largest difference {difference:.1e}: padding changes float rounding only).",
-            "",
-            f"    .venv/bin/python bench/score_throughput.py --pairs {args.pairs} --batch-size {args.batch_size} "
-            f"--max-length {args.max_length}",
-        ]
-    )
+    lines = [
+        f"The first {len(pairs)} pairs of HH-RLHF harmless-base `test.jsonl.gz` (prompt + chosen, prompt + "
+        f"rejected: {2 * len(pairs)} sequences, cut to the max length) scored by the default backbone "
+        f"(all-MiniLM-L6-v2 with a seeded one-output head, saved once and loaded by both), on {machine()} "
+        f"({device}), fp32, in one process, after a warm-up of 8 pairs each. `RewardScorer` is what a scoring job "
+        "uses: the model loaded once per job (its load is timed apart), every sequence tokenised up front and run "
+        f"longest first in batches of {args.batch_size}. The naive loop tokenises one pair and runs its two "
+        "sequences as one forward pass. On a small CPU the figures move with whatever else the machine runs: "
+        "compare the rows of one run, not across runs.",
+        "",
+        "| max length | RewardScorer pairs/s | one pair at a time, pairs/s | ratio | model load "
+        "| largest margin difference |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for max_length, r in results.items():
+        lines.append(
+            f"| {max_length} | {len(pairs) / r['batched_s']:.1f} | {len(pairs) / r['naive_s']:.1f} "
+            f"| **{r['naive_s'] / r['batched_s']:.2f}x** | {r['load_s']:.2f} s | {r['difference']:.1e} |"
+        )
+    lines += [
+        "",
+        "Both give the same margins: padding changes float rounding only.",
+        "",
+        f"    .venv/bin/python bench/score_throughput.py --pairs {args.pairs} --batch-size {args.batch_size} "
+        f"--max-lengths {args.max_lengths}",
+    ]
+    body = "\n".join(lines)
     if not args.no_write:
         write_section(SECTION, body)
     print(body)

@@ -47,25 +47,63 @@ def model_outputs(
     return outputs
 
 
+class RewardScorer:
+    """A model or an ensemble's members, loaded once and kept for many calls: a scoring job scores a project
+    chunk by chunk, and loading a large backbone for each chunk would cost as much as scoring it."""
+
+    def __init__(self, model_dir: Path | str, *, batch_size: int = 64, max_length: int = 256) -> None:
+        self.batch_size, self.max_length = batch_size, max_length
+        self.members = [load_for_inference(path)[:2] for path in member_dirs(model_dir)]
+
+    def outputs(self, items: Sequence[Item]) -> np.ndarray:
+        """(members, items, outputs): every member run over the items."""
+        return np.stack(
+            [
+                model_outputs(model, tokenizer, items, batch_size=self.batch_size, max_length=self.max_length)
+                for model, tokenizer in self.members
+            ]
+        )
+
+    def score_texts(self, items: Sequence[Item]) -> np.ndarray:
+        """The preference reward of each (prompt, response), averaged over an ensemble's members."""
+        if not items:
+            return np.zeros(0, dtype=np.float32)
+        return self.outputs(items)[:, :, 0].mean(axis=0)
+
+    def score_pairs(self, pairs: Sequence[tuple[Prompt, str, str]]) -> list[PairScore]:
+        """Rewards of both responses of (prompt, response_a, response_b) pairs, with the ensemble's spread."""
+        items = [(prompt, a) for prompt, a, _ in pairs] + [(prompt, b) for prompt, _, b in pairs]
+        if not items:
+            return []
+        rewards = self.outputs(items)[:, :, 0]
+        reward_a, reward_b = rewards[:, : len(pairs)], rewards[:, len(pairs) :]
+        margins = reward_a - reward_b
+        return [
+            PairScore(
+                reward_a=float(reward_a[:, i].mean()),
+                reward_b=float(reward_b[:, i].mean()),
+                margin=float(margins[:, i].mean()),
+                ensemble_mean=float(margins[:, i].mean()),
+                ensemble_std=float(margins[:, i].std()),
+            )
+            for i in range(len(pairs))
+        ]
+
+
 def member_outputs(
     model_dir: Path | str, items: Sequence[Item], *, batch_size: int = 64, max_length: int = 256
 ) -> np.ndarray:
-    """(members, items, outputs): every member of an ensemble (or the one model) run over the items."""
-    results = []
-    for path in member_dirs(model_dir):
-        model, tokenizer, _ = load_for_inference(path)
-        results.append(model_outputs(model, tokenizer, items, batch_size=batch_size, max_length=max_length))
-        del model
-    return np.stack(results)
+    """(members, items, outputs) of a model loaded for this call only."""
+    return RewardScorer(model_dir, batch_size=batch_size, max_length=max_length).outputs(items)
 
 
 def score_texts(
     model_dir: Path | str, items: Sequence[Item], *, batch_size: int = 64, max_length: int = 256
 ) -> np.ndarray:
-    """The preference reward of each (prompt, response), averaged over an ensemble's members."""
+    """RewardScorer.score_texts with a model loaded for this call only."""
     if not items:
         return np.zeros(0, dtype=np.float32)
-    return member_outputs(model_dir, items, batch_size=batch_size, max_length=max_length)[:, :, 0].mean(axis=0)
+    return RewardScorer(model_dir, batch_size=batch_size, max_length=max_length).score_texts(items)
 
 
 def score_pairs(
@@ -75,20 +113,7 @@ def score_pairs(
     batch_size: int = 64,
     max_length: int = 256,
 ) -> list[PairScore]:
-    """Rewards of both responses of (prompt, response_a, response_b) pairs, with the ensemble's spread."""
-    items = [(prompt, a) for prompt, a, _ in pairs] + [(prompt, b) for prompt, _, b in pairs]
-    if not items:
+    """RewardScorer.score_pairs with a model loaded for this call only."""
+    if not pairs:
         return []
-    rewards = member_outputs(model_dir, items, batch_size=batch_size, max_length=max_length)[:, :, 0]
-    reward_a, reward_b = rewards[:, : len(pairs)], rewards[:, len(pairs) :]
-    margins = reward_a - reward_b
-    return [
-        PairScore(
-            reward_a=float(reward_a[:, i].mean()),
-            reward_b=float(reward_b[:, i].mean()),
-            margin=float(margins[:, i].mean()),
-            ensemble_mean=float(margins[:, i].mean()),
-            ensemble_std=float(margins[:, i].std()),
-        )
-        for i in range(len(pairs))
-    ]
+    return RewardScorer(model_dir, batch_size=batch_size, max_length=max_length).score_pairs(pairs)

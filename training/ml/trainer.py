@@ -188,6 +188,11 @@ def resolve_precision(precision: str) -> torch.dtype | None:
     return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
+def _fused_adamw(device: torch.device) -> bool | None:
+    """Fused AdamW where torch has the kernel for the device, else torch's default (foreach)."""
+    return True if device.type in ("cpu", "cuda") else None
+
+
 class _MemberRun:
     """One member's training from its first (or checkpointed) step to its saved model."""
 
@@ -261,7 +266,11 @@ class _MemberRun:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.train()
         parameters = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(parameters, lr=self.config.learning_rate, weight_decay=WEIGHT_DECAY)
+        # The fused kernel updates every tensor in one pass (CPU and CUDA): on a small model the optimizer step
+        # is a fifth of the step time otherwise. transformers' Trainer defaults to it too.
+        optimizer = torch.optim.AdamW(
+            parameters, lr=self.config.learning_rate, weight_decay=WEIGHT_DECAY, fused=_fused_adamw(self.device)
+        )
         steps = self.total_steps
         scheduler = linear_schedule(optimizer, warmup=math.ceil(WARMUP_FRACTION * steps), total=steps)
         scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)

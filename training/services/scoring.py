@@ -7,9 +7,11 @@ so a redelivered job simply scores every item again. training.ml.scoring (torch)
 
 import logging
 from functools import partial
+from typing import TYPE_CHECKING
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from annotate.models import Item, Project
@@ -18,9 +20,12 @@ from concord.locks import job_lock
 from training.models import ItemScore, RewardModel, ScoringJob
 from training.services.runs import TrainingError
 
+if TYPE_CHECKING:
+    from training.ml.scoring import RewardScorer
+
 logger = logging.getLogger(__name__)
 
-# Items per call of score_pairs, which loads the model each call: large enough that loading is a small part.
+# Items read from the database and upserted at a time; the job's progress moves on after each chunk.
 SCORE_BATCH = 2048
 
 
@@ -66,7 +71,7 @@ def scoring_run(*, job: ScoringJob) -> ScoringJob:
     with job_lock(locks.SCORING, job.pk) as mine:
         active = [ScoringJob.Status.QUEUED, ScoringJob.Status.RUNNING]
         claimed = mine and ScoringJob.objects.filter(pk=job.pk, status__in=active).update(
-            status=ScoringJob.Status.RUNNING, done=0
+            status=ScoringJob.Status.RUNNING, done=0, heartbeat_at=Now()
         )
         if not claimed:
             job.refresh_from_db()
@@ -84,7 +89,14 @@ def scoring_run(*, job: ScoringJob) -> ScoringJob:
 
 
 def _score_all(job: ScoringJob) -> None:
+    from training.ml.scoring import RewardScorer  # torch: only on the worker
+
     model = job.reward_model
+    config = model.run.config
+    # Loaded once for the whole job, not once per chunk.
+    scorer = RewardScorer(
+        model.path, batch_size=config.get("batch_size", 32) * 2, max_length=config.get("max_length", 256)
+    )
     items = (
         Item.objects.filter(project_id=job.project_id).order_by("pk").only("id", "prompt", "response_a", "response_b")
     )
@@ -93,27 +105,19 @@ def _score_all(job: ScoringJob) -> None:
     for item in items.iterator(chunk_size=SCORE_BATCH):
         batch.append(item)
         if len(batch) >= SCORE_BATCH:
-            done += _score_batch(model, batch)
+            done += _score_batch(scorer, model, batch)
             ScoringJob.objects.filter(pk=job.pk).update(done=done)
             batch = []
-    done += _score_batch(model, batch)
+    done += _score_batch(scorer, model, batch)
     ScoringJob.objects.filter(pk=job.pk).update(
         status=ScoringJob.Status.DONE, done=done, total=done, finished_at=timezone.now()
     )
 
 
-def _score_batch(model: RewardModel, batch: list[Item]) -> int:
-    from training.ml.scoring import score_pairs  # torch: only on the worker
-
+def _score_batch(scorer: "RewardScorer", model: RewardModel, batch: list[Item]) -> int:
     if not batch:
         return 0
-    config = model.run.config
-    scores = score_pairs(
-        model.path,
-        [(item.prompt, item.response_a, item.response_b) for item in batch],
-        batch_size=config.get("batch_size", 32) * 2,
-        max_length=config.get("max_length", 256),
-    )
+    scores = scorer.score_pairs([(item.prompt, item.response_a, item.response_b) for item in batch])
     rows = [
         ItemScore(
             item_id=item.pk,
