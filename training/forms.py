@@ -39,17 +39,24 @@ class RetrainForm(forms.Form):
         help_text="A local Hugging Face checkpoint directory to start from (weights load offline, safetensors only).",
     )
     objective = forms.ChoiceField(choices=[])
-    epochs = forms.IntegerField(min_value=1, max_value=100, initial=1)
-    batch_size = forms.IntegerField(min_value=1, max_value=1024, initial=8)
-    learning_rate = forms.FloatField(initial=2e-5, help_text="Between 0 and 1, e.g. 2e-5.")
-    max_length = forms.IntegerField(min_value=8, max_value=32768, initial=512, help_text="Tokens per response.")
-    ensemble_size = forms.IntegerField(min_value=1, max_value=16, initial=1, help_text="Heads, for uncertainty.")
-    seed = forms.IntegerField(min_value=0, max_value=SEED_MAX, initial=0)
+    # Initial values come from TrainConfig's defaults (see __init__), so the form and the config agree.
+    epochs = forms.IntegerField(min_value=1, max_value=100)
+    batch_size = forms.IntegerField(min_value=1, max_value=1024, help_text="Pairs per step.")
+    learning_rate = forms.FloatField(help_text="Peak AdamW rate, between 0 and 1, e.g. 2e-5.")
+    max_length = forms.IntegerField(
+        min_value=8, max_value=32768, help_text="Tokens per prompt + response; longer ones lose the prompt's start."
+    )
+    ensemble_size = forms.IntegerField(
+        min_value=1, max_value=16, help_text="Separately seeded models; their spread measures uncertainty."
+    )
+    seed = forms.IntegerField(min_value=0, max_value=SEED_MAX)
 
     def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
-        from training.ml.config import OBJECTIVES  # a dataclass module: no torch
+        from training.ml.config import OBJECTIVES, TrainConfig  # a dataclass module: no torch
 
         super().__init__(*args, **kwargs)
+        for name in CONFIG_FIELDS[2:]:
+            self.fields[name].initial = getattr(TrainConfig, name)
         versions = trainable_versions(project)
         self.fields["dataset_version"].queryset = versions  # type: ignore[attr-defined]
         frozen = versions.filter(status=DatasetVersion.Status.FROZEN).first()
@@ -74,18 +81,7 @@ class RetrainForm(forms.Form):
         return rate
 
     def config(self) -> dict[str, Any]:
-        data = self.cleaned_data
-        names = (
-            "backbone",
-            "objective",
-            "epochs",
-            "batch_size",
-            "learning_rate",
-            "max_length",
-            "ensemble_size",
-            "seed",
-        )
-        return {name: data[name] for name in names}
+        return {name: self.cleaned_data[name] for name in CONFIG_FIELDS}
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}

@@ -41,6 +41,9 @@ class TrainingRun(models.Model):
     history = models.JSONField(default=list, blank=True)
     log = models.TextField(blank=True, help_text=f"The last {LOG_MAX_CHARS} characters.")
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # Set by training.services.recovery each time it sends the task of a run whose worker died again.
+    recoveries = models.PositiveIntegerField(default=0, help_text="Times a lost worker's run was sent again.")
+    recovered_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
@@ -113,6 +116,11 @@ class ScoringJob(models.Model):
     done = models.PositiveIntegerField(default=0)
     total = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
+    # When a worker claimed the job (and its progress writes, if any): with the job lock, how
+    # training.services.recovery tells a lost worker's job from a live one.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    recoveries = models.PositiveIntegerField(default=0, help_text="Times a lost worker's job was sent again.")
+    recovered_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -1,10 +1,11 @@
 """Reads for training pages: runs and models of a project through the access helpers, progress, ETA, curves."""
 
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
-from django.db.models import QuerySet
+from django.db.models import F, Q, QuerySet
+from django.db.models.functions import Coalesce, Greatest
 from django.http import Http404
 from django.utils import timezone
 
@@ -56,6 +57,27 @@ def reward_models_for_project(project: Project) -> QuerySet[RewardModel]:
 
 def latest_scoring_job(project: Project) -> ScoringJob | None:
     return ScoringJob.objects.filter(project=project).select_related("reward_model").first()
+
+
+Job = TypeVar("Job", TrainingRun, ScoringJob)
+
+
+def jobs_to_recover(model: type[Job], *, silent_before: datetime, resend_before: datetime) -> QuerySet[Job]:
+    """Running rows of `model` that may have lost their worker, for training.services.recovery: nothing heard
+    from a worker (heartbeat_at) nor sent again (recovered_at) since `silent_before`, and not waiting for a worker
+    to take a re-send made after `resend_before` (a re-send is taken once a worker's claim moves heartbeat_at
+    past recovered_at). Whether the worker is really gone is for the job's lock to say, not this query."""
+    # PostgreSQL's GREATEST skips NULLs: the later of the two that are set.
+    last_word = Coalesce(Greatest("heartbeat_at", "recovered_at"), "created_at")
+    not_waiting = (
+        Q(recovered_at__isnull=True) | Q(heartbeat_at__gt=F("recovered_at")) | Q(recovered_at__lte=resend_before)
+    )
+    return (
+        model.objects.filter(status=model.Status.RUNNING)
+        .alias(last_word=last_word)
+        .filter(not_waiting, last_word__lt=silent_before)
+        .order_by("pk")
+    )
 
 
 def run_is_stale(run: TrainingRun) -> bool:

@@ -1,5 +1,6 @@
 """Background work for training, on the gpu queue (CELERY_TASK_ROUTES): thin wrappers, ids in, one service call
-out. Nothing here imports torch: the services import training.ml inside the task, in the pool process."""
+out. Nothing here imports torch: the services import training.ml inside the task, in the pool process. The
+watchdog that sends a dead worker's job here again runs on the default queue (training.watchdog_tasks)."""
 
 import logging
 

@@ -118,6 +118,21 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A task not acknowledged within this many seconds is redelivered: longer than the longest job.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 12 * 3600)}
 CELERY_TASK_ALWAYS_EAGER = False
+# The watchdog (training.services.recovery) sends the task of a running job whose worker died again, at most
+# CONCORD_MAX_RECOVERIES times, once nothing has been heard from it for CONCORD_RECOVERY_GRACE_S. Celery beat
+# (the Procfile's `beat:`, one per deployment) runs it every CONCORD_WATCHDOG_INTERVAL_S on the default queue: its
+# module is not under training.tasks.*, which go to the gpu queue, where it would wait behind the jobs it checks.
+CONCORD_MAX_RECOVERIES = env_int("CONCORD_MAX_RECOVERIES", 3)
+CONCORD_RECOVERY_GRACE_S = env_int("CONCORD_RECOVERY_GRACE_S", 120)
+CELERY_IMPORTS = ["training.watchdog_tasks"]
+CELERY_BEAT_SCHEDULE = {
+    "recover-stale-jobs": {
+        "task": "training.watchdog_tasks.stale_jobs_recover_task",
+        "schedule": float(env_int("CONCORD_WATCHDOG_INTERVAL_S", 60)),
+        # A check not run by the next one (no default worker) is dropped rather than piled up.
+        "options": {"expires": float(env_int("CONCORD_WATCHDOG_INTERVAL_S", 60))},
+    }
+}
 
 # Short-lived state shared by web and workers, such as the progress of an import still in its transaction.
 CACHES = {

@@ -78,7 +78,7 @@ def review_queue(request: HttpRequest, project_id: int) -> HttpResponse:
         "project": project,
         "page": page,
         "entries": entries,
-        "reasons": [(code, label) for code, label in REASONS.items() if code != "model"],
+        "reasons": list(REASONS.items()),
         "reason": reason,
         "sources": project_sources(project=project),
         "source": source,

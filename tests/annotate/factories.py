@@ -36,7 +36,8 @@ class ProjectFactory(factory.django.DjangoModelFactory):
     @factory.post_generation
     def schema(self, create, extracted, **kwargs):  # type: ignore[no-untyped-def]
         if create:
-            LabelSchema.objects.create(project=self, version=1, definition=extracted or PREFERENCE_ONLY_SCHEMA)
+            # factory-boy hands the Project it built in as `self`.
+            LabelSchema.objects.create(project=self, version=1, definition=extracted or PREFERENCE_ONLY_SCHEMA)  # type: ignore[misc]
 
 
 class MembershipFactory(factory.django.DjangoModelFactory):

@@ -1,8 +1,12 @@
-"""Fixtures for training tests: a tiny random BERT backbone saved to disk (no network), and a frozen version."""
+"""Fixtures for training tests: a tiny random BERT backbone saved to disk (no network), a frozen version, and
+what a test needs to run the training tasks on a real Celery worker in a thread."""
 
+import uuid
 from pathlib import Path
 
 import pytest
+from celery.signals import task_postrun
+from django.db import connections
 
 from curation.services.versions import dataset_version_create, dataset_version_freeze
 from tests.annotate.factories import AnnotationFactory, ItemFactory
@@ -40,3 +44,24 @@ def frozen_version(project, count: int = 12, **filters):  # type: ignore[no-unty
     filters.setdefault("splits", {"train": 0.6, "validation": 0.2, "test": 0.2})
     version = dataset_version_create(name="rm data", projects=[project], filters=filters, created_by=None)
     return dataset_version_freeze(version=version)
+
+
+@pytest.fixture
+def worker_closes_connections():  # type: ignore[no-untyped-def]
+    """A worker thread's database connections are closed after each task, so the test database can be flushed."""
+
+    def close(**_: object) -> None:
+        connections.close_all()
+
+    task_postrun.connect(close, weak=False)
+    yield
+    task_postrun.disconnect(close)  # type: ignore[attr-defined]  # celery-types leaves it out
+
+
+def private_queue(monkeypatch, *task_objects):  # type: ignore[no-untyped-def]
+    """Send the tasks to a queue of this test's own, which only the test's worker reads."""
+    queue = f"test-training-{uuid.uuid4().hex}"
+    for task in task_objects:
+        monkeypatch.setattr(task, "queue", queue, raising=False)
+        monkeypatch.setattr(task, "_exec_options", None)  # Celery caches the options, queue included
+    return queue

@@ -64,9 +64,10 @@ def start_worker(name: str, queue: str, env: dict[str, str], log_dir: Path) -> s
     )
 
 
-def forget_queue(queue: str) -> None:
-    """Leave nothing of the test's queue in Redis: its messages, its binding, and any unacknowledged delivery."""
-    with celery_app.connection_for_write(broker_url()) as connection:
+def forget_queue(queue: str, url: str | None = None) -> None:
+    """Leave nothing of the test's queue in Redis (this test's broker unless `url` is given): its messages, its
+    binding, and any unacknowledged delivery."""
+    with celery_app.connection_for_write(url or broker_url()) as connection:
         channel = connection.default_channel
         channel.queue_purge(queue)
         client = channel.client

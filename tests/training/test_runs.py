@@ -1,12 +1,10 @@
 import json
 import threading
 import time
-import uuid
 from datetime import timedelta
 
 import pytest
 from celery.contrib.testing.worker import start_worker
-from celery.signals import task_postrun
 from django.core.management import call_command
 from django.db import IntegrityError, connections, transaction
 from django.urls import reverse
@@ -17,7 +15,7 @@ from concord import locks
 from concord.celery import app as celery_app
 from curation.services.versions import dataset_version_create
 from tests.annotate.factories import AnnotationFactory, ItemFactory, ProjectFactory, member
-from tests.training.conftest import frozen_version
+from tests.training.conftest import frozen_version, private_queue
 from training import tasks
 from training.models import ItemScore, RewardModel, ScoringJob, TrainingRun
 from training.selectors import run_curve
@@ -233,24 +231,6 @@ def test_history_is_thinned_keeping_its_ends_and_curves_are_integer_points():
 
 
 # The end to end run, on a real worker.
-
-
-@pytest.fixture
-def worker_closes_connections():  # type: ignore[no-untyped-def]
-    def close(**_: object) -> None:
-        connections.close_all()
-
-    task_postrun.connect(close, weak=False)
-    yield
-    task_postrun.disconnect(close)
-
-
-def private_queue(monkeypatch, *task_objects):  # type: ignore[no-untyped-def]
-    queue = f"test-training-{uuid.uuid4().hex}"
-    for task in task_objects:
-        monkeypatch.setattr(task, "queue", queue, raising=False)
-        monkeypatch.setattr(task, "_exec_options", None)  # Celery caches the options, queue included
-    return queue
 
 
 def wait_for(condition, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]

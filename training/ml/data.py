@@ -2,15 +2,16 @@
 
 Both export formats load: TRL JSONL ({prompt, chosen: [assistant turn], rejected: [...], margin, split}) and the
 fine-grained JSONL (every DatasetRow field, with per-response ratings under labels.{chosen,rejected}.ratings),
-either optionally gzipped. Padding-free packing with position ids is not done: it pays only with FlashAttention on
-a GPU, and on the CPU dynamic padding of length-grouped batches wastes little.
+either optionally gzipped. Batches are grouped by length and padded to their longest sequence (PairCollator);
+decoder backbones can instead run padding-free, all 2B sequences packed into one row with restarting position ids
+(training.ml.packing, TrainConfig.packing), which pays with a varlen FlashAttention kernel on a GPU.
 """
 
 import gzip
 import json
 import math
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -197,19 +198,37 @@ class PairCollator:
         sequences = [pair.chosen for pair in pairs] + [pair.rejected for pair in pairs]
         self.tokenizer.padding_side = "right"
         batch = dict(self.tokenizer.pad(sequences, padding="longest", return_tensors="pt"))
-        batch["margin"] = torch.tensor([pair.margin for pair in pairs], dtype=torch.float32)
-        batch["weight"] = torch.tensor([pair.weight for pair in pairs], dtype=torch.float32)
-        batch["targets"] = torch.tensor(
+        return {**batch, **pair_targets(pairs)}
+
+
+def pair_targets(pairs: Sequence[EncodedPair]) -> dict[str, torch.Tensor]:
+    """What the losses need besides the rewards: margin and weight per pair, targets and their mask per sequence
+    (chosen rows first, as the sequences)."""
+    return {
+        "margin": torch.tensor([pair.margin for pair in pairs], dtype=torch.float32),
+        "weight": torch.tensor([pair.weight for pair in pairs], dtype=torch.float32),
+        "targets": torch.tensor(
             [p.chosen_targets for p in pairs] + [p.rejected_targets for p in pairs], dtype=torch.float32
-        )
-        batch["target_mask"] = torch.tensor(
+        ),
+        "target_mask": torch.tensor(
             [p.chosen_mask for p in pairs] + [p.rejected_mask for p in pairs], dtype=torch.float32
-        )
-        return batch
+        ),
+    }
+
+
+def batch_tokens(batch: dict[str, torch.Tensor]) -> int:
+    """The real tokens of a padded batch (its attention mask) or of a packed one (every token in the row)."""
+    if "attention_mask" in batch:
+        return int(batch["attention_mask"].sum())
+    return int(batch["input_ids"].numel())
 
 
 def iterate_batches(
-    encoded: Sequence[EncodedPair], collator: PairCollator, *, batch_size: int, seed: int
+    encoded: Sequence[EncodedPair],
+    collator: Callable[[Sequence[EncodedPair]], dict[str, torch.Tensor]],
+    *,
+    batch_size: int,
+    seed: int,
 ) -> Iterator[dict[str, torch.Tensor]]:
     for indices in length_grouped_batches([pair.length for pair in encoded], batch_size=batch_size, seed=seed):
         yield collator([encoded[i] for i in indices])

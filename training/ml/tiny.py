@@ -5,7 +5,16 @@ import random
 from pathlib import Path
 
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import BertConfig, BertModel, GPT2Config, GPT2Model, PreTrainedModel, PreTrainedTokenizerFast
+from transformers import (
+    BertConfig,
+    BertModel,
+    GPT2Config,
+    GPT2Model,
+    LlamaConfig,
+    LlamaModel,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+)
 
 from training.ml.data import PairExample
 
@@ -64,13 +73,20 @@ def _tokenizer(*, encoder: bool) -> PreTrainedTokenizerFast:
 
 
 def tiny_backbone(path: Path, *, architecture: str = "bert", hidden_size: int = 32) -> Path:
-    """A random 2-layer encoder ("bert") or decoder ("gpt2") with a word-level tokenizer, saved as safetensors."""
+    """A random 2-layer encoder ("bert") or decoder ("gpt2", "llama") with a word-level tokenizer, saved as
+    safetensors. The decoders' tokenizer has no pad token: the loader pads with its end-of-sequence token."""
     tokenizer = _tokenizer(encoder=architecture == "bert")
-    size = len(tokenizer)
+    backbone = _model(architecture, vocab_size=len(tokenizer), hidden_size=hidden_size, eos=tokenizer.eos_token_id)
+    backbone.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def _model(architecture: str, *, vocab_size: int, hidden_size: int, eos: int | None) -> PreTrainedModel:
     if architecture == "bert":
-        backbone: PreTrainedModel = BertModel(
+        return BertModel(
             BertConfig(
-                vocab_size=size,
+                vocab_size=vocab_size,
                 hidden_size=hidden_size,
                 num_hidden_layers=2,
                 num_attention_heads=2,
@@ -78,23 +94,36 @@ def tiny_backbone(path: Path, *, architecture: str = "bert", hidden_size: int = 
                 max_position_embeddings=128,
             )
         )
-    elif architecture == "gpt2":
-        eos = tokenizer.eos_token_id
-        config = GPT2Config(
-            vocab_size=size,
-            n_embd=hidden_size,
-            n_layer=2,
-            n_head=2,
-            n_positions=128,
-            bos_token_id=eos,
-            eos_token_id=eos,
+    if architecture == "gpt2":
+        return GPT2Model(
+            GPT2Config(
+                vocab_size=vocab_size,
+                n_embd=hidden_size,
+                n_layer=2,
+                n_head=2,
+                n_positions=128,
+                bos_token_id=eos,
+                eos_token_id=eos,
+            )
         )
-        backbone = GPT2Model(config)
-    else:
-        raise ValueError(f"unknown tiny architecture {architecture!r}")
-    backbone.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    if architecture == "llama":
+        # Rotary positions and grouped-query attention (4 query heads share 2 key/value heads), as Llama 3 and Qwen
+        # have. Not qwen2 itself: AutoTokenizer rebuilds a qwen2 checkpoint's tokenizer as byte-level BPE, which
+        # loses this word-level vocabulary.
+        return LlamaModel(
+            LlamaConfig(
+                vocab_size=vocab_size,
+                hidden_size=hidden_size,
+                intermediate_size=2 * hidden_size,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                max_position_embeddings=128,
+                bos_token_id=eos,
+                eos_token_id=eos,
+            )
+        )
+    raise ValueError(f"unknown tiny architecture {architecture!r}")
 
 
 def toy_pairs(count: int, *, seed: int = 0, source: str = "toy") -> list[PairExample]:

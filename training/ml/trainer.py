@@ -1,6 +1,7 @@
-"""The training loop: AdamW with linear warmup and decay, gradient accumulation, autocast on CUDA, resumable
-checkpoints, progress reports and a stop flag. An ensemble's members train one after another, each with seed
-config.seed + member; a finished member is skipped when a stopped run resumes."""
+"""The training loop: AdamW with linear warmup and decay, gradient accumulation, autocast on CUDA, padding-free
+packing for decoders (training.ml.packing), resumable checkpoints, progress reports and a stop flag. An ensemble's
+members train one after another, each with seed config.seed + member; a finished member is skipped when a stopped
+run resumes."""
 
 import contextlib
 import hashlib
@@ -27,9 +28,17 @@ from training.ml.checkpoint import (
     save_checkpoint,
 )
 from training.ml.config import ATTRIBUTE_OBJECTIVES, TrainConfig
-from training.ml.data import EncodedPair, PairCollator, PairExample, encode_pairs, length_grouped_batches
+from training.ml.data import (
+    EncodedPair,
+    PairCollator,
+    PairExample,
+    batch_tokens,
+    encode_pairs,
+    length_grouped_batches,
+)
 from training.ml.evaluate import evaluate
 from training.ml.model import load_reward_model, model_metadata, reward_outputs, save_reward_model
+from training.ml.packing import PackedPairCollator, packed_reward_outputs, use_packing
 from training.ml.scoring import model_outputs
 
 logger = logging.getLogger(__name__)
@@ -37,6 +46,8 @@ logger = logging.getLogger(__name__)
 WARMUP_FRACTION = 0.1
 WEIGHT_DECAY = 0.01
 MAX_GRAD_NORM = 1.0
+
+Collator = Callable[[Sequence[EncodedPair]], dict[str, torch.Tensor]]
 
 
 @dataclass
@@ -215,6 +226,7 @@ class _MemberRun:
         self.resumed = self.position.step > 0
         self.stopped = False
         self.tokens_seen = 0
+        self.packed = False  # decided once the model is loaded (use_packing)
         self.examples_seen = 0
         self.window: list[float] = []  # step losses since the last report
         self.last_loss = math.nan
@@ -224,11 +236,12 @@ class _MemberRun:
 
     def train(self) -> None:
         model, tokenizer, optimizer, scheduler, scaler = self._setup()
+        self.packed = use_packing(self.config.packing, model, self.device)
         encoded = encode_pairs(
             self.train_examples, tokenizer, max_length=self.config.max_length, attributes=self.config.attributes
         )
         self.started = time.monotonic()
-        collator = PairCollator(tokenizer)
+        collator = PackedPairCollator(tokenizer) if self.packed else PairCollator(tokenizer)
         while self.position.epoch < self.config.epochs and not self.stopped:
             self._epoch(model, tokenizer, optimizer, scheduler, scaler, encoded, collator)
         if self.stopped:
@@ -290,7 +303,7 @@ class _MemberRun:
         scheduler: LambdaLR,
         scaler: Any,
         encoded: list[EncodedPair],
-        collator: PairCollator,
+        collator: Collator,
     ) -> None:
         # Each epoch's order depends only on the seed and the epoch, so a resumed run skips what it has seen.
         batches = length_grouped_batches(
@@ -315,10 +328,10 @@ class _MemberRun:
     def _backward(self, model: PreTrainedModel, batch: dict[str, torch.Tensor], scaler: Any, parts: int) -> float:
         batch = {key: value.to(self.device) for key, value in batch.items()}
         with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
-            outputs = reward_outputs(model, batch)
+            outputs = packed_reward_outputs(model, batch) if self.packed else reward_outputs(model, batch)
         loss = objective_loss(self.config, outputs, batch)
         scaler.scale(loss / parts).backward()
-        self.tokens_seen += int(batch["attention_mask"].sum())
+        self.tokens_seen += batch_tokens(batch)
         self.examples_seen += int(batch["margin"].shape[0])
         return float(loss.detach()) / parts
 

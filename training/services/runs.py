@@ -4,7 +4,9 @@ A run is executed under its advisory job lock (concord.locks.TRAINING) with a co
 RUNNING to RUNNING. The lock is held by the worker's database connection, so it goes with a worker killed
 mid-run; the redelivered task (acks_late, reject_on_worker_lost) then claims the run, still RUNNING, and the
 trainer resumes from the checkpoint in the run's output directory. A second delivery while the first worker
-lives finds the lock taken and leaves the run alone: never two at once.
+lives finds the lock taken and leaves the run alone: never two at once. Redis redelivers only after its
+visibility timeout (hours), so the watchdog (training.services.recovery, every minute on Celery beat) sends the
+task of a running run whose lock is free again, and fails a run that has lost its worker too often.
 
 The ML code (training.ml, which imports torch) is imported inside the functions that run on the worker, so
 neither the web process nor the worker's parent process ever loads torch or touches CUDA.
@@ -108,7 +110,12 @@ def training_run_cancel(*, run: TrainingRun) -> TrainingRun:
 def training_run_resume(*, run: TrainingRun) -> TrainingRun:
     """Send the task of a queued or running run again, for a run whose worker died: Redis redelivers an
     unacknowledged task only after the visibility timeout (hours). Refused while a live worker holds the run's
-    lock; if one takes it meanwhile, the extra delivery finds the lock taken and leaves the run alone."""
+    lock; if one takes it meanwhile, the extra delivery finds the lock taken and leaves the run alone.
+
+    The watchdog (training.services.recovery) does this by itself for a running run; this is the manual way, for
+    a queued run whose task was lost too. It marks the run as sent again (recovered_at), so the watchdog waits
+    for a worker to take it rather than sending it once more, and is not counted against CONCORD_MAX_RECOVERIES.
+    """
     from training.tasks import training_run_execute_task
 
     if run.status not in (TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING):
@@ -116,6 +123,7 @@ def training_run_resume(*, run: TrainingRun) -> TrainingRun:
     with job_lock(locks.TRAINING, run.pk) as free:
         if not free:
             raise TrainingError(f"run {run.pk} is running on a live worker")
+        TrainingRun.objects.filter(pk=run.pk).update(recovered_at=Now())
     run_log(run, "resume requested")
     transaction.on_commit(partial(training_run_execute_task.delay, run.pk))
     return run

@@ -106,7 +106,7 @@ def _score_all(job: ScoringJob) -> None:
         batch.append(item)
         if len(batch) >= SCORE_BATCH:
             done += _score_batch(scorer, model, batch)
-            ScoringJob.objects.filter(pk=job.pk).update(done=done)
+            ScoringJob.objects.filter(pk=job.pk).update(done=done, heartbeat_at=Now())
             batch = []
     done += _score_batch(scorer, model, batch)
     ScoringJob.objects.filter(pk=job.pk).update(

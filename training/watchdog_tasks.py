@@ -1,0 +1,13 @@
+"""The watchdog's task, on the default queue: not under training.tasks.*, which CELERY_TASK_ROUTES sends to the
+gpu queue, where it would wait behind the long job it is checking. Celery beat sends it (CELERY_BEAT_SCHEDULE);
+workers import this module through CELERY_IMPORTS."""
+
+from celery import shared_task
+
+from training.services.recovery import stale_jobs_recover
+
+
+@shared_task
+def stale_jobs_recover_task() -> None:
+    """Recover running training runs and scoring jobs whose worker died (training.services.recovery)."""
+    stale_jobs_recover()
