@@ -6,7 +6,7 @@ from django import forms
 
 from annotate.models import Project
 from curation.models import DatasetVersion
-from training.selectors import trainable_versions
+from training.selectors import scorable_versions, trainable_versions
 from training.services.runs import TrainingError, training_config_clean
 
 SEED_MAX = 2**31 - 1
@@ -91,3 +91,15 @@ class RetrainForm(forms.Form):
             except TrainingError as error:
                 self.add_error(None, str(error))
         return cleaned
+
+
+class ScoringForm(forms.Form):
+    """Which items a scoring job scores: all of the project's, or those in one of its frozen versions."""
+
+    dataset_version = forms.ModelChoiceField(
+        queryset=DatasetVersion.objects.none(), required=False, empty_label="All items of the project"
+    )
+
+    def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["dataset_version"].queryset = scorable_versions(project)  # type: ignore[attr-defined]

@@ -106,12 +106,17 @@ class ItemScore(models.Model):
 
 
 class ScoringJob(models.Model):
-    """Scoring every item of a project with a reward model, run by a worker with its progress here."""
+    """Scoring the items of a project (or of one of its frozen versions) with a reward model, run by a worker with
+    its progress here."""
 
     Status = JobStatus
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="scoring_jobs")
     reward_model = models.ForeignKey(RewardModel, on_delete=models.CASCADE, related_name="scoring_jobs")
+    # Score only the project's items in this frozen version; none: every item of the project.
+    dataset_version = models.ForeignKey(
+        DatasetVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="scoring_jobs"
+    )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     done = models.PositiveIntegerField(default=0)
     total = models.PositiveIntegerField(default=0)

@@ -10,8 +10,8 @@ from django.http import Http404
 from django.utils import timezone
 
 from annotate.access import AnyUser, project_for_member
-from annotate.models import Project, Role
-from curation.models import DatasetVersion
+from annotate.models import Item, Project, Role
+from curation.models import DatasetRow, DatasetVersion
 from training.models import RewardModel, ScoringJob, TrainingRun
 
 # A running run not heard from for this long may have lost its worker: its page offers to resume it.
@@ -56,7 +56,21 @@ def reward_models_for_project(project: Project) -> QuerySet[RewardModel]:
 
 
 def latest_scoring_job(project: Project) -> ScoringJob | None:
-    return ScoringJob.objects.filter(project=project).select_related("reward_model").first()
+    return ScoringJob.objects.filter(project=project).select_related("reward_model", "dataset_version").first()
+
+
+def items_to_score(job: ScoringJob) -> QuerySet[Item]:
+    """The job's project's items, or only those in its dataset version (a version may hold other projects'
+    rows too: they are not this job's)."""
+    items = Item.objects.filter(project_id=job.project_id)
+    if job.dataset_version_id is not None:
+        items = items.filter(pk__in=DatasetRow.objects.filter(version_id=job.dataset_version_id).values("item_id"))
+    return items
+
+
+def scorable_versions(project: Project) -> QuerySet[DatasetVersion]:
+    """The project's frozen versions, whose items a scoring job can be limited to."""
+    return trainable_versions(project).filter(status=DatasetVersion.Status.FROZEN)
 
 
 Job = TypeVar("Job", TrainingRun, ScoringJob)

@@ -4,7 +4,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -12,7 +12,7 @@ from django_htmx.http import HttpResponseStopPolling
 
 from annotate.access import project_for_member
 from annotate.models import Project, Role
-from training.forms import RetrainForm
+from training.forms import RetrainForm, ScoringForm
 from training.models import RewardModel
 from training.selectors import (
     CURVE_HEIGHT,
@@ -59,6 +59,7 @@ def _run_list(request: HttpRequest, project: Project, form: RetrainForm, status:
         "rows": run_rows(runs),
         "models": list(reward_models_for_project(project)[:50]),
         "scoring": scoring,
+        "scoring_form": ScoringForm(project=project),
         "finished": finished,
         **NAV,
     }
@@ -104,6 +105,7 @@ def run_detail(request: HttpRequest, project_id: int, run_id: int) -> HttpRespon
         "curve_width": CURVE_WIDTH,
         "curve_height": CURVE_HEIGHT,
         "heldout": (run.metrics or {}).get("heldout") or {},
+        "scoring_form": ScoringForm(project=project),
         **NAV,
     }
     return _poll(request, "training/run_detail.html", "live", context, run.finished)
@@ -151,8 +153,15 @@ def run_promote(request: HttpRequest, project_id: int, run_id: int) -> HttpRespo
 @require_POST
 def scoring_create(request: HttpRequest, project_id: int) -> HttpResponse:
     project = project_for_member(request.user, project_id, min_role=Role.ADMIN)
+    form = ScoringForm(request.POST, project=project)
+    if not form.is_valid():  # a version of another project, a draft, or no such id
+        raise Http404("No such frozen version in this project")
     try:
-        scoring_job_create(project=project, created_by=request.user)  # type: ignore[arg-type]
+        scoring_job_create(
+            project=project,
+            created_by=request.user,  # type: ignore[arg-type]
+            dataset_version=form.cleaned_data["dataset_version"],
+        )
     except TrainingError as error:
         messages.error(request, str(error))
     return redirect("training:run_list", project_id=project.pk)

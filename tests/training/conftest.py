@@ -65,3 +65,20 @@ def private_queue(monkeypatch, *task_objects):  # type: ignore[no-untyped-def]
         monkeypatch.setattr(task, "queue", queue, raising=False)
         monkeypatch.setattr(task, "_exec_options", None)  # Celery caches the options, queue included
     return queue
+
+
+@pytest.fixture
+def trained_model_dir(tmp_path: Path, tiny_backbone: Path) -> Path:
+    """A tiny model trained for a step on a toy task (yes-answers beat no), saved as the trainer saves it."""
+    from training.ml.config import TrainConfig
+    from training.ml.data import PairExample
+    from training.ml.trainer import train
+
+    examples = [
+        PairExample(prompt=[{"role": "user", "content": f"question {n}?"}], chosen="yes, good answer.", rejected="no.")
+        for n in range(8)
+    ]
+    config = TrainConfig(backbone=str(tiny_backbone), epochs=1, batch_size=4, max_length=32, learning_rate=1e-3)
+    out = tmp_path / "model"
+    train(config, examples, examples[:2], output_dir=out)
+    return out

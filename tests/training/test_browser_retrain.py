@@ -210,7 +210,7 @@ def promote_and_score(page: Page, project) -> None:  # type: ignore[no-untyped-d
     page.get_by_role("button", name="Promote to the active reward model").click()
     expect(page.locator(".messages")).to_contain_text("is now the active reward model")
     page.get_by_role("link", name="All runs").click()
-    page.get_by_role("button", name="Score all items with the active model").click()
+    page.get_by_role("button", name="Score with the active model").click()
     scoring = page.locator("#scoring")
     badge = scoring.locator(".badge")
     expect(badge).to_have_text(re.compile("^(Done|Failed)$"), timeout=RUN_TIMEOUT_MS)

@@ -312,22 +312,6 @@ def test_the_review_queue_shows_where_the_active_model_contradicts_the_annotator
 # evaluate_model.
 
 
-@pytest.fixture
-def trained_model_dir(tmp_path, tiny_backbone):  # type: ignore[no-untyped-def]
-    from training.ml.config import TrainConfig
-    from training.ml.data import PairExample
-    from training.ml.trainer import train
-
-    examples = [
-        PairExample(prompt=[{"role": "user", "content": f"question {n}?"}], chosen="yes, good answer.", rejected="no.")
-        for n in range(8)
-    ]
-    config = TrainConfig(backbone=str(tiny_backbone), epochs=1, batch_size=4, max_length=32, learning_rate=1e-3)
-    out = tmp_path / "model"
-    train(config, examples, examples[:2], output_dir=out)
-    return out
-
-
 @pytest.mark.django_db
 def test_evaluate_model_reads_any_importable_preference_file(tmp_path, capsys, trained_model_dir):
     project = ProjectFactory()

@@ -1,6 +1,7 @@
 """Reward models: promote one to be the project's active model, and score every item of a project with it.
 
-Scoring runs on the gpu worker (training.tasks.scoring_task) under its job lock (concord.locks.SCORING) with a
+A job scores every item of the project, or only the project's items in one of its frozen versions. Scoring runs
+on the gpu worker (training.tasks.scoring_task) under its job lock (concord.locks.SCORING) with a
 compare-and-swap claim, like a training run; it reads items a batch at a time and upserts their ItemScore rows,
 so a redelivered job simply scores every item again. training.ml.scoring (torch) is imported inside the task.
 """
@@ -17,7 +18,9 @@ from django.utils import timezone
 from annotate.models import Item, Project
 from concord import locks
 from concord.locks import job_lock
+from curation.models import DatasetVersion
 from training.models import ItemScore, RewardModel, ScoringJob
+from training.selectors import items_to_score
 from training.services.runs import TrainingError
 
 if TYPE_CHECKING:
@@ -47,23 +50,36 @@ def active_reward_model(project: Project) -> RewardModel | None:
 
 
 @transaction.atomic
-def scoring_job_create(*, project: Project, created_by: AbstractBaseUser | None) -> ScoringJob:
-    """A queued job scoring every item of the project with its active model; enqueued after the commit."""
+def scoring_job_create(
+    *, project: Project, created_by: AbstractBaseUser | None, dataset_version: DatasetVersion | None = None
+) -> ScoringJob:
+    """A queued job scoring the project's items (only those in `dataset_version`, a frozen version of the project,
+    when given) with its active model; enqueued after the commit."""
     from training.tasks import scoring_task
 
     model = active_reward_model(project)
     if model is None:
         raise TrainingError("the project has no active reward model: promote a trained model first")
+    if dataset_version is not None:
+        _check_scorable(project, dataset_version)
     job = ScoringJob(
         project=project,
         reward_model=model,
-        total=Item.objects.filter(project=project).count(),
+        dataset_version=dataset_version,
         created_by_id=created_by.pk if created_by is not None else None,
     )
+    job.total = items_to_score(job).count()
     job.full_clean(exclude=["created_by"])
     job.save()
     transaction.on_commit(partial(scoring_task.delay, job.pk))
     return job
+
+
+def _check_scorable(project: Project, version: DatasetVersion) -> None:
+    if version.status != DatasetVersion.Status.FROZEN:
+        raise TrainingError(f"dataset version {version.name!r} is {version.status}: only a frozen version has rows")
+    if not version.projects.filter(pk=project.pk).exists():
+        raise TrainingError(f"dataset version {version.name!r} is not a version of {project.name}")
 
 
 def scoring_run(*, job: ScoringJob) -> ScoringJob:
@@ -97,9 +113,7 @@ def _score_all(job: ScoringJob) -> None:
     scorer = RewardScorer(
         model.path, batch_size=config.get("batch_size", 32) * 2, max_length=config.get("max_length", 256)
     )
-    items = (
-        Item.objects.filter(project_id=job.project_id).order_by("pk").only("id", "prompt", "response_a", "response_b")
-    )
+    items = items_to_score(job).order_by("pk").only("id", "prompt", "response_a", "response_b")
     done = 0
     batch: list[Item] = []
     for item in items.iterator(chunk_size=SCORE_BATCH):
