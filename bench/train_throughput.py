@@ -7,7 +7,7 @@ docs/benchmarks.md.
 TRL comes from requirements-bench.txt, installed on top of the app's pins (it changes none of them):
 
     .venv/bin/pip install -r requirements-bench.txt
-    .venv/bin/python bench/train_throughput.py [--steps 30] [--warmup 3] [--max-length 64]
+    .venv/bin/python bench/train_throughput.py [--steps 20] [--warmup 3] [--max-length 256]
 
 With CUDA the script also builds a Qwen2-style 0.5B decoder from its config (random weights, no download), trains
 it in bf16 with both trainers and reports model FLOPs utilisation against the GPU's dense bf16 peak.
@@ -35,6 +35,7 @@ from training.ml.model import load_reward_model
 from training.ml.trainer import TrainProgress, train
 
 SECTION = "Training throughput: Concord's trainer and TRL's RewardTrainer"
+CONCORD = "Concord `training.ml.trainer.train`"
 # Dense bf16 peak without sparsity, TFLOP/s, by a word in torch.cuda.get_device_name().
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "L4": 121.0}
 QWEN2_05B = {  # Qwen2-0.5B's shape
@@ -103,7 +104,7 @@ def _pair_tokens(pair: EncodedPair) -> int:
 
 
 def run_trl(
-    backbone: str, examples: Sequence[PairExample], args: argparse.Namespace, bf16: bool, folder: Path
+    backbone: str, examples: Sequence[PairExample], args: argparse.Namespace, bf16: bool, folder: Path, sampling: str
 ) -> dict[str, float]:
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -152,7 +153,7 @@ def run_trl(
         bf16=bf16,
         fp16=False,
         use_cpu=not torch.cuda.is_available(),
-        train_sampling_strategy=args.trl_sampling,
+        train_sampling_strategy=sampling,
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
         report_to="none",
@@ -194,6 +195,12 @@ def train_flops_per_token(backbone: str, mean_length: float) -> float:
     return 6 * params + 12 * config.num_hidden_layers * config.hidden_size * mean_length
 
 
+def mfu_fraction(backbone: str, run: dict[str, float], args: argparse.Namespace, peak: float) -> float:
+    """Model FLOPs per second over real tokens only, as a fraction of the peak."""
+    mean_length = run["tokens"] / (args.steps * 2 * args.batch_size)
+    return train_flops_per_token(backbone, mean_length) * run["tokens_per_s"] / (peak * 1e12)
+
+
 def peak_tflops(override: float | None) -> float | None:
     if override:
         return override
@@ -204,13 +211,17 @@ def peak_tflops(override: float | None) -> float | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parent.parent.parent / "shared/data")
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--learning-rate", type=float, default=2e-5)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--trl-sampling", default="random", choices=["random", "group_by_length"])
+    parser.add_argument(
+        "--trl-sampling",
+        default="random,group_by_length",
+        help="TRL train samplers to time, comma-separated: random (TRL's default) and/or group_by_length",
+    )
     parser.add_argument("--peak-tflops", type=float, help="the GPU's dense bf16 peak, if not in the table")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
@@ -222,56 +233,57 @@ def main() -> None:
     examples = load_hh(args.data / HH_FILE)
     cuda = torch.cuda.is_available()
     threads = torch.get_num_threads()
+    samplers = [name.strip() for name in args.trl_sampling.split(",") if name.strip()]
     backbones = [("all-MiniLM-L6-v2", default_backbone())]
-    results = []
+    results: list[tuple[str, str, dict[str, dict[str, float]]]] = []  # (label, backbone, {trainer: figures})
     with tempfile.TemporaryDirectory() as folder:
         if cuda:
             backbones.append(("Qwen2-0.5B shape (random weights)", build_qwen2_05b(Path(folder) / "qwen2")))
-        for label, backbone in backbones:
-            precision = "bf16" if cuda else "fp32"
-            concord = run_concord(backbone, examples, args, precision, Path(folder) / f"concord-{len(results)}")
-            print(f"{label} Concord: {concord}", flush=True)
-            trl_run = run_trl(backbone, examples, args, cuda, Path(folder) / f"trl-{len(results)}")
-            print(f"{label} TRL: {trl_run}", flush=True)
-            results.append((label, backbone, precision, concord, trl_run))
+        for n, (label, backbone) in enumerate(backbones):
+            runs = {CONCORD: run_concord(backbone, examples, args, "bf16" if cuda else "fp32", Path(folder) / f"c{n}")}
+            print(f"{label} {CONCORD}: {runs[CONCORD]}", flush=True)
+            for sampling in samplers:
+                name = f"TRL `RewardTrainer`, `{sampling}` sampler"
+                runs[name] = run_trl(backbone, examples, args, cuda, Path(folder) / f"trl-{n}-{sampling}", sampling)
+                print(f"{label} {name}: {runs[name]}", flush=True)
+            results.append((label, backbone, runs))
 
     device = torch.cuda.get_device_name() if cuda else f"CPU only, {threads} torch threads"
     lines = [
         f"One process on {machine()} ({device}), torch {torch.__version__}, transformers "
-        f"{__import__('transformers').__version__}, trl {trl.__version__}. Both trainers get the same {len(examples)} "
+        f"{__import__('transformers').__version__}, trl {trl.__version__}. Every trainer gets the same {len(examples)} "
         "HH-RLHF harmless-base test pairs, tokenised once by `training.ml.data.encode` (prompt turns flattened, "
         f"the pair cut to {args.max_length} tokens from the left), batch {args.batch_size} pairs (2 x "
         f"{args.batch_size} sequences per forward pass), Bradley-Terry loss, AdamW at {args.learning_rate:g}, "
         "gradient clipping at 1.0, no gradient checkpointing, dropout on, "
         f"{'bf16 autocast' if cuda else 'fp32'}; {args.warmup} warm-up steps, then {args.steps} timed optimizer "
         "steps each. Real tokens are the attention-mask sum over each step's chosen and rejected sequences "
-        "(padding not counted). Concord batches pairs of similar length (its default); TRL's RewardTrainer uses "
-        f"its `{args.trl_sampling}` train sampler (TRL's default is `random`), so it pads more. On a small "
-        "CPU the figures move with whatever else the machine runs: compare the rows of one run, not across runs.",
+        "(padding not counted). Concord batches pairs of similar length (its default). TRL's RewardTrainer runs "
+        "with its default `random` sampler, whose batches pad to their longest sequence, and with "
+        "`group_by_length`, which batches like Concord. On a small CPU the figures move with whatever else the "
+        "machine runs: compare the rows of one run, not across runs.",
         "",
         "| backbone | trainer | real tokens/s | median step | timed tokens |",
         "| --- | --- | --- | --- | --- |",
     ]
-    for label, _, _, concord, trl_run in results:
-        for name, run in (("Concord `training.ml.trainer.train`", concord), ("TRL `RewardTrainer`", trl_run)):
+    for label, _, runs in results:
+        for name, run in runs.items():
             lines.append(
                 f"| {label} | {name} | {run['tokens_per_s']:,.0f} | {run['step_s_median']:.2f} s | {run['tokens']:,} |"
             )
     lines.append("")
-    for label, _, _, concord, trl_run in results:
-        lines.append(
-            f"{label}: Concord / TRL real tokens per second = {concord['tokens_per_s'] / trl_run['tokens_per_s']:.2f}x."
-        )
-    lines.append("")
+    for label, _, runs in results:
+        for name, run in runs.items():
+            if name != CONCORD:
+                ratio = runs[CONCORD]["tokens_per_s"] / run["tokens_per_s"]
+                lines.append(f"{label}: Concord / {name}, real tokens per second: **{ratio:.2f}x**.")
+        lines.append("")
     if cuda:
         peak = peak_tflops(args.peak_tflops)
-        for label, backbone, _, concord, trl_run in results:
-            mean_length = concord["tokens"] / (args.steps * 2 * args.batch_size)
-            flops = train_flops_per_token(backbone, mean_length)
+        for label, backbone, runs in results:
             if peak:
                 mfu = ", ".join(
-                    f"{name} {100 * flops * run['tokens_per_s'] / (peak * 1e12):.1f}%"
-                    for name, run in (("Concord", concord), ("TRL", trl_run))
+                    f"{name} {100 * mfu_fraction(backbone, run, args, peak):.1f}%" for name, run in runs.items()
                 )
                 lines.append(f"MFU of {label} against {peak:g} TFLOP/s dense bf16: {mfu}.")
     else:
