@@ -119,6 +119,9 @@ def run_trl(
         {
             "chosen_ids": [p.chosen["input_ids"] for p in encoded],
             "rejected_ids": [p.rejected["input_ids"] for p in encoded],
+            # What transformers' LengthGroupedSampler sorts by under `group_by_length` (its length_column_name);
+            # kept by remove_unused_columns=False below, and ignored by TRL's collator.
+            "length": [p.length for p in encoded],
         }
     )
     times: list[float] = []
@@ -154,6 +157,7 @@ def run_trl(
         fp16=False,
         use_cpu=not torch.cuda.is_available(),
         train_sampling_strategy=sampling,
+        remove_unused_columns=False,
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
         report_to="none",
