@@ -7,6 +7,7 @@ Writes a section of docs/benchmarks.md.
 """
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -46,24 +47,29 @@ def naive_margins(model_dir: Path, pairs: Sequence[tuple[Prompt, str, str]], max
 
 
 def time_both(
-    model_dir: Path, pairs: Sequence[tuple[Prompt, str, str]], batch_size: int, max_length: int
+    model_dir: Path, pairs: Sequence[tuple[Prompt, str, str]], batch_size: int, max_length: int, repeats: int
 ) -> dict[str, float]:
-    """Seconds of RewardScorer (loaded once, as a scoring job does; the load timed apart) and of the naive loop
-    over the same pairs, and the largest difference between their margins."""
+    """Median seconds of RewardScorer (loaded once, as a scoring job does; the load timed apart) and of the naive
+    loop over the same pairs, the two taking turns `repeats` times so that a noisy neighbour hits both alike, and
+    the largest difference between their margins."""
     RewardScorer(model_dir, batch_size=batch_size, max_length=max_length).score_pairs(pairs[:8])  # warm-up
     naive_margins(model_dir, pairs[:8], max_length)
-    start = time.perf_counter()
-    scorer = RewardScorer(model_dir, batch_size=batch_size, max_length=max_length)
-    loaded = time.perf_counter()
-    scores = scorer.score_pairs(pairs)
-    batched_end = time.perf_counter()
-    naive = naive_margins(model_dir, pairs, max_length)
-    naive_s = time.perf_counter() - batched_end
+    loads, batched_times, naive_times = [], [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        scorer = RewardScorer(model_dir, batch_size=batch_size, max_length=max_length)
+        loaded = time.perf_counter()
+        scores = scorer.score_pairs(pairs)
+        batched_end = time.perf_counter()
+        naive = naive_margins(model_dir, pairs, max_length)
+        naive_times.append(time.perf_counter() - batched_end)
+        loads.append(loaded - start)
+        batched_times.append(batched_end - loaded)
     batched = np.array([s.margin for s in scores])
     return {
-        "load_s": loaded - start,
-        "batched_s": batched_end - loaded,
-        "naive_s": naive_s,
+        "load_s": statistics.median(loads),
+        "batched_s": statistics.median(batched_times),
+        "naive_s": statistics.median(naive_times),
         "difference": float(np.abs(batched - naive).max()),
     }
 
@@ -71,8 +77,9 @@ def time_both(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parent.parent.parent / "shared/data")
-    parser.add_argument("--pairs", type=int, default=512)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--pairs", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-lengths", default="32,128", help="comma-separated; each is timed both ways")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
@@ -89,7 +96,7 @@ def main() -> None:
         save_reward_model(model, tokenizer, model_dir, metadata={"objective": "bt"})
         del model
         for max_length in max_lengths:
-            results[max_length] = time_both(model_dir, pairs, args.batch_size, max_length)
+            results[max_length] = time_both(model_dir, pairs, args.batch_size, max_length, args.repeats)
             print(max_length, results[max_length], flush=True)
     threads = torch.get_num_threads()
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU only, {threads} torch threads"
@@ -97,7 +104,8 @@ def main() -> None:
         f"The first {len(pairs)} pairs of HH-RLHF harmless-base `test.jsonl.gz` (prompt + chosen, prompt + "
         f"rejected: {2 * len(pairs)} sequences, cut to the max length) scored by the default backbone "
         f"(all-MiniLM-L6-v2 with a seeded one-output head, saved once and loaded by both), on {machine()} "
-        f"({device}), fp32, in one process, after a warm-up of 8 pairs each. `RewardScorer` is what a scoring job "
+        f"({device}), fp32, in one process, after a warm-up of 8 pairs each; the two take turns {args.repeats} "
+        "times and each figure is the median. `RewardScorer` is what a scoring job "
         "uses: the model loaded once per job (its load is timed apart), every sequence tokenised up front and run "
         f"longest first in batches of {args.batch_size}. The naive loop tokenises one pair and runs its two "
         "sequences as one forward pass. On a small CPU the figures move with whatever else the machine runs: "
@@ -120,7 +128,7 @@ def main() -> None:
         "batching pays most.",
         "",
         f"    .venv/bin/python bench/score_throughput.py --pairs {args.pairs} --batch-size {args.batch_size} "
-        f"--max-lengths {args.max_lengths}",
+        f"--max-lengths {args.max_lengths} --repeats {args.repeats}",
     ]
     body = "\n".join(lines)
     if not args.no_write:
