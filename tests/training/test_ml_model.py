@@ -82,3 +82,40 @@ def test_the_default_backbone_loads_offline_and_gives_a_reward(monkeypatch: pyte
     rewards = model_outputs(model.eval(), tokenizer, [([{"role": "user", "content": "hi"}], "hello there")])
     assert rewards.shape == (1, 1)
     assert torch.isfinite(torch.from_numpy(rewards)).all()
+
+
+def regression_model(tmp_path: Path, architecture: str = "bert") -> Path:
+    """A three-output model saved as a regression run saves it: output 0 the reward, 1-2 two attributes."""
+    torch.manual_seed(1)
+    model, tokenizer = load_reward_model(
+        tiny_backbone(tmp_path / architecture, architecture=architecture), num_outputs=3
+    )
+    path = tmp_path / f"{architecture}-regression"
+    save_reward_model(model, tokenizer, path, metadata={"objective": "regression", "attributes": ["a", "b"]})
+    return path
+
+
+@pytest.mark.parametrize("architecture", ["bert", "gpt2"])
+def test_bradley_terry_initialised_from_a_regression_model_keeps_its_reward_output(
+    tmp_path: Path, architecture: str
+) -> None:
+    path = regression_model(tmp_path, architecture)
+    items = [("hi", "good answer"), ("why", "bad")]
+    regression, tokenizer = load_reward_model(path, num_outputs=3)
+    single, _ = load_reward_model(path, num_outputs=1)
+    assert single.config.num_labels == 1
+    expected = model_outputs(regression.eval(), tokenizer, items)[:, 0]
+    assert model_outputs(single.eval(), tokenizer, items)[:, 0] == pytest.approx(expected, abs=1e-6)
+    # And the other way: more outputs than were saved keep the saved ones and add new ones.
+    wider, _ = load_reward_model(path, num_outputs=5)
+    wide_outputs = model_outputs(wider.eval(), tokenizer, items)
+    assert wide_outputs.shape == (2, 5)
+    assert wide_outputs[:, :3] == pytest.approx(model_outputs(regression, tokenizer, items), abs=1e-6)
+
+
+def test_a_foreign_classifier_s_head_of_another_size_is_replaced(tmp_path: Path) -> None:
+    classifier, tokenizer = load_reward_model(tiny_backbone(tmp_path / "bert"), num_outputs=2)
+    classifier.save_pretrained(tmp_path / "sentiment")  # no concord_reward.json: not a Concord model
+    tokenizer.save_pretrained(tmp_path / "sentiment")
+    model, _ = load_reward_model(tmp_path / "sentiment", num_outputs=1)
+    assert model_outputs(model.eval(), tokenizer, [("hi", "there")]).shape == (1, 1)

@@ -185,3 +185,13 @@ def test_gradient_checkpointing_gives_the_same_losses(backbones: dict[str, Path]
     plain = train(config, TRAIN, [], output_dir=tmp_path / "plain")
     saved = train(replace(config, gradient_checkpointing=True), TRAIN, [], output_dir=tmp_path / "saved")
     assert plain.train_loss == pytest.approx(saved.train_loss, rel=1e-4)
+
+
+def test_bradley_terry_trains_from_a_regression_run_s_model(backbones: dict[str, Path], tmp_path: Path) -> None:
+    regression = config_for(backbones["bert"], objective="regression", epochs=1, batch_size=16)
+    train(regression, TRAIN, EVAL, output_dir=tmp_path / "regression")
+    config = config_for(tmp_path / "regression" / "model", objective="bt", epochs=1, batch_size=16)
+    result = train(config, TRAIN, EVAL, output_dir=tmp_path / "bt")
+    saved = json.loads((tmp_path / "bt" / "model" / "concord_reward.json").read_text())
+    assert (saved["objective"], result.steps) == ("bt", 3)
+    assert math.isfinite(result.eval["accuracy"])

@@ -49,9 +49,67 @@ def load_reward_model(path: Path | str, *, num_outputs: int = 1) -> tuple[PreTra
         if tokenizer.eos_token is None:
             raise ValueError(f"the tokenizer in {path} has neither a pad nor an end-of-sequence token")
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_outputs, use_safetensors=True)
+    saved = saved_outputs(path)
+    if saved is not None and saved != num_outputs:
+        # A Concord model as the backbone of another objective, e.g. Bradley-Terry initialised from an attribute
+        # regression (HelpSteer2-Preference): output 0, the preference reward, carries over; the rest is new.
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=saved, use_safetensors=True)
+        resize_head(model, num_outputs)
+    else:
+        # Any other checkpoint whose head has another number of outputs (a 2-class sentiment classifier, say)
+        # gets a new head: its classes mean nothing as rewards.
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=num_outputs, use_safetensors=True, ignore_mismatched_sizes=True
+        )
     model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+def saved_outputs(path: Path) -> int | None:
+    """The number of outputs a model saved by Concord was trained with (concord_reward.json), or None."""
+    metadata = model_metadata(path)
+    if not metadata:
+        return None
+    attributes = metadata.get("attributes", []) if metadata.get("objective") in ("regression", "combined") else []
+    return 1 + len(attributes)
+
+
+def reward_head(model: PreTrainedModel) -> torch.nn.Linear:
+    """The linear layer whose outputs are the rewards: `score` on decoders, `classifier` (or its `out_proj`) on
+    encoders."""
+    for name in ("score", "classifier.out_proj", "classifier"):
+        module = model.get_submodule(name) if _has_submodule(model, name) else None
+        if isinstance(module, torch.nn.Linear) and module.out_features == model.config.num_labels:
+            return module
+    raise ValueError(f"{type(model).__name__} has no linear reward head named score or classifier")
+
+
+def _has_submodule(model: PreTrainedModel, name: str) -> bool:
+    try:
+        model.get_submodule(name)
+    except AttributeError:
+        return False
+    return True
+
+
+@torch.no_grad()
+def resize_head(model: PreTrainedModel, num_outputs: int) -> None:
+    """Give the reward head `num_outputs` outputs, keeping the trained rows it has (output 0 first) and
+    initialising new ones as transformers initialises a new head."""
+    old = reward_head(model)
+    new = torch.nn.Linear(old.in_features, num_outputs, bias=old.bias is not None, device=old.weight.device)
+    model._init_weights(new)
+    keep = min(num_outputs, old.out_features)
+    new.weight[:keep] = old.weight[:keep]
+    if old.bias is not None and new.bias is not None:
+        new.bias[:keep] = old.bias[:keep]
+    parent, _, attribute = _head_path(model, old).rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, attribute, new)
+    model.config.num_labels = num_outputs
+
+
+def _head_path(model: PreTrainedModel, head: torch.nn.Module) -> str:
+    return next(name for name, module in model.named_modules() if module is head)
 
 
 def save_reward_model(
@@ -88,9 +146,7 @@ def member_dirs(model_dir: Path | str) -> list[Path]:
 def load_for_inference(path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, torch.device]:
     """A saved reward model in eval mode, on the GPU if there is one, with as many outputs as it was trained
     with (its concord_reward.json lists the attributes of outputs 1..n)."""
-    metadata = model_metadata(path)
-    attributes = metadata.get("attributes", []) if metadata.get("objective") in ("regression", "combined") else []
-    model, tokenizer = load_reward_model(path, num_outputs=1 + len(attributes))
+    model, tokenizer = load_reward_model(path, num_outputs=saved_outputs(path) or 1)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)  # type: ignore[arg-type]  # transformers' stub types .to's argument as a model
     model.eval()
