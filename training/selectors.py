@@ -156,3 +156,44 @@ def run_curve(history: list[dict[str, Any]], key: str, *, low: float | None = No
         for step, value in values
     ]
     return Curve(points=points, low=low, high=high, last=values[-1][1])
+
+
+# The held-out accuracy chart of the runs page: one bar per model, accuracy 0..1 across BAR_WIDTH pixels.
+BAR_LABEL_WIDTH = 150
+BAR_WIDTH = 400
+BAR_ROW_HEIGHT = 22
+
+
+@dataclass
+class AccuracyBar:
+    """One model's held-out accuracy as a bar, with its test set's length baseline as a tick, in pixels."""
+
+    model: RewardModel
+    label: str
+    accuracy: float
+    y: int
+    width: int
+    baseline_x: int | None
+
+
+def heldout_accuracy_bars(models: list[RewardModel]) -> list[AccuracyBar]:
+    """Bars for the models that were evaluated on a held-out split, newest first, as the list below them."""
+    bars = []
+    for model in models:
+        metrics = (model.model_card or {}).get("metrics") or {}
+        accuracy = (metrics.get("heldout") or {}).get("accuracy")
+        if not isinstance(accuracy, int | float):
+            continue
+        baseline = metrics.get("length_baseline_accuracy")
+        config = (model.model_card or {}).get("config") or {}
+        bars.append(
+            AccuracyBar(
+                model=model,
+                label=f"run #{model.run_id} · {config.get('objective', '?')}",
+                accuracy=float(accuracy),
+                y=len(bars) * BAR_ROW_HEIGHT,
+                width=round(min(max(float(accuracy), 0.0), 1.0) * BAR_WIDTH),
+                baseline_x=round(float(baseline) * BAR_WIDTH) if isinstance(baseline, int | float) else None,
+            )
+        )
+    return bars

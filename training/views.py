@@ -15,8 +15,12 @@ from annotate.models import Project, Role
 from training.forms import RetrainForm, ScoringForm
 from training.models import RewardModel
 from training.selectors import (
+    BAR_LABEL_WIDTH,
+    BAR_ROW_HEIGHT,
+    BAR_WIDTH,
     CURVE_HEIGHT,
     CURVE_WIDTH,
+    heldout_accuracy_bars,
     latest_scoring_job,
     reward_models_for_project,
     run_curve,
@@ -51,13 +55,21 @@ def run_list(request: HttpRequest, project_id: int) -> HttpResponse:
 
 def _run_list(request: HttpRequest, project: Project, form: RetrainForm, status: int = 200) -> HttpResponse:
     runs = list(runs_for_project(project)[:50])
+    models = list(reward_models_for_project(project)[:50])
+    bars = heldout_accuracy_bars(models)
     scoring = latest_scoring_job(project)
     finished = all(run.finished for run in runs) and (scoring is None or scoring.finished)
     context = {
         "project": project,
         "form": form,
         "rows": run_rows(runs),
-        "models": list(reward_models_for_project(project)[:50]),
+        "models": models,
+        "bars": bars,
+        "bar_chart_height": len(bars) * BAR_ROW_HEIGHT,
+        "bar_label_width": BAR_LABEL_WIDTH,
+        "bar_width": BAR_WIDTH,
+        "bar_chart_width": BAR_LABEL_WIDTH + BAR_WIDTH + 60,
+        "coin_flip_x": BAR_LABEL_WIDTH + BAR_WIDTH // 2,
         "scoring": scoring,
         "scoring_form": ScoringForm(project=project),
         "finished": finished,

@@ -1,4 +1,5 @@
 import json
+import re
 import threading
 import time
 from datetime import timedelta
@@ -69,7 +70,8 @@ def make_run(project, version, status=TrainingRun.Status.QUEUED, **fields):  # t
 
 
 def make_model(run, **fields):  # type: ignore[no-untyped-def]
-    return RewardModel.objects.create(project=run.project, run=run, path="/models/x", model_card={}, **fields)
+    fields.setdefault("model_card", {})
+    return RewardModel.objects.create(project=run.project, run=run, path="/models/x", **fields)
 
 
 @pytest.fixture
@@ -454,3 +456,26 @@ def test_items_the_annotators_agree_on_enter_the_queue_when_the_model_confidentl
     queued = {row["id"] for row in disagreement_queue(project=project, reason="model")}
     assert agreed.pk in queued
     assert agreed.pk in {row["id"] for row in disagreement_queue(project=project)}
+
+
+@pytest.mark.django_db
+def test_the_runs_page_plots_each_model_s_held_out_accuracy(login):
+    project = ProjectFactory()
+    version = frozen_version(project, count=4)
+    cards = [
+        {"config": {"objective": "bt"}, "metrics": {"heldout": {"accuracy": 0.6}, "length_baseline_accuracy": 0.45}},
+        {"config": {"objective": "regression"}, "metrics": {"heldout": {"accuracy": 0.8}}},
+        {"config": {"objective": "bt"}, "metrics": {"heldout_pairs": 0}},  # no held-out split: no bar
+    ]
+    models = [make_model(make_run(project, version, status="succeeded"), model_card=card) for card in cards]
+    admin = login(member(project, Role.ADMIN))
+    page = admin.get(list_url(project)).content.decode()
+    chart = page[page.index('<svg id="heldout-chart"') : page.index("</svg>", page.index('id="heldout-chart"'))]
+    widths = {
+        int(m): int(w)
+        for m, w in re.findall(r'data-model="(\d+)">.*?<rect class="bar" [^>]*width="(\d+)"', chart, re.S)
+    }
+    assert widths == {models[0].pk: 240, models[1].pk: 320}  # 0.6 and 0.8 of 400 pixels
+    assert f"run #{models[1].run_id} · regression" in chart
+    assert chart.count('stroke="#333"') == 1  # the one length baseline tick, at 0.45 x 400 + 150
+    assert 'x1="330"' in chart
