@@ -178,7 +178,7 @@ class AccuracyBar:
 
 def heldout_accuracy_bars(models: list[RewardModel]) -> list[AccuracyBar]:
     """Bars for the models that were evaluated on a held-out split, newest first, as the list below them."""
-    bars = []
+    bars: list[AccuracyBar] = []
     for model in models:
         metrics = (model.model_card or {}).get("metrics") or {}
         accuracy = (metrics.get("heldout") or {}).get("accuracy")
