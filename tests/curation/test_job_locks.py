@@ -1,15 +1,13 @@
 """Long jobs (freezes, exports) survive a killed worker: the next delivery runs them, a live one is left alone."""
 
-import threading
-
 import pytest
-from django.db import connection
 
 from concord import locks
 from curation.models import DatasetVersion, ExportJob
 from curation.services.version_exports import export_job_create, export_job_run
 from curation.services.versions import VersionError, dataset_version_create, dataset_version_freeze
 from tests.annotate.factories import AnnotationFactory, ItemFactory, ProjectFactory
+from tests.locks import held_by_a_live_worker
 
 
 def agreed_project():  # type: ignore[no-untyped-def]
@@ -47,22 +45,7 @@ def test_an_export_left_running_by_a_killed_worker_is_run_on_redelivery(settings
 def test_a_second_delivery_leaves_a_live_freeze_alone() -> None:
     version = draft(agreed_project())
     DatasetVersion.objects.filter(pk=version.pk).update(status=DatasetVersion.Status.FREEZING)
-    held, release = threading.Event(), threading.Event()
-
-    def live_worker() -> None:
-        with locks.job_lock(locks.FREEZE, version.pk) as taken:
-            assert taken
-            held.set()
-            release.wait(timeout=30)
-        connection.close()
-
-    worker = threading.Thread(target=live_worker)
-    worker.start()
-    assert held.wait(timeout=30)
-    try:
+    with held_by_a_live_worker((locks.FREEZE, version.pk)):
         with pytest.raises(VersionError, match="being frozen by another worker"):
             dataset_version_freeze(version=DatasetVersion.objects.get(pk=version.pk))
         assert DatasetVersion.objects.get(pk=version.pk).status == DatasetVersion.Status.FREEZING
-    finally:
-        release.set()
-        worker.join()

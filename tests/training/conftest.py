@@ -1,7 +1,8 @@
-"""Fixtures for training tests: a tiny random BERT backbone saved to disk (no network), a frozen version, and
-what a test needs to run the training tasks on a real Celery worker in a thread."""
+"""Fixtures for training tests: one torch thread, tiny random backbones saved to disk (no network), a frozen
+version, and what a test needs to run the training tasks on a real Celery worker in a thread."""
 
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,12 +13,31 @@ from curation.services.versions import dataset_version_create, dataset_version_f
 from tests.annotate.factories import AnnotationFactory, ItemFactory
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread: on a two-core machine shared with other work (the browser test's worker with Chromium and
+    the live server), tiny models run many times slower with two."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
-def tiny_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer, 32-wide random BERT saved with its word-level tokenizer (training.ml.tiny)."""
+def backbones(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny random models of each architecture the ML tests use: an encoder and two decoders."""
     from training.ml.tiny import tiny_backbone as build
 
-    return build(tmp_path_factory.mktemp("tiny-bert"))
+    root = tmp_path_factory.mktemp("backbones")
+    return {arch: build(root / arch, architecture=arch) for arch in ("bert", "gpt2", "llama")}
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(backbones: dict[str, Path]) -> Path:
+    """A 2-layer, 32-wide random BERT saved with its word-level tokenizer (training.ml.tiny)."""
+    return backbones["bert"]
 
 
 def labelled_items(project, count: int):  # type: ignore[no-untyped-def]

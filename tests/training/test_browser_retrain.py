@@ -10,7 +10,6 @@ first progress writes until the browser has shown that step (ProgressGate); noth
 import queue
 import re
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -97,17 +96,6 @@ class ProgressGate:
         self.shown.set()
 
 
-@pytest.fixture
-def one_torch_thread() -> Iterator[None]:
-    # The worker shares two cores with the browser and the live server: more threads only slow it down.
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def items_the_annotators_get_wrong(project, count: int):  # type: ignore[no-untyped-def]
     """Like labelled_items', but both annotators prefer "no." to the helpful answer: a model that learned the
     pattern confidently contradicts them. Added after the version is frozen, so it never trains on them."""
@@ -128,7 +116,7 @@ def items_the_annotators_get_wrong(project, count: int):  # type: ignore[no-unty
     return items
 
 
-@pytest.mark.usefixtures("worker_closes_connections", "one_torch_thread")
+@pytest.mark.usefixtures("worker_closes_connections")
 def test_an_admin_retrains_promotes_scores_and_reviews_the_model_s_disagreements(  # type: ignore[no-untyped-def]
     live_server, page: Page, monkeypatch, settings, tmp_path
 ) -> None:

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from training.ml.config import TrainConfig
 from training.ml.data import PairExample
@@ -19,14 +18,6 @@ from training.ml.evaluate import (
 from training.ml.scoring import score_pairs, score_texts
 from training.ml.tiny import tiny_backbone, toy_pairs
 from training.ml.trainer import train
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():  # type: ignore[no-untyped-def]
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def pair(chosen: str, rejected: str, *, margin: float = 0.0, source: str = "") -> PairExample:

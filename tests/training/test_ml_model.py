@@ -12,15 +12,6 @@ from training.ml.scoring import model_outputs
 from training.ml.tiny import tiny_backbone
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():  # type: ignore[no-untyped-def]
-    # Two threads on a two-core machine shared with other work run tiny models many times slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_it_refuses_pickle_only_checkpoints(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "pytorch_model.bin").write_bytes(b"not loaded")

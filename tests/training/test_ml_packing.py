@@ -24,27 +24,12 @@ from training.ml.packing import (
     use_packing,
 )
 from training.ml.scoring import model_outputs
-from training.ml.tiny import tiny_backbone, toy_pairs
+from training.ml.tiny import toy_pairs
 from training.ml.trainer import objective_loss, train
 
 TRAIN = toy_pairs(48, seed=1)
 EVAL = toy_pairs(16, seed=2)
 ATTRIBUTES = ("helpful", "correct")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():  # type: ignore[no-untyped-def]
-    # Two threads on a two-core machine shared with other work run tiny models many times slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def backbones(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("backbones")
-    return {arch: tiny_backbone(root / arch, architecture=arch) for arch in ("bert", "gpt2", "llama")}
 
 
 def flat(lists: list[list[int]]) -> list[int]:

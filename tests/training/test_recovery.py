@@ -3,7 +3,6 @@ the reason after CONCORD_MAX_RECOVERIES; a job on a live worker (its lock held) 
 
 import io
 import os
-import threading
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -23,6 +22,7 @@ from concord import locks
 from concord.celery import app as celery_app
 from concord.settings import base as base_settings
 from tests.annotate.factories import ProjectFactory, member
+from tests.locks import held_by_a_live_worker
 from tests.training.conftest import frozen_version
 from tests.training.test_kill import database_url, forget_queue, kill, start_worker, wait_for
 from training import tasks
@@ -108,25 +108,9 @@ def test_a_run_whose_worker_died_is_sent_again_once_and_counted(sent, django_cap
 def test_a_job_on_a_live_worker_is_left_alone(sent):
     run = running_run()
     job = running_scoring_job()
-    held, release = threading.Event(), threading.Event()
-
-    def live_worker() -> None:
-        with locks.job_lock(locks.TRAINING, run.pk) as training, locks.job_lock(locks.SCORING, job.pk) as scoring:
-            assert training
-            assert scoring
-            held.set()
-            release.wait(timeout=30)
-        connections.close_all()
-
-    worker = threading.Thread(target=live_worker)
-    worker.start()
-    assert held.wait(timeout=30)
-    try:
+    with held_by_a_live_worker((locks.TRAINING, run.pk), (locks.SCORING, job.pk)):
         # Silent for two hours (evaluating, say), but its worker holds the lock: alive.
         assert stale_jobs_recover(grace=NOW, max_recoveries=0) == []
-    finally:
-        release.set()
-        worker.join()
     assert not sent
     run.refresh_from_db()
     job.refresh_from_db()

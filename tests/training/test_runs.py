@@ -1,13 +1,12 @@
 import json
 import re
-import threading
 import time
 from datetime import timedelta
 
 import pytest
 from celery.contrib.testing.worker import start_worker
 from django.core.management import call_command
-from django.db import IntegrityError, connections, transaction
+from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils import timezone
 
@@ -16,6 +15,7 @@ from concord import locks
 from concord.celery import app as celery_app
 from curation.services.versions import dataset_version_create
 from tests.annotate.factories import AnnotationFactory, ItemFactory, ProjectFactory, member
+from tests.locks import held_by_a_live_worker
 from tests.training.conftest import frozen_version, private_queue
 from training import tasks
 from training.models import ItemScore, RewardModel, ScoringJob, TrainingRun
@@ -381,28 +381,13 @@ def test_a_stale_run_can_be_sent_to_a_worker_again(login, no_enqueue, django_cap
 def test_a_run_on_a_live_worker_is_neither_resumed_nor_run_twice(no_enqueue):
     project = ProjectFactory()
     run = make_run(project, frozen_version(project, count=4), status="running", step=4)
-    held, release = threading.Event(), threading.Event()
-
-    def live_worker() -> None:
-        with locks.job_lock(locks.TRAINING, run.pk) as taken:
-            assert taken
-            held.set()
-            release.wait(timeout=30)
-        connections.close_all()
-
-    worker = threading.Thread(target=live_worker)
-    worker.start()
-    assert held.wait(timeout=30)
-    try:
+    with held_by_a_live_worker((locks.TRAINING, run.pk)):
         with pytest.raises(TrainingError, match="live worker"):
             training_run_resume(run=run)
         # A second delivery of its task leaves it alone: no claim, no log line, no change.
         training_run_execute(run=TrainingRun.objects.get(pk=run.pk))
         after = TrainingRun.objects.get(pk=run.pk)
         assert (after.status, after.step, after.log) == ("running", 4, "")
-    finally:
-        release.set()
-        worker.join()
     assert not no_enqueue
 
 

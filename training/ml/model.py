@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from training.ml.config import ATTRIBUTE_OBJECTIVES
+
 logger = logging.getLogger(__name__)
 
 METADATA_FILE = "concord_reward.json"
@@ -70,7 +72,7 @@ def saved_outputs(path: Path) -> int | None:
     metadata = model_metadata(path)
     if not metadata:
         return None
-    attributes = metadata.get("attributes", []) if metadata.get("objective") in ("regression", "combined") else []
+    attributes = metadata.get("attributes", []) if metadata.get("objective") in ATTRIBUTE_OBJECTIVES else []
     return 1 + len(attributes)
 
 
