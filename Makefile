@@ -7,9 +7,10 @@ run:
 test:
 	@scripts/test.sh
 
-# Stops what a `make run` left behind: web, workers, beat, PostgreSQL and Redis.
+# Stops what this checkout's `make run` left behind: web, workers and beat (through the honcho whose pid run.sh
+# wrote in var/honcho.pid), then PostgreSQL and Redis (by their pid files in var/). Another checkout's are left alone.
 stop:
-	@-pkill -f "honcho start -f Procfile" 2>/dev/null; pkill -f "celery -A concord worker" 2>/dev/null; pkill -f "celery -A concord beat" 2>/dev/null; pkill -f "manage.py runserver" 2>/dev/null; true
+	@-scripts/run.sh stop
 	@scripts/services.sh stop
 
 install:

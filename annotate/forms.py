@@ -9,6 +9,8 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import NON_FIELD_ERRORS
 from django.http import QueryDict
 
+from concord.errors import FieldError
+
 from .constants import JUSTIFICATION_MAX_CHARS, SKIP_REASON_MAX_CHARS
 from .labels import Labels, strength_labels
 from .models import Project, Role
@@ -38,6 +40,8 @@ class AnnotationForm(forms.Form):
 
     def __init__(self, *args: Any, schema: Mapping[str, Any], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Ratings that are not numbers, with their paths (the form's own errors are keyed by field name only).
+        self.rating_errors: list[FieldError] = []
         choices = strength_labels(schema)
         strength = cast(forms.TypedChoiceField, self.fields["strength"])
         strength.choices = list(choices.items())
@@ -78,7 +82,10 @@ class AnnotationForm(forms.Form):
                 try:
                     ratings.setdefault(side, {})[name] = int(value)
                 except ValueError:
-                    self.add_error(None, f"ratings.{side}.{name}: must be a whole number, got {value!r}")
+                    self.rating_errors.append(
+                        FieldError(f"ratings.{side}.{name}", f"must be a whole number, got {value!r}")
+                    )
+                    self.add_error(None, str(self.rating_errors[-1]))
             elif match["kind"] == "missing" and not name:
                 kinds = self.data.getlist(key) if isinstance(self.data, QueryDict) else [self.data[key]]
                 missing.extend({"response": side, "category": kind} for kind in kinds)
@@ -100,13 +107,15 @@ class AnnotationForm(forms.Form):
             corrections=data["corrections"],
         )
 
-    def error_list(self) -> list[str]:
-        """Every error, each starting with the path of its field, as labels_clean words them."""
-        return [
-            str(error) if name == NON_FIELD_ERRORS else f"{name}: {error}"
+    def error_list(self) -> list[FieldError]:
+        """Every error with the path of its field, as labels_clean names them."""
+        field_errors = [
+            FieldError(name, str(error))
             for name, errors in self.errors.items()
+            if name != NON_FIELD_ERRORS
             for error in errors
         ]
+        return field_errors + self.rating_errors
 
 
 class SkipForm(forms.Form):

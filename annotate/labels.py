@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
+from concord.errors import FieldError, ServiceError
+
 SIDES = ("a", "b")
 SCALES = {"seven": (-3, 3), "binary": (-1, 1)}
 SEVEN_LABELS = {
@@ -108,56 +110,56 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-class LabelError(ValueError):
+class LabelError(ServiceError):
     """Labels or a schema that cannot be accepted. `errors` lists every problem, each with its path."""
-
-    def __init__(self, errors: list[str]) -> None:
-        super().__init__("; ".join(errors))
-        self.errors = errors
 
 
 # Schemas.
 
 
-def _check_names(entries: list[Any], path: str, errors: list[str], *, color: bool) -> None:
+def _check_names(entries: list[Any], path: str, errors: list[FieldError], *, color: bool) -> None:
     seen: set[str] = set()
     for index, entry in enumerate(entries):
         where = f"{path}[{index}]"
         if not isinstance(entry, Mapping):
-            errors.append(f"{where}: must be an object")
+            errors.append(FieldError(where, "must be an object"))
             continue
         name = entry.get("name")
         if not isinstance(name, str) or not NAME_PATTERN.match(name):
-            errors.append(f"{where}.name: must be lower_snake_case, 1-40 characters, starting with a letter")
+            errors.append(
+                FieldError(f"{where}.name", "must be lower_snake_case, 1-40 characters, starting with a letter")
+            )
         elif name in seen:
-            errors.append(f"{where}.name: '{name}' is used twice")
+            errors.append(FieldError(f"{where}.name", f"'{name}' is used twice"))
         else:
             seen.add(name)
         description = entry.get("description", "")
         if not isinstance(description, str) or len(description) > MAX_DESCRIPTION_CHARS:
-            errors.append(f"{where}.description: must be text of at most {MAX_DESCRIPTION_CHARS} characters")
+            errors.append(
+                FieldError(f"{where}.description", f"must be text of at most {MAX_DESCRIPTION_CHARS} characters")
+            )
         if color and not (isinstance(entry.get("color"), str) and COLOR_PATTERN.match(entry["color"])):
-            errors.append(f"{where}.color: must be a colour like #e76f51")
+            errors.append(FieldError(f"{where}.color", "must be a colour like #e76f51"))
 
 
-def _check_preference(section: Any, errors: list[str]) -> None:
+def _check_preference(section: Any, errors: list[FieldError]) -> None:
     if not isinstance(section, Mapping):
-        errors.append("preference: must be an object")
+        errors.append(FieldError("preference", "must be an object"))
         return
     if not isinstance(section.get("enabled"), bool):
-        errors.append("preference.enabled: must be true or false")
+        errors.append(FieldError("preference.enabled", "must be true or false"))
     if section.get("scale") not in SCALES:
-        errors.append(f"preference.scale: must be one of {', '.join(SCALES)}")
+        errors.append(FieldError("preference.scale", f"must be one of {', '.join(SCALES)}"))
     if section.get("justification") not in ("optional", "required"):
-        errors.append("preference.justification: must be 'optional' or 'required'")
+        errors.append(FieldError("preference.justification", "must be 'optional' or 'required'"))
     minimum = section.get("justification_min_chars", 0)
     if not _is_int(minimum) or not 0 <= minimum <= 2000:
-        errors.append("preference.justification_min_chars: must be an integer from 0 to 2000")
+        errors.append(FieldError("preference.justification_min_chars", "must be an integer from 0 to 2000"))
 
 
-def _check_attributes(attributes: Any, errors: list[str]) -> None:
+def _check_attributes(attributes: Any, errors: list[FieldError]) -> None:
     if not isinstance(attributes, list) or len(attributes) > MAX_ATTRIBUTES:
-        errors.append(f"attributes: must be a list of at most {MAX_ATTRIBUTES} attributes")
+        errors.append(FieldError("attributes", f"must be a list of at most {MAX_ATTRIBUTES} attributes"))
         return
     _check_names(attributes, "attributes", errors, color=False)
     for index, attribute in enumerate(attributes):
@@ -165,43 +167,47 @@ def _check_attributes(attributes: Any, errors: list[str]) -> None:
             continue
         low, high = attribute.get("min"), attribute.get("max")
         if not _is_int(low) or not _is_int(high):
-            errors.append(f"attributes[{index}]: min and max must be integers")
+            errors.append(FieldError(f"attributes[{index}]", "min and max must be integers"))
         elif not (low < high and high - low <= 10):
-            errors.append(f"attributes[{index}]: the scale must run upwards over at most 11 points (min < max)")
+            errors.append(
+                FieldError(f"attributes[{index}]", "the scale must run upwards over at most 11 points (min < max)")
+            )
 
 
-def _check_spans(section: Any, errors: list[str]) -> None:
+def _check_spans(section: Any, errors: list[FieldError]) -> None:
     if not isinstance(section, Mapping):
-        errors.append("spans: must be an object")
+        errors.append(FieldError("spans", "must be an object"))
         return
     if not isinstance(section.get("enabled"), bool):
-        errors.append("spans.enabled: must be true or false")
+        errors.append(FieldError("spans.enabled", "must be true or false"))
     for key, color in (("categories", True), ("missing", False)):
         entries = section.get(key, [])
         if not isinstance(entries, list) or len(entries) > MAX_CATEGORIES:
-            errors.append(f"spans.{key}: must be a list of at most {MAX_CATEGORIES} entries")
+            errors.append(FieldError(f"spans.{key}", f"must be a list of at most {MAX_CATEGORIES} entries"))
         else:
             _check_names(entries, f"spans.{key}", errors, color=color)
     if section.get("enabled") and not section.get("categories") and not section.get("missing"):
-        errors.append("spans: enabled, but has neither categories nor missing-information kinds")
+        errors.append(FieldError("spans", "enabled, but has neither categories nor missing-information kinds"))
 
 
-def schema_errors(definition: Any) -> list[str]:
+def schema_errors(definition: Any) -> list[FieldError]:
     """Everything wrong with a schema definition; empty when it is valid."""
     if not isinstance(definition, Mapping):
-        return ["the schema must be a JSON object"]
-    errors: list[str] = []
+        return [FieldError("", "the schema must be a JSON object")]
+    errors: list[FieldError] = []
     unknown = set(definition) - {"preference", "attributes", "spans", "correction"}
     if unknown:
-        errors.append(f"unknown sections: {', '.join(sorted(unknown))}")
+        errors.append(FieldError("", f"unknown sections: {', '.join(sorted(unknown))}"))
     _check_preference(definition.get("preference"), errors)
     _check_attributes(definition.get("attributes"), errors)
     _check_spans(definition.get("spans"), errors)
     correction = definition.get("correction")
     if not isinstance(correction, Mapping) or not isinstance(correction.get("enabled"), bool):
-        errors.append("correction.enabled: must be true or false")
+        errors.append(FieldError("correction.enabled", "must be true or false"))
     if not errors and not _asks_for_anything(definition):
-        errors.append("the schema asks for nothing: enable a preference, attributes, spans or corrections")
+        errors.append(
+            FieldError("", "the schema asks for nothing: enable a preference, attributes, spans or corrections")
+        )
     return errors
 
 
@@ -237,120 +243,131 @@ def strength_labels(definition: Mapping[str, Any]) -> dict[int, str]:
     return SEVEN_LABELS if definition["preference"]["scale"] == "seven" else BINARY_LABELS
 
 
-def _clean_preference(definition: Mapping[str, Any], labels: Labels, errors: list[str]) -> None:
+def _clean_preference(definition: Mapping[str, Any], labels: Labels, errors: list[FieldError]) -> None:
     preference = definition["preference"]
     if not preference["enabled"]:
         if labels.strength is not None:
-            errors.append("strength: this project does not ask for a preference")
+            errors.append(FieldError("strength", "this project does not ask for a preference"))
         return
     low, high = SCALES[preference["scale"]]
     if labels.strength is None:
-        errors.append("strength: choose which response is better")
+        errors.append(FieldError("strength", "choose which response is better"))
     elif not _is_int(labels.strength) or not low <= labels.strength <= high:
-        errors.append(f"strength: must be an integer from {low} to {high}, got {labels.strength!r}")
+        errors.append(FieldError("strength", f"must be an integer from {low} to {high}, got {labels.strength!r}"))
     text = labels.justification.strip()
     minimum = preference.get("justification_min_chars", 0)
     if preference["justification"] == "required" and not text:
-        errors.append("justification: required in this project")
+        errors.append(FieldError("justification", "required in this project"))
     elif text and len(text) < minimum:
-        errors.append(f"justification: write at least {minimum} characters (got {len(text)})")
+        errors.append(FieldError("justification", f"write at least {minimum} characters (got {len(text)})"))
     if len(labels.justification) > MAX_JUSTIFICATION_CHARS:
-        errors.append(f"justification: at most {MAX_JUSTIFICATION_CHARS} characters")
+        errors.append(FieldError("justification", f"at most {MAX_JUSTIFICATION_CHARS} characters"))
 
 
-def ratings_errors(definition: Mapping[str, Any], ratings: Any, *, require_all: bool) -> list[str]:
+def ratings_errors(definition: Mapping[str, Any], ratings: Any, *, require_all: bool) -> list[FieldError]:
     """Problems with ratings {"a": {attribute: value}, "b": {...}} under the schema's attributes."""
     attributes = {a["name"]: a for a in definition["attributes"]}
     if not isinstance(ratings, Mapping):
-        return ["ratings: must be an object keyed by response (a, b)"]
-    errors: list[str] = []
+        return [FieldError("ratings", "must be an object keyed by response (a, b)")]
+    errors: list[FieldError] = []
     for side, given in ratings.items():
         if side not in SIDES or not isinstance(given, Mapping):
-            errors.append(f"ratings.{side}: unknown response (expected a or b)")
+            errors.append(FieldError(f"ratings.{side}", "unknown response (expected a or b)"))
             continue
         for name, value in given.items():
             attribute = attributes.get(name)
             if attribute is None:
-                errors.append(f"ratings.{side}.{name}: not an attribute of this project")
+                errors.append(FieldError(f"ratings.{side}.{name}", "not an attribute of this project"))
             elif not _is_int(value) or not attribute["min"] <= value <= attribute["max"]:
                 errors.append(
-                    f"ratings.{side}.{name}: must be an integer from {attribute['min']} to {attribute['max']}, "
-                    f"got {value!r}"
+                    FieldError(
+                        f"ratings.{side}.{name}",
+                        f"must be an integer from {attribute['min']} to {attribute['max']}, got {value!r}",
+                    )
                 )
     for side in SIDES if require_all else ():
         absent = [name for name in attributes if name not in ratings.get(side, {})]
         if absent:
-            errors.append(f"ratings.{side}: rate {', '.join(absent)} for response {side.upper()}")
+            errors.append(FieldError(f"ratings.{side}", f"rate {', '.join(absent)} for response {side.upper()}"))
     return errors
 
 
-def _clean_ratings(definition: Mapping[str, Any], labels: Labels, errors: list[str]) -> None:
+def _clean_ratings(definition: Mapping[str, Any], labels: Labels, errors: list[FieldError]) -> None:
     errors.extend(ratings_errors(definition, labels.ratings, require_all=True))
 
 
-def _clean_spans(definition: Mapping[str, Any], labels: Labels, texts: Mapping[str, str], errors: list[str]) -> None:
+def _clean_spans(
+    definition: Mapping[str, Any], labels: Labels, texts: Mapping[str, str], errors: list[FieldError]
+) -> None:
     section = definition["spans"]
     if not section["enabled"]:
         if labels.spans or labels.missing:
-            errors.append("spans: this project does not ask for error spans")
+            errors.append(FieldError("spans", "this project does not ask for error spans"))
         return
     categories = {c["name"] for c in section.get("categories", [])}
     for index, span in enumerate(labels.spans if isinstance(labels.spans, list) else [None]):
         where = f"spans[{index}]"
         if not isinstance(span, Mapping):
-            errors.append(f"{where}: must be an object with response, start, end and category")
+            errors.append(FieldError(where, "must be an object with response, start, end and category"))
             continue
         side, start, end = span.get("response"), span.get("start"), span.get("end")
         if side not in SIDES:
-            errors.append(f"{where}.response: must be a or b")
+            errors.append(FieldError(f"{where}.response", "must be a or b"))
             continue
         if not (_is_int(start) and _is_int(end)):
-            errors.append(f"{where}: start and end must be integers")
+            errors.append(FieldError(where, "start and end must be integers"))
         elif not 0 <= start < end <= len(texts[side]):
             errors.append(
-                f"{where}: {start}-{end} is not a non-empty span inside response {side.upper()} (0-{len(texts[side])})"
+                FieldError(
+                    where,
+                    f"{start}-{end} is not a non-empty span inside response {side.upper()} (0-{len(texts[side])})",
+                )
             )
         category = span.get("category")
         if not isinstance(category, str) or category not in categories:
-            errors.append(f"{where}.category: {span.get('category')!r} is not a category of this project")
+            errors.append(
+                FieldError(f"{where}.category", f"{span.get('category')!r} is not a category of this project")
+            )
     for side in SIDES:
         if (
             sum(1 for s in labels.spans if isinstance(s, Mapping) and s.get("response") == side)
             > MAX_SPANS_PER_RESPONSE
         ):
-            errors.append(f"spans: at most {MAX_SPANS_PER_RESPONSE} spans per response")
+            errors.append(FieldError("spans", f"at most {MAX_SPANS_PER_RESPONSE} spans per response"))
     kinds = {m["name"] for m in section.get("missing", [])}
     for index, entry in enumerate(labels.missing if isinstance(labels.missing, list) else [None]):
         where = f"missing[{index}]"
         if not isinstance(entry, Mapping) or entry.get("response") not in SIDES:
-            errors.append(f"{where}: must be an object with response a or b and a category")
+            errors.append(FieldError(where, "must be an object with response a or b and a category"))
         elif not isinstance(entry.get("category"), str) or entry["category"] not in kinds:
-            errors.append(f"{where}.category: {entry.get('category')!r} is not a missing-information kind here")
+            errors.append(
+                FieldError(f"{where}.category", f"{entry.get('category')!r} is not a missing-information kind here")
+            )
 
 
-def _clean_corrections(definition: Mapping[str, Any], labels: Labels, errors: list[str]) -> None:
+def _clean_corrections(definition: Mapping[str, Any], labels: Labels, errors: list[FieldError]) -> None:
     if not isinstance(labels.corrections, Mapping):
-        errors.append("corrections: must be an object keyed by response (a, b)")
+        errors.append(FieldError("corrections", "must be an object keyed by response (a, b)"))
         return
     given = {side: text for side, text in labels.corrections.items() if text}
     if given and not definition["correction"]["enabled"]:
-        errors.append("corrections: this project does not ask for corrected responses")
+        errors.append(FieldError("corrections", "this project does not ask for corrected responses"))
     for side, text in given.items():
         if side not in SIDES or not isinstance(text, str):
-            errors.append(f"corrections.{side}: must be text for response a or b")
+            errors.append(FieldError(f"corrections.{side}", "must be text for response a or b"))
         elif len(text) > MAX_CORRECTION_CHARS:
-            errors.append(f"corrections.{side}: at most {MAX_CORRECTION_CHARS} characters")
+            errors.append(FieldError(f"corrections.{side}", f"at most {MAX_CORRECTION_CHARS} characters"))
 
 
 def labels_clean(definition: Mapping[str, Any], labels: Labels, *, texts: Mapping[str, str]) -> Labels:
     """Labels checked against the schema and the two response texts; LabelError lists every problem."""
-    errors: list[str] = []
+    errors: list[FieldError] = []
     _clean_preference(definition, labels, errors)
     _clean_ratings(definition, labels, errors)
     _clean_spans(definition, labels, texts, errors)
     _clean_corrections(definition, labels, errors)
     if errors:
-        raise LabelError(errors)
+        raise LabelError(errors=errors)
     spans = sorted(
         ({**span, "text": texts[span["response"]][span["start"] : span["end"]]} for span in labels.spans),
         key=lambda s: (s["response"], s["start"], s["end"], s["category"]),

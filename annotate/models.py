@@ -59,6 +59,12 @@ class Project(models.Model):
         validators=[MinValueValidator(0), MaxValueValidator(1)],
         help_text="Share of items handed out that are gold items (known answers), while any are left to give.",
     )
+    model_threshold = models.FloatField(
+        default=0.8,
+        validators=[MinValueValidator(0.5), MaxValueValidator(1)],
+        help_text="How sure the active reward model must be (its calibrated probability of the other side) before "
+        "its disagreement with the annotators sends an item to the review queue.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -185,6 +191,19 @@ class Item(models.Model):
     is_gold = models.BooleanField(default=False)
     # Annotations wanted beyond the project's overlap: a curator asking for more opinions on a hard item.
     extra_overlap = models.PositiveSmallIntegerField(default=0)
+    # What its annotations say (annotate.rules.LabelSummary), recomputed from them by
+    # annotate.services.label_summary in every transaction that adds annotations, under the item's row lock: the
+    # review queue, the dashboard and dataset versions read these columns rather than every annotation.
+    human_count = models.PositiveIntegerField(default=0, help_text="Annotations made in Concord (not imported).")
+    strength_count = models.PositiveIntegerField(default=0)
+    prefer_a_count = models.PositiveIntegerField(default=0)
+    prefer_b_count = models.PositiveIntegerField(default=0)
+    strength_min = models.SmallIntegerField(null=True, blank=True)
+    strength_max = models.SmallIntegerField(null=True, blank=True)
+    strength_sum = models.IntegerField(default=0)
+    rating_spread = models.PositiveSmallIntegerField(
+        default=0, help_text="The widest max - min of one attribute of one response over the annotations."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

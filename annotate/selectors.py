@@ -1,15 +1,17 @@
 """Reads: what pages and exports show."""
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.cache import cache
-from django.db.models import Avg, Exists, F, OuterRef, Prefetch, QuerySet
+from django.db.models import Exists, F, OuterRef, Prefetch, QuerySet
 
 from .labels import DEFAULT_SCHEMA
 from .models import Annotation, Assignment, ImportBatch, Item, LabelSchema, Membership, Project, Role
+from .rules import LabelSummary, sign
 
 
 def projects_with_roles(user: AbstractBaseUser) -> list[tuple[Project, str]]:
@@ -71,41 +73,25 @@ def project_counts(*, project: Project) -> ProjectCounts:
     )
 
 
-@dataclass(frozen=True)
-class ConsensusPair:
-    item_id: int
-    prompt: list[dict[str, str]]
-    chosen: str
-    rejected: str
-    mean_strength: float
-    annotations: int
+def item_label_summary(item: Item | Mapping[str, Any], *, overlap: int) -> LabelSummary:
+    """The rules' view of an item (annotate.rules.LabelSummary) from its summary columns, on the Item or in a row
+    of values; `overlap` is its project's."""
 
+    def get(name: str) -> Any:
+        return item[name] if isinstance(item, Mapping) else getattr(item, name)
 
-def consensus_pairs(*, project: Project, chunk_size: int = 2000) -> Iterator[ConsensusPair]:
-    """Items with a consensus, streamed: at least `overlap` annotations and a mean strength that is not a tie.
-
-    The sign of the mean strength decides: negative means A was preferred. Annotations without a strength
-    (ratings or spans only) count towards the overlap but not the mean; an item with none that has one has no
-    consensus.
-    """
-    rows = (
-        Item.objects.filter(project=project, annotation_count__gte=F("extra_overlap") + project.overlap)
-        .annotate(mean_strength=Avg("annotations__strength"))
-        .filter(mean_strength__isnull=False)
-        .exclude(mean_strength=0)
-        .order_by("id")
-        .values_list("id", "prompt", "response_a", "response_b", "mean_strength", "annotation_count")
+    return LabelSummary(
+        annotations=get("annotation_count"),
+        wanted=overlap + get("extra_overlap"),
+        human=get("human_count"),
+        strengths=get("strength_count"),
+        prefer_a=get("prefer_a_count"),
+        prefer_b=get("prefer_b_count"),
+        strength_min=get("strength_min"),
+        strength_max=get("strength_max"),
+        strength_sum=get("strength_sum"),
+        rating_spread=get("rating_spread"),
     )
-    for item_id, prompt, response_a, response_b, mean, count in rows.iterator(chunk_size=chunk_size):
-        a_wins = mean < 0
-        yield ConsensusPair(
-            item_id=item_id,
-            prompt=prompt,
-            chosen=response_a if a_wins else response_b,
-            rejected=response_b if a_wins else response_a,
-            mean_strength=float(mean),
-            annotations=count,
-        )
 
 
 SCALE_MAX = {"seven": 3, "binary": 1}
@@ -132,35 +118,6 @@ def schema_scales(*, project: Project) -> dict[int, str]:
 def schema_versions(*, project: Project) -> dict[int, int]:
     """The version number of each of a project's schema versions, by schema id."""
     return dict(LabelSchema.objects.filter(project=project).values_list("id", "version"))
-
-
-def preference_means(*, project: Project, item_ids: list[int]) -> dict[int, float]:
-    """Each item's mean normalised strength: every strength divided by the top of its scale (3 on the
-    seven-point scale, 1 on the binary one), so -3 and a binary -1 both count as -1.0. Items without a
-    strength are left out."""
-    scales = schema_scales(project=project)
-    items = (
-        Item.objects.filter(pk__in=item_ids)
-        .only("id", "metadata")
-        .prefetch_related(
-            Prefetch(
-                "annotations",
-                queryset=Annotation.objects.filter(strength__isnull=False)
-                .select_related("annotator")
-                .only("id", "item_id", "strength", "origin", "schema_id", "annotator__username"),
-            )
-        )
-    )
-    means = {}
-    for item in items:
-        normalised = [
-            annotation.strength / SCALE_MAX.get(annotation_scale(annotation, item, scales) or "seven", 3)
-            for annotation in item.annotations.all()
-            if annotation.strength is not None
-        ]
-        if normalised:
-            means[item.pk] = sum(normalised) / len(normalised)
-    return means
 
 
 def items_for_export(*, project: Project, chunk_size: int = 500) -> Iterator[Item]:
@@ -251,10 +208,6 @@ class GoldScore:
         return self.ratings_right / self.ratings_checked if self.ratings_checked else None
 
 
-def _sign(value: float) -> int:
-    return (value > 0) - (value < 0)
-
-
 def gold_scores(*, project: Project) -> list[GoldScore]:
     """Each annotator's accuracy on the project's gold items: the preference's sign must match, and each
     expected rating counts as right within one point (HelpSteer2's annotators differ by about that much)."""
@@ -269,7 +222,7 @@ def gold_scores(*, project: Project) -> list[GoldScore]:
         tally = tallies.setdefault(annotation.annotator.get_username(), [0, 0, 0, 0])
         if annotation.strength is not None:
             tally[0] += 1
-            tally[1] += _sign(annotation.strength) == expected.preference_sign
+            tally[1] += sign(annotation.strength) == expected.preference_sign
         for side, values in (expected.ratings or {}).items():
             for name, value in values.items():
                 given = annotation.ratings.get(side, {}).get(name)

@@ -28,7 +28,7 @@ def import_one(fmt: str, path: Path) -> dict[str, object]:
     from django.contrib.auth import get_user_model
 
     from annotate.models import Annotation, ImportBatch, ItemGroup, Project
-    from annotate.services.exports import items_export, pairs_export
+    from annotate.services.exports import items_export
     from annotate.services.imports import import_batch_create, item_import
     from annotate.services.projects import project_create
 
@@ -47,7 +47,7 @@ def import_one(fmt: str, path: Path) -> dict[str, object]:
         items_export(project=project, path=Path(folder) / "items.parquet", format="parquet")
         parquet_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        pairs = pairs_export(project=project, path=Path(folder) / "pairs.jsonl")
+        pairs = trl_pairs(project, Path(folder) / "pairs.jsonl")
         pairs_seconds = time.perf_counter() - start
     row = {
         "groups": ItemGroup.objects.filter(project=project).count(),
@@ -64,6 +64,18 @@ def import_one(fmt: str, path: Path) -> dict[str, object]:
     return row
 
 
+def trl_pairs(project, path: Path) -> int:  # type: ignore[no-untyped-def]
+    """Freeze a version of the project's labels under the default filters, then export it as TRL pairs."""
+    from curation.services.version_exports import version_export_file
+    from curation.services.versions import dataset_version_create, dataset_version_freeze
+
+    draft = dataset_version_create(name="bench", projects=[project], filters={}, created_by=None)
+    version = dataset_version_freeze(version=draft)
+    rows = version_export_file(version=version, format="trl", path=path)
+    version.delete()
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parent.parent.parent / "shared/data")
@@ -72,7 +84,8 @@ def main() -> None:
     django_setup()
     lines = [
         f"Each real file imported into a fresh project (overlap 1, pair mode all), on {machine()}; then exported "
-        "whole as Parquet (fine-grained) and as TRL pairs (consensus = the imported labels).",
+        "whole as Parquet (fine-grained), and as TRL pairs: a version frozen under the default filters (items whose "
+        "imported labels agree; disputed ones stay out), then exported.",
         "",
         "| file | SOURCE.txt | groups | items | imported annotations | error spans | import | Parquet export "
         "| TRL pairs |",

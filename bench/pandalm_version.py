@@ -51,6 +51,7 @@ def run(path: Path) -> dict[str, object]:
     from datasets import load_dataset
 
     from annotate.models import Annotation
+    from annotate.services.label_summary import project_label_summaries_refresh
     from curation.selectors_review import disagreement_queue
     from curation.services.adjudication import adjudication_record
     from curation.services.versions import dataset_version_content_hash, dataset_version_create, dataset_version_freeze
@@ -66,7 +67,9 @@ def run(path: Path) -> dict[str, object]:
             exports = _exports(version, Path(folder))
             cache = Path(folder) / "hf-cache"
             loaded = load_dataset("parquet", data_files=str(Path(folder) / "version.parquet"), cache_dir=str(cache))
+        # Labels edited after the freeze (their summaries kept in step): the frozen version must not notice.
         Annotation.objects.filter(item__project=project).update(strength=0)
+        project_label_summaries_refresh(project_id=project.pk)
         version.refresh_from_db()
         return {
             "rows": version.row_count,

@@ -14,11 +14,9 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from annotate.rules import sign
+
 Array = npt.NDArray[np.float64]
-
-
-def sign(value: float) -> int:
-    return (value > 0) - (value < 0)
 
 
 def mean_strength(strengths: Sequence[float], weights: Sequence[float] | None = None) -> float | None:
@@ -139,51 +137,116 @@ class DawidSkene:
         return np.asarray(self.posteriors.argmax(axis=1), dtype=np.int64)
 
 
+@dataclass(frozen=True)
+class Labels:
+    """Labels as triples, one per (unit, coder) that has one: the sparse form Dawid-Skene runs on, so a million
+    units and a hundred coders cost memory per label rather than per cell."""
+
+    unit: npt.NDArray[np.int64]
+    coder: npt.NDArray[np.int64]
+    given: npt.NDArray[np.int64]  # class index 0..classes-1
+    units: int
+    coders: int
+
+
 def dawid_skene(labels: npt.ArrayLike, classes: int, *, max_iter: int = 100, tol: float = 1e-6) -> DawidSkene:
     """Dawid and Skene's (1979) EM estimate of each item's true class and each coder's confusion matrix.
 
-    `labels` is units x coders holding class indices 0..classes-1, or -1 where a coder gave none. Starts from
-    the majority vote; a little additive smoothing keeps unseen confusions from becoming certainties.
-    """
+    `labels` is units x coders holding class indices 0..classes-1, or -1 where a coder gave none."""
     given = np.asarray(labels, dtype=np.int64)
-    units, coders = given.shape
-    # One-hot of what each coder said on each unit: units x coders x classes (all zero where missing).
-    said = np.zeros((units, coders, classes))
     rows, cols = np.nonzero(given >= 0)
-    said[rows, cols, given[rows, cols]] = 1.0
-    votes = said.sum(axis=1)
+    sparse = Labels(rows.astype(np.int64), cols.astype(np.int64), given[rows, cols], *given.shape)
+    return dawid_skene_sparse(sparse, classes, max_iter=max_iter, tol=tol)
+
+
+def dawid_skene_sparse(labels: Labels, classes: int, *, max_iter: int = 100, tol: float = 1e-6) -> DawidSkene:
+    """Dawid-Skene over labels given as triples (Labels). Starts from the majority vote; a little additive
+    smoothing keeps unseen confusions from becoming certainties."""
+    votes = np.zeros((labels.units, classes))
+    np.add.at(votes, (labels.unit, labels.given), 1.0)
     posteriors = (votes + 1e-9) / (votes + 1e-9).sum(axis=1, keepdims=True)
     iteration = 0
     for iteration in range(1, max_iter + 1):  # noqa: B007 - reported in the result
-        priors, confusion = _ds_maximise(posteriors, said)
-        updated = _ds_expect(priors, confusion, said)
-        change = float(np.abs(updated - posteriors).max())
+        priors, confusion = _ds_maximise(posteriors, labels, classes)
+        updated = _ds_expect(priors, confusion, labels)
+        change = float(np.abs(updated - posteriors).max()) if len(updated) else 0.0
         posteriors = updated
         if change < tol:
             break
-    priors, confusion = _ds_maximise(posteriors, said)
+    priors, confusion = _ds_maximise(posteriors, labels, classes)
     reliability = np.einsum("k,wkk->w", priors, confusion)
     return DawidSkene(posteriors, confusion, priors, reliability, iteration)
 
 
-def _ds_maximise(posteriors: Array, said: Array, smoothing: float = 0.01) -> tuple[Array, Array]:
-    priors = (posteriors.sum(axis=0) + smoothing) / (posteriors.sum() + smoothing * posteriors.shape[1])
+def _ds_maximise(posteriors: Array, labels: Labels, classes: int, smoothing: float = 0.01) -> tuple[Array, Array]:
+    priors = (posteriors.sum(axis=0) + smoothing) / (posteriors.sum() + smoothing * classes)
     # confusion[w, k, l]: expected count of coder w saying l when the truth is k, normalised over l.
-    confusion = np.einsum("uk,uwl->wkl", posteriors, said) + smoothing
+    confusion = np.full((labels.coders, classes, classes), smoothing)
+    for truth in range(classes):
+        np.add.at(confusion[:, truth, :], (labels.coder, labels.given), posteriors[labels.unit, truth])
     return priors, confusion / confusion.sum(axis=2, keepdims=True)
 
 
-def _ds_expect(priors: Array, confusion: Array, said: Array) -> Array:
-    log_likelihood = np.log(priors)[None, :] + np.einsum("uwl,wkl->uk", said, np.log(confusion))
+def _ds_expect(priors: Array, confusion: Array, labels: Labels) -> Array:
+    log_likelihood = np.tile(np.log(priors), (labels.units, 1))
+    # Each label adds log P(coder says l | truth k) to its unit's row, for every k.
+    np.add.at(log_likelihood, labels.unit, np.log(confusion[labels.coder, :, labels.given]))
     log_likelihood -= log_likelihood.max(axis=1, keepdims=True)
     likelihood = np.exp(log_likelihood)
     return np.asarray(likelihood / likelihood.sum(axis=1, keepdims=True), dtype=np.float64)
+
+
+def sign_labels(unit: npt.ArrayLike, coder: npt.ArrayLike, strength: npt.ArrayLike, units: int, coders: int) -> Labels:
+    """Strengths as Dawid-Skene labels over three classes: 0 prefers A, 1 a tie, 2 prefers B."""
+    classes = np.sign(np.asarray(strength, dtype=np.float64)).astype(np.int64) + 1
+    return Labels(np.asarray(unit, dtype=np.int64), np.asarray(coder, dtype=np.int64), classes, units, coders)
 
 
 def sign_consensus_dawid_skene(strengths: npt.ArrayLike) -> tuple[npt.NDArray[np.int64], Array]:
     """Each unit's sign (-1, 0, +1) by Dawid-Skene over a units x coders matrix of strengths (NaN missing),
     and each coder's reliability: a coder who disagrees at random ends up trusted less."""
     matrix = np.asarray(strengths, dtype=np.float64)
-    classes = np.where(np.isnan(matrix), -1, np.sign(np.nan_to_num(matrix)) + 1).astype(np.int64)
-    result = dawid_skene(classes, 3)
+    rows, cols = np.nonzero(~np.isnan(matrix))
+    result = dawid_skene_sparse(sign_labels(rows, cols, matrix[rows, cols], *matrix.shape), 3)
     return result.labels - 1, result.reliability
+
+
+# Consensus rules: how several annotators' strengths on one item become one preference, for dataset versions and
+# the adjudication page. Each gives a side and its confidence, which a version's row carries as its weight.
+
+CONSENSUS_RULES = {
+    "mean": "Mean strength",
+    "weighted": "Annotator-weighted mean (the weights on the annotators page)",
+    "dawid_skene": "Dawid-Skene posterior (annotator reliability learnt from the whole project)",
+}
+
+
+@dataclass(frozen=True)
+class Consensus:
+    side: int  # -1 A, +1 B, 0 no preference (a tie, or nothing to go on)
+    confidence: float  # the rule's confidence in that side, 0 to 1
+
+
+NO_CONSENSUS = Consensus(0, 0.0)
+
+
+def mean_consensus(strengths: Sequence[float]) -> Consensus:
+    """The side of the mean strength; confidence: the share of strengths on that side."""
+    return weighted_consensus(strengths, [1.0] * len(strengths))
+
+
+def weighted_consensus(strengths: Sequence[float], weights: Sequence[float]) -> Consensus:
+    """The side of the weighted mean strength; confidence: the weighted share of strengths on that side."""
+    mean = mean_strength(strengths, weights)
+    side = sign(mean) if mean is not None else 0
+    if side == 0:
+        return NO_CONSENSUS
+    total = sum(weights)
+    behind = sum(w for s, w in zip(strengths, weights, strict=True) if sign(s) == side)
+    return Consensus(side, behind / total)
+
+
+def posterior_consensus(posterior: Sequence[float]) -> Consensus:
+    """The most probable of (A, tie, B) under a Dawid-Skene posterior; confidence: its posterior probability."""
+    best = max(range(3), key=lambda k: posterior[k])
+    return Consensus(best - 1, float(posterior[best])) if best != 1 else NO_CONSENSUS

@@ -1,4 +1,4 @@
-"""Agreement between annotators. Pure numpy: no Django import.
+"""Agreement between annotators. Pure numpy (and the krippendorff package, numpy only): no Django import.
 
 Most functions take a reliability matrix: one row per unit (an item, or an item's response for ratings), one
 column per coder (annotator), NaN where that coder gave no value. Values are numbers: strengths -3..3, signs
@@ -7,6 +7,7 @@ column per coder (annotator), NaN where that coder gave no value. Values are num
 
 from typing import Literal
 
+import krippendorff
 import numpy as np
 import numpy.typing as npt
 
@@ -24,41 +25,21 @@ def _value_counts(matrix: Matrix) -> tuple[Matrix, npt.NDArray[np.int64]]:
     return values, counts
 
 
-def _distances(values: Matrix, totals: Matrix, level: Level) -> Matrix:
-    """Squared distance between each pair of values (Krippendorff 2011, section E)."""
-    if level == "nominal":
-        return 1.0 - np.eye(len(values))
-    if level == "interval":
-        return np.subtract.outer(values, values) ** 2
-    # Ordinal: how many pairable values lie between c and k, counting the ends half.
-    cumulative = np.concatenate([[0.0], np.cumsum(totals)])
-    low = np.minimum.outer(np.arange(len(values)), np.arange(len(values)))
-    high = np.maximum.outer(np.arange(len(values)), np.arange(len(values)))
-    between = cumulative[high + 1] - cumulative[low]
-    return (between - (totals[low] + totals[high]) / 2) ** 2
-
-
 def krippendorff_alpha(matrix: Matrix, level: Level = "nominal") -> float:
-    """Krippendorff's alpha over a units x coders matrix with NaN for missing values.
+    """Krippendorff's alpha over a units x coders matrix with NaN for missing values, by the krippendorff package
+    (the reference implementation), fed each unit's count of each value rather than the matrix itself, so the
+    memory it needs grows with the values used, not with the coders.
 
-    Units with fewer than two values are not pairable and drop out. NaN when alpha is undefined: fewer than
-    two pairable values, or a single value throughout (no expected disagreement).
-    """
+    Units with fewer than two values are not pairable and drop out. NaN when alpha is undefined: no unit with two
+    values, or a single value throughout (no expected disagreement)."""
     values, counts = _value_counts(np.asarray(matrix, dtype=np.float64))
-    per_unit = counts.sum(axis=1)
-    counts = counts[per_unit >= 2].astype(np.float64)
-    per_unit = per_unit[per_unit >= 2].astype(np.float64)
-    if len(values) < 2 or per_unit.sum() < 2:
+    counts = counts[counts.sum(axis=1) >= 2]
+    if len(values) < 2 or not len(counts):
         return float("nan")
-    # Coincidence matrix: o_ck = sum over units of n_uc (n_uk - [c == k]) / (m_u - 1).
-    coincidences = np.einsum("uc,uk->ck", counts / (per_unit - 1)[:, None], counts)
-    coincidences -= np.diag((counts / (per_unit - 1)[:, None]).sum(axis=0))
-    totals = coincidences.sum(axis=1)
-    n = totals.sum()
-    delta = _distances(values, totals, level)
-    observed = (coincidences * delta).sum() / n
-    expected = (np.outer(totals, totals) * delta).sum() / (n * (n - 1))
-    return float("nan") if expected == 0 else float(1 - observed / expected)
+    try:
+        return float(krippendorff.alpha(value_counts=counts, value_domain=values, level_of_measurement=level))
+    except ValueError:  # a single value among the pairable units: alpha is undefined
+        return float("nan")
 
 
 def pairwise_agreement(matrix: Matrix) -> float:

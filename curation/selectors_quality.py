@@ -10,13 +10,14 @@ from datetime import date
 import numpy as np
 import numpy.typing as npt
 from django.contrib.auth import get_user_model
-from django.db.models import BooleanField, Count, ExpressionWrapper, F, OuterRef, Q, Subquery
+from django.db.models import Count, F, Q
 
 from annotate.models import Annotation, Assignment, Item, Membership, Project, Role
+from annotate.rules import ItemState
 from annotate.selectors import gold_scores
-from curation.aggregation import sign_consensus_dawid_skene
+from curation import rule_sql
+from curation.aggregation import DawidSkene, dawid_skene_sparse, sign_labels
 from curation.metrics import fleiss_kappa, krippendorff_alpha, modal_units, pairwise_agreement
-from curation.models import Adjudication
 
 # Outlier rules, shown on the quality page.
 FAST_FRACTION = 1 / 3
@@ -228,12 +229,32 @@ def quality_report(*, project: Project) -> QualityReport:
     return report
 
 
+def _sign_model(table: LabelTable) -> DawidSkene:
+    """Dawid-Skene over the table's preferred sides (A, tie, B), from its labels as triples."""
+    labels = sign_labels(
+        table.row_item, table.row_annotator, table.strength, len(table.item_ids), len(table.annotator_ids)
+    )
+    return dawid_skene_sparse(labels, 3)
+
+
 def _reliability(table: LabelTable) -> dict[int, float]:
     """Each annotator's Dawid-Skene reliability on the preferred side; empty with too little to go on."""
     if len(table.annotator_ids) < 2 or len(table.item_ids) < 2:
         return {}
-    _, reliability = sign_consensus_dawid_skene(table.matrix)
+    reliability = _sign_model(table).reliability
     return {int(a): float(r) for a, r in zip(table.annotator_ids, reliability, strict=True)}
+
+
+def sign_posteriors(*, project: Project) -> dict[int, tuple[float, float, float]]:
+    """Each labelled item's Dawid-Skene posterior over (A, tie, B), fitted on every strength of the project, so
+    each annotator's reliability is learnt from all the items they labelled (the "dawid_skene" consensus rule)."""
+    table = label_table(project=project)
+    if not len(table.item_ids):
+        return {}
+    posteriors = _sign_model(table).posteriors
+    return {
+        int(item): (float(p[0]), float(p[1]), float(p[2])) for item, p in zip(table.item_ids, posteriors, strict=True)
+    }
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -280,61 +301,20 @@ def _flag_outliers(report: QualityReport) -> None:
 # Dashboard.
 
 
-class ItemState:
-    NEEDS_LABELS = "needs labels"
-    AGREED = "agreed"
-    DISPUTED = "disputed"
-    ADJUDICATED = "adjudicated"
-    EXCLUDED = "excluded"
-    ALL = (NEEDS_LABELS, AGREED, DISPUTED, ADJUDICATED, EXCLUDED)
-
-
-DISPUTED_SPREAD = 2
-
-
-def item_states(*, project: Project, table: LabelTable | None = None) -> dict[str, int]:
-    """How many (non-gold) items are in each state.
-
-    The latest curator decision wins: exclude means excluded, a final label or "ambiguous" means adjudicated
-    ("more annotations" falls through). Otherwise an item with fewer annotations than it wants needs labels;
-    a complete one is agreed when every strength has the same sign and the strengths lie within 2 of each
-    other, else disputed. A complete item whose annotations carry no strength counts as agreed.
-    """
-    table = table or label_table(project=project)
-    latest = Adjudication.objects.filter(item=OuterRef("pk")).order_by("-created_at", "-id").values("decision")[:1]
-    items = (
+def item_states(*, project: Project) -> dict[str, int]:
+    """How many (non-gold) items are in each state (annotate.rules.item_state), counted in the database
+    (curation.rule_sql mirrors the rule)."""
+    rows = (
         Item.objects.filter(project=project, is_gold=False)
-        .annotate(
-            decision=Subquery(latest),
-            complete=ExpressionWrapper(
-                Q(annotation_count__gte=F("extra_overlap") + project.overlap), output_field=BooleanField()
-            ),
-        )
-        .values_list("id", "decision", "complete")
+        .annotate(spread=rule_sql.strength_spread(), state=rule_sql.item_state(project))
+        .values("state")
+        .annotate(count=Count("id"))
+        .order_by()
     )
-    split = _split_items(table)
-    counts = dict.fromkeys(ItemState.ALL, 0)
-    for item_id, decision, complete in items.iterator(chunk_size=5000):
-        if decision == Adjudication.Decision.EXCLUDE:
-            state = ItemState.EXCLUDED
-        elif decision in (Adjudication.Decision.LABEL, Adjudication.Decision.AMBIGUOUS):
-            state = ItemState.ADJUDICATED
-        elif not complete:
-            state = ItemState.NEEDS_LABELS
-        else:
-            state = ItemState.DISPUTED if item_id in split else ItemState.AGREED
-        counts[state] += 1
-    return counts
-
-
-def _split_items(table: LabelTable) -> set[int]:
-    """Items whose strengths differ in sign or spread more than DISPUTED_SPREAD."""
-    matrix = table.matrix
-    if not matrix.size:
-        return set()
-    low, high = np.nanmin(matrix, axis=1), np.nanmax(matrix, axis=1)
-    split = (np.sign(low) != np.sign(high)) | (high - low > DISPUTED_SPREAD)
-    return set(table.item_ids[split].tolist())
+    counts = dict.fromkeys(ItemState, 0)
+    for row in rows:
+        counts[ItemState(row["state"])] = row["count"]
+    return {str(state): count for state, count in counts.items()}
 
 
 @dataclass(frozen=True)
@@ -384,7 +364,7 @@ def project_dashboard(*, project: Project) -> Dashboard:
     table = label_table(project=project)
     items = Item.objects.filter(project=project, is_gold=False)
     return Dashboard(
-        states=item_states(project=project, table=table),
+        states=item_states(project=project),
         items=items.count(),
         complete=items.filter(annotation_count__gte=F("extra_overlap") + project.overlap).count(),
         histogram=strength_histogram(table),

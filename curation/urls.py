@@ -6,6 +6,7 @@ app_name = "curation"
 
 urlpatterns = [
     path("projects/<int:project_id>/review/", review.review_queue, name="review_queue"),
+    path("projects/<int:project_id>/review/threshold/", review.review_threshold, name="review_threshold"),
     path("projects/<int:project_id>/review/items/<int:item_id>/", review.adjudicate, name="adjudicate"),
     path("projects/<int:project_id>/items/<int:item_id>/flag/", review.item_flag, name="item_flag"),
     path("projects/<int:project_id>/quality/", quality.annotator_quality, name="annotator_quality"),

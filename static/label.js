@@ -1,5 +1,11 @@
-// The labeling page's keyboard shortcuts, timing and error-span marking. Without this file the page still
-// works (the form posts normally and the server redirects to the next item), except for marking spans.
+// The labeling page's keyboard shortcuts, timing, error-span marking and drafts. Without this file the page
+// still works (the form posts normally and the server redirects to the next item), except for marking spans.
+//
+// Keys do what the hints on the page say. Digits pick the preference, except while rating by keyboard: `r`
+// starts that mode, each digit rates one row, and the mode ends after the last row or on Escape.
+//
+// Work in progress is kept as a draft in localStorage per annotator and item, so that a reload brings it back;
+// it is dropped once the server has the item's answer (the card has moved on to another item).
 //
 // Span offsets are Python's: code points [start, end) into the stored response text. JavaScript strings count
 // UTF-16 units, so every offset is converted on the way in and out (an emoji is one code point, two units).
@@ -12,6 +18,8 @@
   let spans = []; // as posted in spans_json: {response, start, end, category}
   let texts = {}; // side -> the exact stored response text
   let pending = null; // a selection waiting for its category: {response, start, end}
+  let ratingRow = null; // the row the digits rate while rating by keyboard; null outside that mode
+  let dirty = false; // the card holds changes the server has not acknowledged
 
   function card() { return document.getElementById("item-card"); }
   function form() { return document.getElementById("annotation-form"); }
@@ -144,9 +152,10 @@
     });
   }
 
-  function save() {
+  function saveSpans() {
     const input = form() && form().querySelector("input[name=spans_json]");
     if (input) input.value = JSON.stringify(spans);
+    changed();
   }
 
   // Marking.
@@ -208,19 +217,20 @@
     spans.push({ response: pending.response, start: pending.start, end: pending.end, category: category });
     hidePopover();
     window.getSelection().removeAllRanges();
-    save();
+    saveSpans();
     draw();
   }
 
   function removeSpan(index) {
     spans.splice(index, 1);
-    save();
+    saveSpans();
     draw();
   }
 
   function setUpCard() {
     const c = card();
     hidePopover();
+    ratingRow = null;
     texts = {};
     spans = [];
     if (!c) return;
@@ -228,6 +238,7 @@
       texts[box.dataset.side] = "exact" in box.dataset ? JSON.parse(box.dataset.exact) : box.textContent;
     });
     c.querySelectorAll(".copy-original").forEach(button => { button.hidden = false; });
+    restoreDraft();
     updateCount();
     const input = c.querySelector("input[name=spans_json]");
     if (!input) return;
@@ -266,6 +277,7 @@
       const box = document.getElementById("correction-" + copy.dataset.side);
       box.value = texts[copy.dataset.side];
       box.focus();
+      changed();
     }
   });
 
@@ -295,9 +307,10 @@
     return event.target === document.body || event.target.matches("input[type=radio]");
   }
 
+  function secondsSpent() { return Math.max(0.1, (performance.now() - shownAt) / 1000); }
+
   function stampTime(f) {
-    const seconds = Math.max(0.1, (performance.now() - shownAt) / 1000);
-    f.querySelector("input[name=seconds_spent]").value = seconds.toFixed(1);
+    f.querySelector("input[name=seconds_spent]").value = secondsSpent().toFixed(1);
   }
 
   function submit() {
@@ -307,25 +320,94 @@
     f.requestSubmit();
   }
 
-  function focusRow(row) {
-    const input = row.querySelector("input:checked") || row.querySelector("input");
-    if (input) input.focus();
-  }
-
-  // Quick rating: in a rating row a digit picks that value and moves on to the next row.
-  function rateWithKey(row, key) {
-    const input = row.querySelector('input[value="' + key + '"]');
-    if (!input) return;
+  // Checked from a key: announced like a click, so that the draft keeps it.
+  function check(input) {
     input.checked = true;
     input.dispatchEvent(new Event("change", { bubbles: true }));
-    const rows = Array.from(form().querySelectorAll(".rating-row"));
-    const next = rows[rows.indexOf(row) + 1];
-    focusRow(next || row);
   }
 
+  function choosePreferenceWithKey(f, key) {
+    const option = f.querySelector('.strength-option[data-key="' + key + '"] input');
+    if (!option) return false;
+    check(option);
+    option.focus();
+    return true;
+  }
+
+  // Rating by keyboard is a mode, so that a digit means one thing at a time: while it is on, digits rate the
+  // highlighted row; once it is off, they pick the preference again, whatever has focus.
+
+  function ratingRows() { return Array.from(form().querySelectorAll(".rating-row")); }
+
   function firstUnratedRow() {
-    const rows = Array.from(form().querySelectorAll(".rating-row"));
+    const rows = ratingRows();
     return rows.find(row => !row.querySelector("input:checked")) || rows[0];
+  }
+
+  function rateRow(row) {
+    if (ratingRow) ratingRow.classList.remove("is-rating");
+    ratingRow = row;
+    row.classList.add("is-rating");
+    // Focus follows, for screen readers and the attribute's tooltip; but the mode, not focus, decides what a
+    // digit does.
+    const input = row.querySelector("input:checked") || row.querySelector("input");
+    if (input) input.focus();
+    showHints();
+  }
+
+  // `release` (after the last row, or Escape) also takes focus off the row, so that Enter and the digits act
+  // on the page again. Focus moved elsewhere by Tab or the mouse stays where it went.
+  function stopRating(release) {
+    if (!ratingRow) return;
+    ratingRow.classList.remove("is-rating");
+    ratingRow = null;
+    const active = document.activeElement;
+    if (release && active && active.closest(".rating-row")) active.blur();
+    showHints();
+  }
+
+  function rateWithKey(key) {
+    const input = ratingRow.querySelector('input[value="' + key + '"]');
+    if (!input) return; // not on this row's scale: the row waits for a digit that is
+    check(input);
+    const rows = ratingRows();
+    const next = rows[rows.indexOf(ratingRow) + 1];
+    if (next) rateRow(next); else stopRating(true);
+  }
+
+  // Digits and Escape belong to the mode while it is on; other keys keep their meaning.
+  function keyWhileRating(event) {
+    if (event.key === "Escape") { event.preventDefault(); stopRating(true); return true; }
+    if (!/^[0-9]$/.test(event.key)) return false;
+    event.preventDefault();
+    rateWithKey(event.key);
+    return true;
+  }
+
+  // The hints keep the server's words outside the mode (read once, before the first change) and say what the
+  // digits do inside it.
+  function idleText(hint) {
+    if (!("idle" in hint.dataset)) hint.dataset.idle = hint.textContent;
+    return hint.dataset.idle;
+  }
+
+  function showHints() {
+    const c = card();
+    if (!c) return;
+    const side = ratingRow ? ratingRow.closest(".response").dataset.side : null;
+    c.querySelectorAll(".rating-hint").forEach(hint => {
+      const idle = idleText(hint);
+      const active = side === hint.dataset.side;
+      hint.classList.toggle("is-active", active);
+      hint.textContent = active
+        ? "digits rate " + ratingRow.querySelector(".rating-name").textContent + " of " + side.toUpperCase() +
+          " · Esc to leave"
+        : idle;
+    });
+    c.querySelectorAll(".strength-hint").forEach(hint => {
+      const idle = idleText(hint);
+      hint.textContent = ratingRow ? idle + " after Esc" : idle;
+    });
   }
 
   function chooseCategoryWithKey(event) {
@@ -340,22 +422,26 @@
     if (popoverOpen() && !event.ctrlKey && !event.metaKey) { chooseCategoryWithKey(event); return; }
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) { event.preventDefault(); submit(); return; }
     if (typing(event) || event.ctrlKey || event.metaKey) return;
-    const row = event.target.closest ? event.target.closest(".rating-row") : null;
-    if (row && /^[0-9]$/.test(event.key)) {
-      event.preventDefault(); rateWithKey(row, event.key);
-    } else if (/^[1-9]$/.test(event.key)) {
-      const option = f.querySelector('.strength-option[data-key="' + event.key + '"] input');
-      if (option) { option.checked = true; option.focus(); event.preventDefault(); }
+    if (ratingRow && keyWhileRating(event)) return;
+    if (/^[1-9]$/.test(event.key)) {
+      if (choosePreferenceWithKey(f, event.key)) event.preventDefault();
     } else if (event.key === "Enter" && enterSubmits(event)) {
       event.preventDefault(); submit();
     } else if (event.key === "j") {
       const box = document.getElementById("justification");
       if (box) { event.preventDefault(); box.focus(); }
     } else if (event.key === "r") {
-      const next = firstUnratedRow();
-      if (next) { event.preventDefault(); focusRow(next); }
+      const row = firstUnratedRow();
+      if (row) { event.preventDefault(); rateRow(row); }
     }
   });
+
+  // Tabbing out of the highlighted row, or using the mouse, ends the mode: a rating clicked with the mouse
+  // must not take the digits typed next.
+  document.addEventListener("focusin", function (event) {
+    if (ratingRow && !ratingRow.contains(event.target)) stopRating(false);
+  });
+  document.addEventListener("mousedown", function () { stopRating(false); });
 
   // Justification length against the project's minimum.
   function updateCount() {
@@ -366,9 +452,90 @@
     count.textContent = length + " / " + box.dataset.min + " characters";
     count.classList.toggle("is-short", length > 0 && length < Number(box.dataset.min));
   }
-  document.addEventListener("input", function (event) {
+
+  // Drafts. Each change to the annotation form is kept in localStorage under the annotator and the item, and put
+  // back when that item is shown again (a reload, a crash, a refused skip that redraws the card). A card the
+  // server drew from a refused submit already shows what was posted, so it keeps that instead.
+
+  const DRAFT_PREFIX = "concord-draft:";
+  const DRAFT_FIELD = /^(strength$|justification$|spans_json$|rating-|missing-|correction-)/;
+  const DRAFT_MAX_AGE_MS = 14 * 24 * 3600 * 1000; // a draft of an item given up elsewhere goes after this
+
+  // localStorage may be missing or refuse (a private window, a full quota): then no draft is kept.
+  function storage() {
+    try { return window.localStorage; } catch (error) { return null; }
+  }
+
+  function draftKey(itemId) {
+    const c = card();
+    const annotator = c ? c.dataset.annotatorId : "";
+    return annotator && itemId ? DRAFT_PREFIX + annotator + ":" + itemId : null;
+  }
+
+  function readDraft(key) {
+    const store = storage();
+    try {
+      const draft = JSON.parse((store && key && store.getItem(key)) || "null");
+      return draft && Array.isArray(draft.fields) ? draft : null;
+    } catch (error) {
+      return null;
+    }
+  }
+
+  function saveDraft() {
+    const f = form(), store = storage(), key = draftKey(shownItem);
+    if (!f || !store || !key) return;
+    const fields = Array.from(new FormData(f)).filter(([name]) => DRAFT_FIELD.test(name));
+    try {
+      store.setItem(key, JSON.stringify({ savedAt: Date.now(), spent: secondsSpent(), fields: fields }));
+    } catch (error) {
+      // Over quota: the page works on, without a draft.
+    }
+  }
+
+  function dropDraft(itemId) {
+    const store = storage(), key = draftKey(itemId);
+    if (store && key) store.removeItem(key);
+  }
+
+  // Every control the draft covers is set from it: one it does not list was left unticked.
+  function restoreDraft() {
+    const f = form(), article = document.querySelector("#item-card [data-item-id]");
+    if (!f || !article || "posted" in article.dataset) return;
+    const draft = readDraft(draftKey(shownItem));
+    if (!draft) return;
+    const given = name => draft.fields.filter(pair => pair[0] === name).map(pair => String(pair[1]));
+    Array.from(f.elements).forEach(control => {
+      if (!control.name || !DRAFT_FIELD.test(control.name)) return;
+      const values = given(control.name);
+      if (control.type === "radio" || control.type === "checkbox") control.checked = values.includes(control.value);
+      else if (values.length) control.value = values[0];
+    });
+    // The time spent before the reload counts too.
+    shownAt = Math.min(shownAt, performance.now() - (Number(draft.spent) || 0) * 1000);
+    dirty = true;
+  }
+
+  function pruneDrafts() {
+    const store = storage();
+    if (!store) return;
+    Object.keys(store).filter(key => key.startsWith(DRAFT_PREFIX)).forEach(key => {
+      const draft = readDraft(key);
+      if (!draft || !(Date.now() - draft.savedAt < DRAFT_MAX_AGE_MS)) store.removeItem(key);
+    });
+  }
+
+  function changed() {
+    dirty = true;
+    saveDraft();
+  }
+
+  function edited(event) {
     if (event.target.id === "justification") updateCount();
-  });
+    if (form() && event.target.form === form()) changed();
+  }
+  document.addEventListener("input", edited);
+  document.addEventListener("change", edited);
 
   // A plain click on Submit also records the time spent.
   document.addEventListener("submit", function (event) {
@@ -376,16 +543,51 @@
     if (event.target === f) stampTime(f);
   }, true);
 
-  document.addEventListener("htmx:afterSwap", function () {
+  // A form of the card posted the ordinary way (htmx did not take it) leaves the page on purpose.
+  document.addEventListener("submit", function (event) {
+    const c = card();
+    if (!event.defaultPrevented && c && c.contains(event.target)) dirty = false;
+  });
+
+  // The server has the last item's answer (saved, skipped, or refused as a repeat): its draft is done with, and
+  // the next item starts afresh, on the clock and at its top rather than where the last one was scrolled to.
+  function showNextItem(item) {
+    dropDraft(shownItem);
+    shownItem = item;
+    shownAt = performance.now();
+    dirty = false;
+    card().scrollIntoView({ block: "start" });
+  }
+
+  document.addEventListener("htmx:afterSwap", function (event) {
+    if (event.target !== card()) return; // a swap inside the card (the flag form) leaves the card as it is
     // htmx gives focus back to the element with the same id in the new card (the justification box);
     // a fresh card starts unfocused so that the digit keys pick a strength.
     const active = document.activeElement;
     if (active && active.closest("#item-card")) active.blur();
-    // The clock restarts for a new item, not when a refused submit shows the same item again.
+    // A refused submit shows the same item again: same clock, same draft, same place on the page.
     const item = currentItem();
-    if (item !== shownItem) { shownItem = item; shownAt = performance.now(); }
+    if (item !== shownItem) showNextItem(item);
     setUpCard();
   });
 
+  // Leaving with changes the server has not acknowledged asks first: the draft keeps them, but only in this
+  // browser and only while the item is still this annotator's.
+  window.addEventListener("beforeunload", function (event) {
+    if (!dirty) return;
+    event.preventDefault();
+    event.returnValue = ""; // browsers from before preventDefault() was enough ask for this
+  });
+
+  // A page restored from the back/forward cache shows the card as it was left, perhaps an item answered since
+  // (in another tab, say). The label view is never cached by HTTP, so a reload shows the current item; the
+  // draft brings back any work in progress, so the reload need not ask.
+  window.addEventListener("pageshow", function (event) {
+    if (!event.persisted) return;
+    dirty = false;
+    window.location.reload();
+  });
+
+  pruneDrafts();
   setUpCard();
 })();

@@ -2,8 +2,12 @@
 
 Registered for every test module through `pytest_plugins` in tests/conftest.py; a module that uses them is
 marked `browser` and needs `django_db(transaction=True)` (the live server runs in another thread).
+
+Every wait on the browser (an action, a navigation, an `expect`) waits for its event up to tests.waits'
+HANG_GUARD_MS, set here once rather than Playwright's 5 s and 30 s, which a busy machine can exceed.
 """
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +17,7 @@ from django.urls import reverse
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.annotate.factories import DEFAULT_PASSWORD
+from tests.waits import HANG_GUARD_MS
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -43,18 +48,30 @@ def allow_orm_beside_playwright() -> Iterator[None]:
 def browser(allow_orm_beside_playwright: None) -> Iterator[Browser]:
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package (`make test` does).", pytrace=False)
+    expect.set_options(timeout=HANG_GUARD_MS)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS, timeout=HANG_GUARD_MS
+        )
         yield browser
         browser.close()
 
 
+@contextlib.contextmanager
+def fresh_page(browser: Browser) -> Iterator[Page]:
+    """A page in a context of its own (cookies, storage), closed with it; its waits are hang guards."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(HANG_GUARD_MS)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    yield page
-    context.close()
+    with fresh_page(browser) as page:
+        yield page
 
 
 def log_in(page: Page, base_url: str, user) -> None:  # type: ignore[no-untyped-def]

@@ -17,4 +17,4 @@ def login():  # type: ignore[no-untyped-def]
 
 
 # Browser fixtures (browser, page) for the Playwright tests.
-pytest_plugins = ["tests.browser"]
+pytest_plugins = ["tests.browser", "tests.jobs"]

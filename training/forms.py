@@ -5,6 +5,8 @@ from typing import Any
 from django import forms
 
 from annotate.models import Project
+from annotate.selectors import label_schema_current
+from concord.forms import form_add_errors
 from curation.models import DatasetVersion
 from training.selectors import scorable_versions, trainable_versions
 from training.services.runs import TrainingError, training_config_clean
@@ -50,6 +52,12 @@ class RetrainForm(forms.Form):
         min_value=1, max_value=16, help_text="Separately seeded models; their spread measures uncertainty."
     )
     seed = forms.IntegerField(min_value=0, max_value=SEED_MAX)
+    attributes = forms.MultipleChoiceField(
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="For the regression and combined objectives: the rated attributes the model learns to predict, "
+        "from the rows' consensus ratings.",
+    )
 
     def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
         from training.ml.config import OBJECTIVES, TrainConfig  # a dataclass module: no torch
@@ -64,6 +72,9 @@ class RetrainForm(forms.Form):
         self.fields["backbone"].initial = _default_backbone()
         self.fields["objective"].choices = [(name, name) for name in OBJECTIVES]  # type: ignore[attr-defined]
         self.fields["objective"].initial = OBJECTIVES[0]
+        names = [attribute["name"] for attribute in label_schema_current(project=project).definition["attributes"]]
+        self.fields["attributes"].choices = [(name, name) for name in names]  # type: ignore[attr-defined]
+        self.fields["attributes"].initial = names
 
     def clean_dataset_version(self) -> DatasetVersion:
         version: DatasetVersion = self.cleaned_data["dataset_version"]
@@ -81,7 +92,12 @@ class RetrainForm(forms.Form):
         return rate
 
     def config(self) -> dict[str, Any]:
-        return {name: self.cleaned_data[name] for name in CONFIG_FIELDS}
+        from training.ml.config import ATTRIBUTE_OBJECTIVES
+
+        config = {name: self.cleaned_data[name] for name in CONFIG_FIELDS}
+        # Only attribute objectives have attribute outputs; a preference model ignores the choice.
+        config["attributes"] = self.cleaned_data["attributes"] if config["objective"] in ATTRIBUTE_OBJECTIVES else []
+        return config
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
@@ -89,7 +105,7 @@ class RetrainForm(forms.Form):
             try:
                 self.cleaned_config = training_config_clean(self.config())
             except TrainingError as error:
-                self.add_error(None, str(error))
+                form_add_errors(self, error.errors)
         return cleaned
 
 

@@ -92,6 +92,9 @@ class ItemScore(models.Model):
     reward_a = models.FloatField()
     reward_b = models.FloatField()
     margin = models.FloatField()
+    # The model's calibrated probability that B is preferred: sigmoid(margin / T), with the temperature T fitted on
+    # its run's validation split (model_card metrics.heldout.calibration); T = 1 for a model without one.
+    probability_b = models.FloatField(null=True, blank=True)
     ensemble_mean = models.FloatField(null=True, blank=True)
     ensemble_std = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

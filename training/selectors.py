@@ -11,8 +11,11 @@ from django.utils import timezone
 
 from annotate.access import AnyUser, project_for_member
 from annotate.models import Item, Project, Role
+from annotate.rules import model_contradicts
+from annotate.selectors import item_label_summary
 from curation.models import DatasetRow, DatasetVersion
-from training.models import RewardModel, ScoringJob, TrainingRun
+from curation.selectors_review import ModelScores, model_detail
+from training.models import ItemScore, RewardModel, ScoringJob, TrainingRun
 
 # A running run not heard from for this long may have lost its worker: its page offers to resume it.
 STALE_AFTER = timedelta(minutes=10)
@@ -57,6 +60,41 @@ def reward_models_for_project(project: Project) -> QuerySet[RewardModel]:
 
 def latest_scoring_job(project: Project) -> ScoringJob | None:
     return ScoringJob.objects.filter(project=project).select_related("reward_model", "dataset_version").first()
+
+
+def active_model_scores(project: Project) -> QuerySet[ItemScore]:
+    """The scores of the project's items by its active reward model."""
+    return ItemScore.objects.filter(reward_model__project=project, reward_model__is_active=True)
+
+
+def queue_model(project: Project) -> ModelScores | None:
+    """The active model as the review queue weighs it: its scores and the project's confidence threshold; None
+    without an active model."""
+    if not RewardModel.objects.filter(project=project, is_active=True).exists():
+        return None
+    return ModelScores(scores=active_model_scores(project), threshold=project.model_threshold)
+
+
+@dataclass(frozen=True)
+class ItemModelView:
+    """What the active model says about one item, for the item and adjudication pages."""
+
+    score: ItemScore
+    threshold: float
+    contradicts: bool
+
+    @property
+    def detail(self) -> str:
+        return model_detail(self.score.probability_b, self.score.margin)
+
+
+def item_model_view(item: Item) -> ItemModelView | None:
+    score = active_model_scores(item.project).filter(item=item).select_related("reward_model").first()
+    if score is None:
+        return None
+    summary = item_label_summary(item, overlap=item.project.overlap)
+    threshold = item.project.model_threshold
+    return ItemModelView(score, threshold, model_contradicts(summary, score.probability_b, threshold))
 
 
 def items_to_score(job: ScoringJob) -> QuerySet[Item]:

@@ -32,7 +32,7 @@ from training.selectors import (
     runs_for_project,
 )
 from training.services.runs import TrainingError, training_run_cancel, training_run_enqueue, training_run_resume
-from training.services.scoring import reward_model_promote, scoring_job_create
+from training.services.scoring import promotion_warning, reward_model_promote, scoring_job_create
 
 NAV = {"is_admin": True, "is_curator": True}
 
@@ -118,6 +118,7 @@ def run_detail(request: HttpRequest, project_id: int, run_id: int) -> HttpRespon
         "curve_height": CURVE_HEIGHT,
         "heldout": (run.metrics or {}).get("heldout") or {},
         "scoring_form": ScoringForm(project=project),
+        "promotion_warning": promotion_warning(model) if model is not None else "",
         **NAV,
     }
     return _poll(request, "training/run_detail.html", "live", context, run.finished)
@@ -155,8 +156,12 @@ def run_promote(request: HttpRequest, project_id: int, run_id: int) -> HttpRespo
     model = RewardModel.objects.filter(run=run).first()
     if model is None:
         messages.error(request, "This run has no trained model to promote.")
+        return redirect("training:run_detail", project_id=project.pk, run_id=run.pk)
+    try:
+        reward_model_promote(reward_model=model, despite_warning=request.POST.get("despite_warning") == "1")
+    except TrainingError as error:
+        messages.error(request, f"Not promoted. {' '.join(e.message for e in error.errors)}")
     else:
-        reward_model_promote(reward_model=model)
         messages.success(request, f"The model of run {run.pk} is now the active reward model of {project.name}.")
     return redirect("training:run_detail", project_id=project.pk, run_id=run.pk)
 

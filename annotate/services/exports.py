@@ -1,9 +1,9 @@
-"""Exports: consensus pairs as TRL preference data (which the "trl" importer reads back), and every item with all
-of its annotations, fine-grained labels included, as JSON lines or Parquet. All stream with bounded memory."""
+"""Exports of every item with all of its annotations, fine-grained labels included, as JSON lines or Parquet,
+streamed with bounded memory. Training data (consensus pairs) comes from a frozen dataset version instead
+(curation.services.version_exports), which decides every item's label by the rules once."""
 
 import gzip
 import io
-import itertools
 import json
 import secrets
 from collections.abc import Iterable, Iterator
@@ -14,69 +14,15 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from annotate.models import Annotation, Item, Project
-from annotate.selectors import (
-    ConsensusPair,
-    annotation_scale,
-    consensus_pairs,
-    items_for_export,
-    preference_means,
-    schema_scales,
-    schema_versions,
-)
+from annotate.selectors import annotation_scale, items_for_export, schema_scales, schema_versions
 
-EXPORT_FORMATS = ("trl",)
 ITEM_EXPORT_FORMATS = ("jsonl", "parquet")
 # Items per database round trip (and per Parquet row group) in an item export.
 ITEM_CHUNK = 500
-MARGIN_CHUNK = 1000
 
 
 class TextSink(Protocol):
     def write(self, text: str, /) -> object: ...
-
-
-def pair_to_trl(pair: ConsensusPair) -> dict[str, Any]:
-    """One row of TRL's conversational preference format, with the prompt given explicitly."""
-    return {
-        "prompt": pair.prompt,
-        "chosen": [{"role": "assistant", "content": pair.chosen}],
-        "rejected": [{"role": "assistant", "content": pair.rejected}],
-    }
-
-
-def pair_margin(pair: ConsensusPair, mean: float) -> float:
-    """How strongly the annotators prefer the chosen response, from 0 to 1, for TRL's "margin" column.
-
-    `mean` is the item's mean normalised strength (preference_means: each strength divided by the top of its
-    scale, so a binary "A is better" and a seven-point "A is much better" both count fully, a tie as 0). The
-    margin is that mean measured towards the chosen response; when annotations on different scales put the
-    normalised mean on the other side of the raw mean that chose, the margin is 0.
-    """
-    towards_chosen = -mean if pair.mean_strength < 0 else mean
-    return round(max(0.0, towards_chosen), 4)
-
-
-def pairs_write(*, project: Project, sink: TextSink, format: str = "trl", margin: bool = False) -> int:
-    """Stream the project's consensus pairs to `sink` as JSON lines; returns how many rows were written.
-    With `margin`, each row gets a "margin" (pair_margin)."""
-    if format not in EXPORT_FORMATS:
-        raise ValueError(f"unknown export format {format!r}; expected one of {', '.join(EXPORT_FORMATS)}")
-    rows = 0
-    for chunk in _chunks(consensus_pairs(project=project), MARGIN_CHUNK):
-        means = preference_means(project=project, item_ids=[pair.item_id for pair in chunk]) if margin else {}
-        for pair in chunk:
-            row = pair_to_trl(pair)
-            if margin:
-                row["margin"] = pair_margin(pair, means.get(pair.item_id, 0.0))
-            sink.write(json.dumps(row, ensure_ascii=False) + "\n")
-            rows += 1
-    return rows
-
-
-def _chunks(pairs: Iterable[ConsensusPair], size: int) -> Iterator[list[ConsensusPair]]:
-    iterator = iter(pairs)
-    while chunk := list(itertools.islice(iterator, size)):
-        yield chunk
 
 
 @contextmanager
@@ -98,12 +44,6 @@ def _text_file(path: Path, *, gz: bool) -> Iterator[io.TextIOWrapper]:
         binary: IO[bytes] | gzip.GzipFile = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) if gz else raw
         with io.TextIOWrapper(binary, encoding="utf-8", newline="\n") as text:
             yield text
-
-
-def pairs_export(*, project: Project, path: Path, format: str = "trl", margin: bool = False) -> int:
-    """Write the export to `path` (gzip when it ends in .gz); returns the number of rows."""
-    with _replacing(path) as temporary, _text_file(temporary, gz=path.suffix == ".gz") as text:
-        return pairs_write(project=project, sink=text, format=format, margin=margin)
 
 
 # Items with their annotations.

@@ -21,7 +21,7 @@ def gold_answer_set(
 ) -> GoldAnswer:
     """Make the item gold with this expected answer (or change the answer of a gold item)."""
     if preference_sign not in (-1, 0, 1):
-        raise LabelError([f"preference_sign: must be -1 (A), 0 (tie) or 1 (B), got {preference_sign!r}"])
+        raise LabelError(errors=[("preference_sign", f"must be -1 (A), 0 (tie) or 1 (B), got {preference_sign!r}")])
     if ratings:
         _check_ratings(item=item, ratings=ratings)
     answer, _ = GoldAnswer.objects.update_or_create(
@@ -49,4 +49,4 @@ def _check_ratings(*, item: Item, ratings: dict[str, Any]) -> None:
     definition = label_schema_ensure(project=item.project).definition
     errors = ratings_errors(definition, ratings, require_all=False)
     if errors:
-        raise LabelError(errors)
+        raise LabelError(errors=errors)

@@ -35,6 +35,7 @@ from annotate.formats import (
     pair_hash,
 )
 from annotate.models import Annotation, ImportBatch, Item, ItemGroup, LabelSchema, Project
+from annotate.services.label_summary import item_label_summaries_refresh, items_lock
 from annotate.services.schemas import label_schema_ensure
 
 IMPORTED_USER_PREFIX = "imported:"
@@ -227,8 +228,12 @@ class ImportWriter:
             if item.content_hash not in created and _label_entry(label):
                 item.metadata = _with_labels(item.metadata, [label])
                 relabelled[item.pk] = item
+        # Locked in id order before any is written, so that an annotator's submit on one of them waits for this
+        # import and its label summary refresh then sees these annotations too.
+        items_lock(item_ids=counts)
         Annotation.objects.bulk_create(rows)
         _count_annotations(counts)
+        item_label_summaries_refresh(item_ids=counts)
         Item.objects.bulk_update(list(relabelled.values()), ["metadata"])
         self.annotations_created += len(rows)
 

@@ -18,6 +18,8 @@ from annotate.formats import FORMATS, ImportFormatError, Record, open_reader, pa
 from annotate.models import ImportBatch, Item, ItemGroup, Project
 from annotate.selectors import ImportProgress, import_progress_cache_key
 from annotate.services.import_writer import ImportWriter
+from concord import jobs
+from concord.jobs import enqueue_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +40,8 @@ def import_batch_create(
     seed: int | None = None,
     upload: File | None = None,
 ) -> ImportBatch:
-    """A queued import of one file. An upload is stored under MEDIA_ROOT, where the worker reads it."""
+    """A queued import of one file. An upload is stored under MEDIA_ROOT, where a worker reads it: its task is sent
+    after the commit. A file on disk (the command line) is imported by the caller with item_import."""
     if format not in FORMATS:
         raise ValueError(f"unknown import format {format!r}; expected one of {', '.join(FORMATS)}")
     batch = ImportBatch(
@@ -54,6 +57,8 @@ def import_batch_create(
     if upload is not None:
         batch.upload.save(file_name, upload, save=False)
     batch.save()
+    if upload is not None:
+        enqueue_on_commit(jobs.IMPORT, batch.pk)
     return batch
 
 

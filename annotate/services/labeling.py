@@ -20,25 +20,26 @@ from annotate.constants import SKIP_REASON_MAX_CHARS
 from annotate.labels import LabelError, Labels, labels_clean
 from annotate.models import Annotation, Assignment, Item, Project
 from annotate.selectors import annotator_is_paused
+from annotate.services.label_summary import item_label_summaries_refresh
 from annotate.services.schemas import label_schema_ensure
+from concord.errors import ServiceError
 
 # How many locked-but-full candidates assignment_next steps past before giving up on this request.
 MAX_CANDIDATE_TRIES = 20
 
 
-class LabelingError(Exception):
-    """A submit or skip that cannot be accepted; the message is shown to the annotator, and `errors` lists
-    each problem with the field it is about."""
-
-    def __init__(self, message: str, *, errors: list[str] | None = None) -> None:
-        super().__init__(message)
-        self.errors = errors or [message]
+class LabelingError(ServiceError):
+    """A submit or skip that cannot be accepted; `errors` lists each problem with the field it is about (an
+    empty path: the submit as a whole)."""
 
 
 @dataclass(frozen=True)
 class SubmitResult:
     annotation: Annotation
-    created: bool  # False when this was a repeat of an earlier submission
+    created: bool  # False when this annotator had already answered the item: the stored answer stands
+    # For a repeat (created False): whether it said what the stored answer says (a double click, a retry), or
+    # something else (a stale page relabelled), which was not saved.
+    same_answer: bool = True
 
 
 def _live_leases(item_id: int, now: datetime, *, exclude_annotator_id: int | None = None) -> int:
@@ -183,24 +184,26 @@ def annotation_submit(
     submission_uuid: uuid.UUID,
 ) -> SubmitResult:
     """Record an annotation: preference, ratings, spans and corrections in one row, checked against the
-    project's current label schema. Repeating a submission (same UUID, or the same item again) changes nothing.
+    project's current label schema. Repeating a submission (same UUID, or the same item again) changes nothing:
+    the result says so, and whether the repeat gave the same answer as the stored one.
     """
     if seconds_spent < 0:
-        raise LabelingError("seconds_spent cannot be negative")
+        raise LabelingError(errors=[("seconds_spent", "cannot be negative")])
     item = Item.objects.select_for_update().select_related("project").get(pk=item.pk)
     earlier = Annotation.objects.filter(submission_uuid=submission_uuid).first()
-    if earlier is not None:
-        if earlier.item_id != item.pk or earlier.annotator_id != annotator.pk:
-            raise LabelingError("This submission id belongs to another annotation.")
-        return SubmitResult(annotation=earlier, created=False)
-    earlier = Annotation.objects.filter(item=item, annotator_id=annotator.pk).first()
-    if earlier is not None:
-        return SubmitResult(annotation=earlier, created=False)
+    if earlier is not None and (earlier.item_id != item.pk or earlier.annotator_id != annotator.pk):
+        raise LabelingError("This submission id belongs to another annotation.")
+    earlier = earlier or Annotation.objects.filter(item=item, annotator_id=annotator.pk).first()
     schema = label_schema_ensure(project=item.project)
     try:
         clean = labels_clean(schema.definition, labels, texts={"a": item.response_a, "b": item.response_b})
     except LabelError as error:
-        raise LabelingError(str(error), errors=error.errors) from None
+        if earlier is not None:
+            return SubmitResult(annotation=earlier, created=False, same_answer=False)
+        raise LabelingError(errors=error.errors) from None
+    if earlier is not None:
+        # One answer per annotator and item: a repeat never changes the stored one, and says whether it matched.
+        return SubmitResult(annotation=earlier, created=False, same_answer=_stored_labels(earlier) == clean)
     now = timezone.now()
     _ensure_slot(item=item, annotator=annotator, now=now)
     annotation = Annotation(
@@ -219,6 +222,7 @@ def annotation_submit(
     annotation.full_clean()
     annotation.save()
     Item.objects.filter(pk=item.pk).update(annotation_count=F("annotation_count") + 1)
+    item_label_summaries_refresh(item_ids=[item.pk])  # under the item's row lock, taken above
     Assignment.objects.update_or_create(
         item=item,
         annotator_id=annotator.pk,
@@ -231,6 +235,17 @@ def annotation_submit(
         },
     )
     return SubmitResult(annotation=annotation, created=True)
+
+
+def _stored_labels(annotation: Annotation) -> Labels:
+    return Labels(
+        strength=annotation.strength,
+        justification=annotation.justification,
+        ratings=annotation.ratings,
+        spans=annotation.spans,
+        missing=annotation.missing,
+        corrections=annotation.corrections,
+    )
 
 
 @transaction.atomic

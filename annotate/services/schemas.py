@@ -16,7 +16,7 @@ def label_schema_set(*, project: Project, definition: Any, created_by: AbstractB
     """Make `definition` the project's schema. An unchanged definition adds no version."""
     errors = schema_errors(definition)
     if errors:
-        raise LabelError(errors)
+        raise LabelError(errors=errors)
     # Lock the project row so two admins saving at once get versions n+1 and n+2, not a clash.
     Project.objects.select_for_update().filter(pk=project.pk).first()
     current = LabelSchema.objects.filter(project=project).order_by("-version").first()

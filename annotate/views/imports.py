@@ -1,12 +1,9 @@
 """Project admins upload files of items and watch the import run."""
 
-from functools import partial
-
 from django import forms
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.files.uploadedfile import UploadedFile
-from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.defaultfilters import filesizeformat
@@ -19,7 +16,6 @@ from annotate.formats import FORMATS
 from annotate.models import ImportBatch, Project
 from annotate.selectors import import_batches_for_project, import_progress
 from annotate.services.imports import import_batch_create
-from annotate.tasks import import_batch_run
 
 SEED_MAX = 2**63 - 1
 
@@ -59,7 +55,6 @@ def import_list(request: HttpRequest, project_id: int) -> HttpResponse:
             seed=form.cleaned_data["seed"],
             upload=upload,
         )
-        transaction.on_commit(partial(import_batch_run.delay, batch.pk))
         return redirect("annotate:import_detail", project_id=project.pk, batch_id=batch.pk)
     return render(
         request,

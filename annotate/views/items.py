@@ -16,6 +16,8 @@ from annotate.labels import LabelError
 from annotate.models import Item, Role
 from annotate.selectors import gold_scores, item_annotations, items_for_curator
 from annotate.services.gold import gold_answer_remove, gold_answer_set
+from concord.forms import form_add_errors
+from training.selectors import item_model_view
 
 ITEMS_PER_PAGE = 50
 
@@ -56,12 +58,17 @@ def item_detail(request: HttpRequest, project_id: int, item_id: int) -> HttpResp
         try:
             gold_answer_set(item=item, created_by=request.user, **form.cleaned_data)  # type: ignore[arg-type]
         except LabelError as error:
-            for message in error.errors:
-                form.add_error("ratings", message)
+            form_add_errors(form, error.errors, fallback="ratings")
         else:
             messages.success(request, "Saved as a gold item: it will be mixed into annotators' queues.")
             return redirect("annotate:item_detail", project_id=project_id, item_id=item.pk)
-    context = {"project": item.project, "item": item, "annotations": item_annotations(item=item), "form": form}
+    context = {
+        "project": item.project,
+        "item": item,
+        "annotations": item_annotations(item=item),
+        "form": form,
+        "model_view": item_model_view(item),
+    }
     return render(request, "annotate/item_detail.html", context, status=422 if form.errors else 200)
 
 

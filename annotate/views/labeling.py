@@ -9,15 +9,16 @@ to its field.
 import json
 import re
 import uuid
-from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.utils import timezone
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from annotate.access import item_for_annotator, project_for_member
@@ -25,10 +26,16 @@ from annotate.forms import RESPONSE_FIELD, AnnotationForm, SkipForm
 from annotate.labels import SIDES, strength_labels
 from annotate.models import Assignment, Item, Project
 from annotate.selectors import annotator_is_paused, label_schema_current, progress_for_annotator
-from annotate.services.labeling import LabelingError, annotation_submit, assignment_next, assignment_skip
+from annotate.services.labeling import (
+    LabelingError,
+    SubmitResult,
+    annotation_submit,
+    assignment_next,
+    assignment_skip,
+)
+from concord.errors import FieldError, errors_by_path
+from concord.forms import form_add_errors
 
-# "ratings.a.helpfulness: must be ..." -> path and message. An error without a path is about the whole submit.
-ERROR_PATH = re.compile(r"^(?P<path>[a-z_]+(?:\.[A-Za-z0-9_]+|\[\d+\])*): (?P<message>.+)$", re.DOTALL)
 ENTRY_PATH = re.compile(r"^(?P<kind>spans|missing)\[(?P<index>\d+)\]")
 # Characters the HTML parser changes in text (CRLF becomes LF, NUL is dropped). A response holding any is also
 # sent as JSON, so that label.js counts span offsets in the stored text rather than in what the parser kept.
@@ -42,12 +49,8 @@ def _label(name: str) -> str:
 class PlacedErrors:
     """Error messages by the path they name, taken out by the parts of the card that show them."""
 
-    def __init__(self, errors: list[str]) -> None:
-        self.by_path: dict[str, list[str]] = defaultdict(list)
-        for error in errors:
-            match = ERROR_PATH.match(error)
-            if match:
-                self.by_path[match["path"]].append(match["message"])
+    def __init__(self, errors: list[FieldError]) -> None:
+        self.by_path: dict[str, list[str]] = errors_by_path(error for error in errors if error.path)
 
     def take(self, path: str) -> list[str]:
         return self.by_path.pop(path, [])
@@ -69,6 +72,14 @@ class PlacedErrors:
             if isinstance(entry, Mapping) and entry.get("response") == side:
                 taken += [f"{path}: {message}" for message in self.by_path.pop(path)]
         return taken
+
+
+@dataclass(frozen=True)
+class Notice:
+    """What the page says about the last write; a warning when it did not do what the annotator asked."""
+
+    text: str
+    warning: bool = False
 
 
 @dataclass
@@ -209,7 +220,18 @@ def _preference_context(definition: Mapping[str, Any], data: QueryDict, errors: 
     }
 
 
-def _labeling_context(item: Item, form: AnnotationForm | None, errors: list[str]) -> dict[str, Any]:
+def _conversation_context(prompt: list[Any]) -> dict[str, Any]:
+    """The prompt split for showing: the turn being answered (the last user turn), what follows it and the turn
+    just before it stay in view; earlier turns fold away, so that a long conversation never hides the question."""
+    user_turns = [
+        index for index, turn in enumerate(prompt) if isinstance(turn, Mapping) and turn.get("role") == "user"
+    ]
+    answered = user_turns[-1] if user_turns else len(prompt) - 1
+    start = max(answered - 1, 0)
+    return {"earlier_turns": prompt[:start], "latest_turns": prompt[start:]}
+
+
+def _labeling_context(item: Item, form: AnnotationForm | None, errors: list[FieldError]) -> dict[str, Any]:
     definition = label_schema_current(project=item.project).definition
     data = form.data if form is not None and isinstance(form.data, QueryDict) else QueryDict()
     placed = PlacedErrors(errors)
@@ -223,6 +245,7 @@ def _labeling_context(item: Item, form: AnnotationForm | None, errors: list[str]
     categories = spans.get("categories", []) if spans["enabled"] else []
     return {
         **_preference_context(definition, data, placed),
+        **_conversation_context(item.prompt),
         "panels": panels,
         "categories": [{**category, "label": _label(category["name"])} for category in categories],
         "spans_json": data.get("spans_json", "[]"),
@@ -236,9 +259,9 @@ def _render_card(
     project: Project,
     item: Item | None,
     form: AnnotationForm | None = None,
-    errors: list[str] | None = None,
+    errors: list[FieldError] | None = None,
     skip_form: SkipForm | None = None,
-    notice: str = "",
+    notice: Notice | None = None,
     status: int = 200,
 ) -> HttpResponse:
     """The whole labeling page, or only its item card for htmx requests."""
@@ -261,6 +284,7 @@ def _render_card(
 
 @require_GET
 @login_required
+@never_cache  # Back and Forward fetch the page again rather than show an item already submitted
 def label(request: HttpRequest, project_id: int) -> HttpResponse:
     project = project_for_member(request.user, project_id)
     item = assignment_next(project=project, annotator=request.user)  # type: ignore[arg-type]
@@ -276,9 +300,11 @@ def _seconds_spent(form: AnnotationForm, *, item: Item, request: HttpRequest) ->
     return (timezone.now() - lease.leased_at).total_seconds() if lease else 0.0
 
 
-def _after_write(request: HttpRequest, *, project: Project, notice: str) -> HttpResponse:
+def _after_write(request: HttpRequest, *, project: Project, notice: Notice) -> HttpResponse:
     """htmx gets the next item's card in place; a plain form post is redirected (post/redirect/get)."""
     if not request.htmx:  # type: ignore[attr-defined]
+        # The notice survives the redirect as a message, so a plain form post is told the same.
+        (messages.warning if notice.warning else messages.success)(request, notice.text)
         return redirect("annotate:label", project_id=project.pk)
     item = assignment_next(project=project, annotator=request.user)  # type: ignore[arg-type]
     return _render_card(request, project=project, item=item, notice=notice)
@@ -292,7 +318,7 @@ def submit(request: HttpRequest, project_id: int, item_id: int) -> HttpResponse:
     if not form.is_valid():
         return _render_card(request, project=item.project, item=item, form=form, errors=form.error_list(), status=422)
     try:
-        annotation_submit(
+        result = annotation_submit(
             item=item,
             annotator=request.user,  # type: ignore[arg-type]
             labels=form.labels(),
@@ -301,7 +327,21 @@ def submit(request: HttpRequest, project_id: int, item_id: int) -> HttpResponse:
         )
     except LabelingError as error:
         return _render_card(request, project=item.project, item=item, form=form, errors=error.errors, status=422)
-    return _after_write(request, project=item.project, notice="Saved.")
+    return _after_write(request, project=item.project, notice=_submit_notice(result))
+
+
+def _submit_notice(result: SubmitResult) -> Notice:
+    """What really happened to a submit: saved, or an earlier answer kept (a page shown again by Back/Forward)."""
+    if result.created:
+        return Notice("Saved.")
+    if result.same_answer:
+        return Notice(f"Already saved: item {result.annotation.item_id} was submitted before with this answer.")
+    when = timezone.localtime(result.annotation.created_at)
+    return Notice(
+        f"Not saved: you already answered item {result.annotation.item_id} on {when:%d %b %Y at %H:%M}. "
+        "Your first answer stands; the one you just gave was discarded.",
+        warning=True,
+    )
 
 
 @require_POST
@@ -314,6 +354,6 @@ def skip(request: HttpRequest, project_id: int, item_id: int) -> HttpResponse:
     try:
         assignment_skip(item=item, annotator=request.user, reason=skip_form.cleaned_data["reason"])  # type: ignore[arg-type]
     except LabelingError as error:
-        skip_form.add_error(None, str(error))
+        form_add_errors(skip_form, error.errors)
         return _render_card(request, project=item.project, item=item, skip_form=skip_form, status=422)
-    return _after_write(request, project=item.project, notice="Skipped.")
+    return _after_write(request, project=item.project, notice=Notice("Skipped."))

@@ -15,6 +15,7 @@ from annotate.labels import PRESETS, LabelError
 from annotate.models import LabelSchema, Role
 from annotate.selectors import label_schema_current
 from annotate.services.schemas import label_schema_set
+from concord.errors import FieldError
 
 
 class SchemaForm(forms.Form):
@@ -43,7 +44,7 @@ def schema_edit(request: HttpRequest, project_id: int) -> HttpResponse:
     preset = request.GET.get("preset")
     initial = _pretty(PRESETS.get(preset or "", current.definition))
     form = SchemaForm(request.POST or None, initial={"definition": initial})
-    schema_errors: list[str] = []
+    schema_errors: list[FieldError] = []
     if request.method == "POST" and form.is_valid():
         try:
             definition = form.cleaned_data["definition"]

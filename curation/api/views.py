@@ -2,11 +2,9 @@
 user's reach is a 404; writes go through curation's services, and exports run on a Celery worker."""
 
 from collections.abc import Iterable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-from django.db import transaction
 from django.db.models import QuerySet
 from django.http import FileResponse, Http404
 from django.utils.text import slugify
@@ -33,7 +31,6 @@ from curation.api.serializers import (
 from curation.models import DatasetVersion, ExportJob
 from curation.services.version_exports import export_job_create
 from curation.services.versions import VersionError
-from curation.tasks import export_job_run
 
 NOT_FOUND = OpenApiResponse(description="No such version or export within your reach.")
 
@@ -114,7 +111,6 @@ class VersionViewSet(viewsets.ReadOnlyModelViewSet[DatasetVersion]):
             )
         except VersionError as error:
             return Response({"detail": str(error)}, status=status.HTTP_409_CONFLICT)
-        transaction.on_commit(partial(export_job_run.delay, job.pk))
         data = ExportJobSerializer(job, context=self.get_serializer_context()).data
         location = reverse("api:export-detail", args=[job.pk], request=request)
         return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": location})

@@ -15,6 +15,7 @@ from django.utils import timezone
 from annotate.labels import SCALES, ratings_errors
 from annotate.models import Item
 from annotate.selectors import label_schema_current
+from concord.errors import FieldError, ServiceError
 from curation.models import Adjudication, ItemFlag
 
 MAX_MORE = 20
@@ -22,52 +23,48 @@ MAX_REASON_CHARS = 5000
 MAX_FLAG_REASON_CHARS = 500
 
 
-class AdjudicationError(ValueError):
-    """A decision or flag that cannot be recorded; `errors` names each problem as "field: message"."""
-
-    def __init__(self, errors: list[str]) -> None:
-        super().__init__("; ".join(errors))
-        self.errors = errors
+class AdjudicationError(ServiceError):
+    """A decision or flag that cannot be recorded; `errors` names each problem with its field."""
 
 
-def _label_errors(*, item: Item, strength: int | None, ratings: Any) -> list[str]:
+def _label_errors(*, item: Item, strength: int | None, ratings: Any) -> list[FieldError]:
     definition = label_schema_current(project=item.project).definition
     preference = definition["preference"]
-    errors: list[str] = []
+    errors: list[FieldError] = []
     if preference["enabled"]:
         low, high = SCALES[preference["scale"]]
         if strength is None:
-            errors.append("strength: choose the final label")
+            errors.append(FieldError("strength", "choose the final label"))
         elif isinstance(strength, bool) or not isinstance(strength, int) or not low <= strength <= high:
-            errors.append(f"strength: must be an integer from {low} to {high}, got {strength!r}")
+            errors.append(FieldError("strength", f"must be an integer from {low} to {high}, got {strength!r}"))
     elif strength is not None:
-        errors.append("strength: this project does not ask for a preference")
+        errors.append(FieldError("strength", "this project does not ask for a preference"))
     if ratings:
         errors.extend(ratings_errors(definition, ratings, require_all=False))
     if not preference["enabled"] and not ratings:
-        errors.append("ratings: give the final ratings (this project asks for no preference)")
+        errors.append(FieldError("ratings", "give the final ratings (this project asks for no preference)"))
     return errors
 
 
 def _decision_errors(
     *, item: Item, decision: str, reason: str, strength: int | None, ratings: Any, more: int
-) -> list[str]:
-    errors: list[str] = []
+) -> list[FieldError]:
+    errors: list[FieldError] = []
     if decision not in Adjudication.Decision.values:
-        return [f"decision: must be one of {', '.join(Adjudication.Decision.values)}"]
+        return [FieldError("decision", f"must be one of {', '.join(Adjudication.Decision.values)}")]
     if not reason.strip():
-        errors.append("reason: say why (it is kept with the decision)")
+        errors.append(FieldError("reason", "say why (it is kept with the decision)"))
     elif len(reason) > MAX_REASON_CHARS:
-        errors.append(f"reason: at most {MAX_REASON_CHARS} characters")
+        errors.append(FieldError("reason", f"at most {MAX_REASON_CHARS} characters"))
     if decision == Adjudication.Decision.LABEL:
         errors += _label_errors(item=item, strength=strength, ratings=ratings)
     elif strength is not None or ratings:
-        errors.append("strength: a final label goes only with the decision 'label'")
+        errors.append(FieldError("strength", "a final label goes only with the decision 'label'"))
     if decision == Adjudication.Decision.MORE:
         if isinstance(more, bool) or not isinstance(more, int) or not 1 <= more <= MAX_MORE:
-            errors.append(f"more: ask for 1 to {MAX_MORE} more annotations, got {more!r}")
+            errors.append(FieldError("more", f"ask for 1 to {MAX_MORE} more annotations, got {more!r}"))
     elif more:
-        errors.append("more: extra annotations go only with the decision 'more'")
+        errors.append(FieldError("more", "extra annotations go only with the decision 'more'"))
     return errors
 
 
@@ -91,7 +88,7 @@ def adjudication_record(
         item=item, decision=decision, reason=reason, strength=strength, ratings=ratings or {}, more=more
     )
     if errors:
-        raise AdjudicationError(errors)
+        raise AdjudicationError(errors=errors)
     # Serialises decisions on one item, so "the latest" is well defined and extra_overlap adds up.
     Item.objects.select_for_update().filter(pk=item.pk).values_list("pk", flat=True).get()
     adjudication = Adjudication(
@@ -117,9 +114,9 @@ def item_flag_raise(*, item: Item, user: AbstractBaseUser, reason: str) -> ItemF
     changes nothing; raising it after a decision resolved it opens it again with the new reason."""
     reason = reason.strip()
     if not reason:
-        raise AdjudicationError(["reason: say what is wrong with this item"])
+        raise AdjudicationError(errors=[("reason", "say what is wrong with this item")])
     if len(reason) > MAX_FLAG_REASON_CHARS:
-        raise AdjudicationError([f"reason: at most {MAX_FLAG_REASON_CHARS} characters"])
+        raise AdjudicationError(errors=[("reason", f"at most {MAX_FLAG_REASON_CHARS} characters")])
     flag, created = ItemFlag.objects.select_for_update().get_or_create(
         item=item, raised_by_id=user.pk, defaults={"reason": reason}
     )

@@ -3,7 +3,7 @@
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from annotate.models import Membership
+from annotate.models import Membership, Project
 
 
 @transaction.atomic
@@ -27,3 +27,14 @@ def membership_weight_set(*, membership: Membership, weight: float) -> Membershi
     membership.full_clean()
     membership.save(update_fields=["weight"])
     return membership
+
+
+@transaction.atomic
+def project_model_threshold_set(*, project: Project, threshold: float) -> Project:
+    """How sure the active reward model must be of the other side (its calibrated probability, 0.5 to 1) before
+    its disagreement with agreeing annotators sends an item to the review queue."""
+    project = Project.objects.select_for_update().get(pk=project.pk)
+    project.model_threshold = threshold
+    project.full_clean()
+    project.save(update_fields=["model_threshold"])
+    return project

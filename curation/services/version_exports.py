@@ -7,22 +7,23 @@ public media URL.
 """
 
 import csv
+import gzip
 import io
 import json
 import logging
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
-from django.db.models import TextField
-from django.db.models.functions import Cast
 from django.utils import timezone
 
-from concord import locks
+from concord import jobs, locks
+from concord.jobs import enqueue_on_commit
 from concord.locks import job_lock
 from curation.models import DatasetRow, DatasetVersion, ExportJob
 from curation.services.versions import VersionError
@@ -42,7 +43,7 @@ Progress = Callable[[int], None]
 
 @transaction.atomic
 def export_job_create(*, version: DatasetVersion, format: str, created_by: AbstractBaseUser | None) -> ExportJob:
-    """A queued export of a frozen version; enqueue curation.tasks.export_job_run after the commit."""
+    """A queued export of a frozen version; its task is sent after the commit."""
     if version.status != DatasetVersion.Status.FROZEN:
         raise VersionError("only a frozen version can be exported")
     job = ExportJob(
@@ -53,6 +54,7 @@ def export_job_create(*, version: DatasetVersion, format: str, created_by: Abstr
     )
     job.full_clean(exclude=["created_by"])
     job.save()
+    enqueue_on_commit(jobs.EXPORT, job.pk)
     return job
 
 
@@ -76,12 +78,9 @@ def _run_claimed(job: ExportJob) -> ExportJob:
     relative = f"{EXPORT_DIR}/version-{job.version_id}-{job.pk}-{job.format}.{EXTENSIONS[job.format]}"
     final = Path(settings.MEDIA_ROOT) / relative
     final.parent.mkdir(parents=True, exist_ok=True)
-    temporary = final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp")
     try:
-        rows = version_export(version=job.version, format=job.format, path=temporary, progress=_progress(job))
-        temporary.replace(final)
+        rows = version_export_file(version=job.version, format=job.format, path=final, progress=_progress(job))
     except Exception as error:
-        temporary.unlink(missing_ok=True)
         ExportJob.objects.filter(pk=job.pk).update(
             status=ExportJob.Status.FAILED, error=f"The export failed: {error}"[:2000], finished_at=timezone.now()
         )
@@ -110,26 +109,49 @@ def version_rows(
         yield dict(zip(fields, values, strict=True))
 
 
-def version_export(*, version: DatasetVersion, format: str, path: Path, progress: Progress | None = None) -> int:
-    """Write the version to a new file at `path` in `format`; returns the number of rows."""
+def version_export_file(*, version: DatasetVersion, format: str, path: Path, progress: Progress | None = None) -> int:
+    """version_export into a temporary file beside `path`, renamed to `path` once complete: a failed export leaves
+    nothing where a finished one is expected (and nothing half-written beside it)."""
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        rows = version_export(
+            version=version, format=format, path=temporary, progress=progress, gz=path.suffix == ".gz"
+        )
+        temporary.replace(path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return rows
+
+
+def version_export(
+    *, version: DatasetVersion, format: str, path: Path, progress: Progress | None = None, gz: bool | None = None
+) -> int:
+    """Write the version to a new file at `path` in `format`, a text format gzipped when `gz` (by default: when
+    the name ends in .gz); returns the number of rows."""
     if version.status != DatasetVersion.Status.FROZEN:
         raise VersionError("only a frozen version can be exported")
-    if format == "trl":
-        with path.open("x", encoding="utf-8", newline="") as sink:
-            return _write_trl(version, sink, progress)
     if format == "parquet":
         # Imported here: pyarrow is large, and only this export needs it.
         from curation.services.version_parquet import rows_write
 
         return rows_write(_counting(version_rows(version=version), progress), path, row_group_size=ROW_CHUNK)
-    if format == "fine":
-        with path.open("x", encoding="utf-8", newline="") as sink:
-            return _write_fine(_counting(version_rows(version=version), progress), sink)
-    if format == "csv":
-        rows = _counting(version_rows(version=version, fields=CSV_FIELDS), progress)
-        with path.open("x", encoding="utf-8", newline="") as sink:
-            return _write_csv(rows, sink)
-    raise ValueError(f"unknown export format {format!r}")
+    if format not in TEXT_WRITERS:
+        raise ValueError(f"unknown export format {format!r}")
+    fields, write = TEXT_WRITERS[format]
+    with _text_sink(path, gz=path.suffix == ".gz" if gz is None else gz) as sink:
+        return write(_counting(version_rows(version=version, fields=fields), progress), sink)
+
+
+@contextmanager
+def _text_sink(path: Path, *, gz: bool) -> Iterator[io.TextIOBase]:
+    """A new text file at `path` (never an existing one), gzip-compressed when `gz`."""
+    with path.open("xb") as raw, ExitStack() as stack:
+        binary: IO[bytes] | gzip.GzipFile = raw
+        if gz:
+            binary = stack.enter_context(gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0))
+        with io.TextIOWrapper(binary, encoding="utf-8", newline="") as text:
+            yield text
 
 
 def _counting(rows: Iterator[dict[str, Any]], progress: Progress | None) -> Iterator[dict[str, Any]]:
@@ -139,9 +161,12 @@ def _counting(rows: Iterator[dict[str, Any]], progress: Progress | None) -> Iter
             progress(done)
 
 
+# One mapping from a stored row to each format. A row (version_rows) carries every field of DatasetRow; the fine
+# format is the row itself, which is also what a training run reads (training.ml.data.example_from_row).
+
+
 def trl_row(row: dict[str, Any]) -> dict[str, Any]:
-    """TRL's conversational preference format with an explicit prompt, as annotate's TRL export writes it,
-    with the margin and the split. _write_trl writes the same object without building it."""
+    """TRL's conversational preference format with an explicit prompt, plus the margin and the split."""
     return {
         "prompt": row["prompt"],
         "chosen": [{"role": "assistant", "content": row["chosen"]}],
@@ -151,33 +176,15 @@ def trl_row(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _write_trl(version: DatasetVersion, sink: io.TextIOBase, progress: Progress | None) -> int:
-    # The prompt comes as PostgreSQL's JSON text and goes into the line as it is: decoding it and encoding it
-    # again was a third of the export's time.
-    rows = (
-        DatasetRow.objects.filter(version=version)
-        .order_by("position")
-        .annotate(prompt_json=Cast("prompt", TextField()))
-        .values_list("prompt_json", "chosen", "rejected", "margin", "split")
-    )
+def _write_trl(rows: Iterator[dict[str, Any]], sink: io.TextIOBase) -> int:
+    return _write_json_lines((trl_row(row) for row in rows), sink)
+
+
+def _write_json_lines(rows: Iterable[dict[str, Any]], sink: io.TextIOBase) -> int:
     count = 0
     dumps = json.JSONEncoder(ensure_ascii=False).encode
-    for prompt, chosen, rejected, margin, split in rows.iterator(chunk_size=ROW_CHUNK):
-        sink.write(
-            f'{{"prompt": {prompt}, "chosen": [{{"role": "assistant", "content": {dumps(chosen)}}}], '
-            f'"rejected": [{{"role": "assistant", "content": {dumps(rejected)}}}], '
-            f'"margin": {dumps(margin)}, "split": {dumps(split)}}}\n'
-        )
-        count += 1
-        if progress is not None and count % ROW_CHUNK == 0:
-            progress(count)
-    return count
-
-
-def _write_fine(rows: Iterator[dict[str, Any]], sink: io.TextIOBase) -> int:
-    count = 0
     for row in rows:
-        sink.write(json.dumps(row, ensure_ascii=False) + "\n")
+        sink.write(dumps(row) + "\n")
         count += 1
     return count
 
@@ -197,12 +204,25 @@ def prompt_text(prompt: Any) -> str:
     return "\n\n".join(f"{turn.get('role', '')}: {turn.get('content', '')}" for turn in prompt)
 
 
+def csv_row(row: dict[str, Any]) -> list[Any]:
+    """A row as CSV cells, in CSV_FIELDS order: the prompt as readable text, every cell spreadsheet-safe."""
+    values = {**row, "prompt": prompt_text(row["prompt"])}
+    return [csv_cell(values[name]) for name in CSV_FIELDS]
+
+
 def _write_csv(rows: Iterator[dict[str, Any]], sink: io.TextIOBase) -> int:
     writer = csv.writer(sink)
     writer.writerow(CSV_FIELDS)
     count = 0
     for row in rows:
-        values = {**row, "prompt": prompt_text(row["prompt"])}
-        writer.writerow([csv_cell(values[name]) for name in CSV_FIELDS])
+        writer.writerow(csv_row(row))
         count += 1
     return count
+
+
+# Each text format: the row fields it reads, and its writer.
+TEXT_WRITERS: dict[str, tuple[tuple[str, ...], Callable[[Iterator[dict[str, Any]], io.TextIOBase], int]]] = {
+    "trl": (("prompt", "chosen", "rejected", "margin", "split"), _write_trl),
+    "fine": (ROW_FIELDS, _write_json_lines),
+    "csv": (CSV_FIELDS, _write_csv),
+}

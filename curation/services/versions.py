@@ -20,7 +20,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotate.models import Item, LabelSchema, Project
-from concord import locks
+from annotate.rules import STRENGTH_SPREAD_LIMIT
+from concord import jobs, locks
+from concord.errors import FieldError, ServiceError
+from concord.jobs import enqueue_on_commit
 from concord.locks import job_lock
 from curation.models import DatasetRow, DatasetVersion
 from curation.services.version_rows import (
@@ -43,7 +46,7 @@ INLINE_FREEZE_MAX_ITEMS = 2000
 ROW_HASH_FIELDS = DatasetRow.CONTENT_FIELDS
 
 
-class VersionError(ValueError):
+class VersionError(ServiceError):
     """A request a version cannot take: bad filters, or a change to a version that is no longer a draft."""
 
 
@@ -59,9 +62,9 @@ def dataset_version_create(
     """A draft version of the given projects under `filters` (VersionFilters, or its JSON form)."""
     parsed = filters if isinstance(filters, VersionFilters) else VersionFilters.from_json(filters)
     projects = list(projects)
-    errors = parsed.errors() + ([] if projects else ["a version needs at least one project"])
+    errors = parsed.errors() + ([] if projects else [FieldError("projects", "a version needs at least one project")])
     if errors:
-        raise VersionError("; ".join(errors))
+        raise VersionError(errors=errors)
     version = DatasetVersion(
         name=name,
         parent=parent,
@@ -77,7 +80,7 @@ def dataset_version_create(
 def dataset_version_update(*, version: DatasetVersion, name: str, filters: VersionFilters) -> DatasetVersion:
     """Change a draft's name and filters; a version being frozen or frozen is refused."""
     if filters.errors():
-        raise VersionError("; ".join(filters.errors()))
+        raise VersionError(errors=filters.errors())
     changed = DatasetVersion.objects.filter(pk=version.pk, status=DatasetVersion.Status.DRAFT).update(
         name=name, filters=filters.to_json()
     )
@@ -90,6 +93,15 @@ def dataset_version_update(*, version: DatasetVersion, name: str, filters: Versi
 def dataset_version_candidate_count(*, version: DatasetVersion) -> int:
     """An upper bound on the rows of a version (items that might qualify), to choose inline or worker."""
     return Item.objects.filter(project__in=version.projects.all()).count()
+
+
+def dataset_version_freeze_start(*, version: DatasetVersion) -> DatasetVersion:
+    """Freeze a draft (or retry a failed one): a small version in this request, a larger one on a worker (its
+    task sent after the commit), whose progress the version's page shows."""
+    if dataset_version_candidate_count(version=version) <= INLINE_FREEZE_MAX_ITEMS:
+        return dataset_version_freeze(version=version)
+    enqueue_on_commit(jobs.FREEZE, version.pk)
+    return version
 
 
 def dataset_version_claim(*, version: DatasetVersion) -> bool:
@@ -142,6 +154,7 @@ class _Summary:
         self.rows = 0
         self.splits: Counter[str] = Counter()
         self.provenance: Counter[str] = Counter()
+        self.states: Counter[str] = Counter()
         self.histogram = [0] * HISTOGRAM_BINS
         self.agreement_sum = 0.0
         self.schema_ids: set[int] = set()
@@ -150,6 +163,7 @@ class _Summary:
         self.rows += 1
         self.splits[split] += 1
         self.provenance[candidate.provenance] += 1
+        self.states[candidate.state] += 1
         self.histogram[min(HISTOGRAM_BINS - 1, int(candidate.margin * HISTOGRAM_BINS))] += 1
         self.agreement_sum += candidate.agreement
         self.schema_ids |= candidate.schema_ids
@@ -204,9 +218,17 @@ def _finish(version: DatasetVersion, summary: _Summary, content_hash: str) -> No
         "schema_versions": _schema_versions(summary.schema_ids),
         "code_version": code_version(),
         "row_count": summary.rows,
-        "counts": {"split": dict(summary.splits), "provenance": dict(summary.provenance)},
+        # How agreed and disputed items were labelled, and each row's weight: the consensus rule's confidence.
+        "consensus": {"rule": version.filters.get("consensus", "mean"), "weight": "the rule's confidence"},
+        "counts": {
+            "split": dict(summary.splits),
+            "provenance": dict(summary.provenance),
+            "state": dict(summary.states),
+        },
         "content_hash": content_hash,
         "row_schema": 1,
+        # Which items may be rows and how each state is decided: annotate.rules.
+        "rules": {"states": "annotate.rules.item_state", "spread_limit": STRENGTH_SPREAD_LIMIT},
     }
     version.stats = {
         "rows": summary.rows,

@@ -17,9 +17,12 @@ from annotate.forms import RatingsField
 from annotate.labels import SCALES, strength_labels
 from annotate.models import Annotation, Item, Role
 from annotate.selectors import annotation_scale, item_annotations, label_schema_current, schema_scales
+from concord.forms import form_add_errors
 from curation.models import Adjudication, ItemFlag
 from curation.selectors_review import REASONS, item_consensus, project_sources, review_queue_page
 from curation.services.adjudication import MAX_MORE, AdjudicationError, adjudication_record, item_flag_raise
+from curation.services.quality import project_model_threshold_set
+from training.selectors import item_model_view, queue_model
 
 COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 NO_COLOR = "#bbbbbb"
@@ -73,7 +76,10 @@ def review_queue(request: HttpRequest, project_id: int) -> HttpResponse:
     reason = request.GET.get("reason", "")
     reason = reason if reason in REASONS else ""
     source = request.GET.get("source", "")
-    page, entries = review_queue_page(project=project, reason=reason, source=source, page=request.GET.get("page"))
+    model = queue_model(project)  # training's scores, handed to the queue: curation does not read training
+    page, entries = review_queue_page(
+        project=project, reason=reason, source=source, page=request.GET.get("page"), model=model
+    )
     context = {
         "project": project,
         "page": page,
@@ -82,9 +88,34 @@ def review_queue(request: HttpRequest, project_id: int) -> HttpResponse:
         "reason": reason,
         "sources": project_sources(project=project),
         "source": source,
+        "model": model,
+        "threshold_form": ThresholdForm(initial={"threshold": project.model_threshold}),
         **_nav_context(request, project),
     }
     return render(request, "curation/review_queue.html", context)
+
+
+class ThresholdForm(forms.Form):
+    threshold = forms.FloatField(
+        min_value=0.5,
+        max_value=1.0,
+        label="Model confidence threshold",
+        help_text="An item whose annotators agree enters the queue when the active model gives the other side at "
+        "least this probability (calibrated on its validation pairs).",
+    )
+
+
+@require_POST
+@login_required
+def review_threshold(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = project_for_member(request.user, project_id, min_role=Role.CURATOR)
+    form = ThresholdForm(request.POST)
+    if form.is_valid():
+        project_model_threshold_set(project=project, threshold=form.cleaned_data["threshold"])
+        messages.success(request, f"The model must now be {form.cleaned_data['threshold']:.2f} sure to disagree.")
+    else:
+        messages.error(request, "The threshold must be a probability from 0.5 to 1.")
+    return redirect("curation:review_queue", project_id=project.pk)
 
 
 @dataclass(frozen=True)
@@ -175,9 +206,7 @@ def adjudicate(request: HttpRequest, project_id: int, item_id: int) -> HttpRespo
         try:
             adjudication_record(item=item, curator=request.user, **form.decision_arguments())  # type: ignore[arg-type]
         except AdjudicationError as error:
-            for message in error.errors:
-                field, _, text = message.partition(": ")
-                form.add_error(field if field in form.fields else None, text or message)
+            form_add_errors(form, error.errors)
         else:
             messages.success(request, f"Item {item.pk}: {Adjudication.Decision(form.cleaned_data['decision']).label}.")
             return redirect("curation:review_queue", project_id=item.project_id)
@@ -188,6 +217,7 @@ def adjudicate(request: HttpRequest, project_id: int, item_id: int) -> HttpRespo
         "annotations": views,
         "ratings_grid": _ratings_grid(views),
         "consensus": item_consensus(item=item),
+        "model_view": item_model_view(item),
         "flags": ItemFlag.objects.filter(item=item).select_related("raised_by").order_by("-created_at"),
         "history": Adjudication.objects.filter(item=item).select_related("curator"),
         "form": form,

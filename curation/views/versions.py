@@ -1,12 +1,10 @@
 """Curators build dataset versions, freeze them, and export them; annotators cannot."""
 
-from functools import partial
 from typing import Any
 
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db import transaction
 from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
@@ -15,6 +13,8 @@ from django_htmx.http import HttpResponseStopPolling
 
 from annotate.access import project_for_member, role_in_project
 from annotate.models import Project, Role
+from concord.forms import form_add_errors
+from curation.aggregation import CONSENSUS_RULES
 from curation.models import DatasetRow, DatasetVersion, ExportJob
 from curation.selectors_versions import (
     curated_projects,
@@ -26,19 +26,16 @@ from curation.selectors_versions import (
     versions_for_project,
 )
 from curation.services.version_exports import export_job_create
-from curation.services.version_rows import STATES, VersionFilters
-from curation.services.versions import (
-    INLINE_FREEZE_MAX_ITEMS,
-    VersionError,
-    dataset_version_candidate_count,
-    dataset_version_create,
-    dataset_version_freeze,
-)
-from curation.tasks import dataset_version_freeze_run, export_job_run
+from curation.services.version_rows import DEFAULT_STATES, STATES, VersionFilters
+from curation.services.versions import VersionError, dataset_version_create, dataset_version_freeze_start
 from training.selectors import runs_for_version
 
 SEED_MAX = 2**31 - 1
-STATE_LABELS = {"agreed": "Agreed consensus", "adjudicated": "Adjudicated (a curator's final label)"}
+STATE_LABELS = {
+    "agreed": "Agreed: the annotators agree",
+    "adjudicated": "Adjudicated: a curator's final label",
+    "disputed": "Disputed too: annotators disagree and no curator has decided (labelled by the consensus rule)",
+}
 
 
 class VersionForm(forms.Form):
@@ -49,7 +46,16 @@ class VersionForm(forms.Form):
         help_text="Projects the rows are drawn from (those you curate).",
     )
     states = forms.MultipleChoiceField(
-        choices=[(s, STATE_LABELS[s]) for s in STATES], widget=forms.CheckboxSelectMultiple, initial=list(STATES)
+        choices=[(s, STATE_LABELS[s]) for s in STATES],
+        widget=forms.CheckboxSelectMultiple,
+        initial=list(DEFAULT_STATES),
+        help_text="Disputed items stay out unless you tick them: adjudicate them in the review queue instead.",
+    )
+    consensus = forms.ChoiceField(
+        choices=list(CONSENSUS_RULES.items()),
+        initial="mean",
+        label="Consensus rule",
+        help_text="How several annotators' preferences become one; its confidence is each row's weight.",
     )
     min_agreement = forms.FloatField(
         min_value=0,
@@ -80,6 +86,7 @@ class VersionForm(forms.Form):
         sources = tuple(s.strip() for s in data["sources"].split(",") if s.strip())
         return VersionFilters(
             states=tuple(data["states"]),
+            consensus=data["consensus"],
             min_agreement=data["min_agreement"],
             provenance=tuple(data["provenance"]),
             sources=sources,
@@ -90,8 +97,7 @@ class VersionForm(forms.Form):
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
         if not self.errors:
-            for error in self.version_filters().errors():
-                self.add_error(None, error)
+            form_add_errors(self, self.version_filters().errors())
         return cleaned
 
 
@@ -119,18 +125,10 @@ def version_new(request: HttpRequest, project_id: int) -> HttpResponse:
                 parent=form.cleaned_data["parent"],
                 created_by=request.user,  # type: ignore[arg-type]  # login_required: never anonymous here
             )
-            _freeze(version)
+            dataset_version_freeze_start(version=version)
             return redirect("curation:version_detail", project_id=project.pk, version_id=version.pk)
     context = {"project": project, "form": form, **_nav(request, project)}
     return render(request, "curation/version_new.html", context, status=422 if form.is_bound else 200)
-
-
-def _freeze(version: DatasetVersion) -> None:
-    """Small versions freeze in this request; larger ones on a worker, whose progress the detail page shows."""
-    if dataset_version_candidate_count(version=version) <= INLINE_FREEZE_MAX_ITEMS:
-        dataset_version_freeze(version=version)
-    else:
-        transaction.on_commit(partial(dataset_version_freeze_run.delay, version.pk))
 
 
 @login_required
@@ -139,7 +137,7 @@ def version_freeze(request: HttpRequest, project_id: int, version_id: int) -> Ht
     """Freeze a draft, or retry one that failed."""
     project, version = version_for_curator(request.user, project_id, version_id)
     try:
-        _freeze(version)
+        dataset_version_freeze_start(version=version)
     except VersionError as error:
         messages.error(request, str(error))
     return redirect("curation:version_detail", project_id=project.pk, version_id=version.pk)
@@ -187,11 +185,9 @@ def export_create(request: HttpRequest, project_id: int, version_id: int) -> Htt
     else:
         try:
             user = request.user  # login_required: never anonymous here
-            job = export_job_create(version=version, format=export_format, created_by=user)  # type: ignore[arg-type]
+            export_job_create(version=version, format=export_format, created_by=user)  # type: ignore[arg-type]
         except VersionError as error:
             messages.error(request, str(error))
-        else:
-            transaction.on_commit(partial(export_job_run.delay, job.pk))
     return redirect("curation:version_detail", project_id=project.pk, version_id=version.pk)
 
 

@@ -6,6 +6,7 @@ from django.db.models import F
 
 from annotate.labels import PREFERENCE_ONLY_SCHEMA
 from annotate.models import Annotation, Item, LabelSchema, Membership, Project, Role
+from annotate.services.label_summary import item_label_summaries_refresh
 
 DEFAULT_PASSWORD = "correct-horse-battery"
 
@@ -69,7 +70,7 @@ def member(project: Project, role: str = Role.ANNOTATOR, **user_fields):  # type
 
 
 class AnnotationFactory(factory.django.DjangoModelFactory):
-    """An annotation; keeps the item's annotation_count in step, as annotation_submit does."""
+    """An annotation; keeps the item's annotation_count and label summary in step, as annotation_submit does."""
 
     class Meta:
         model = Annotation
@@ -82,4 +83,5 @@ class AnnotationFactory(factory.django.DjangoModelFactory):
     def _create(cls, model_class, *args, **kwargs):  # type: ignore[no-untyped-def]
         annotation = super()._create(model_class, *args, **kwargs)
         Item.objects.filter(pk=annotation.item_id).update(annotation_count=F("annotation_count") + 1)
+        item_label_summaries_refresh(item_ids=[annotation.item_id])
         return annotation

@@ -13,6 +13,7 @@ from annotate.labels import Labels
 from annotate.models import Annotation, Assignment, Item
 from annotate.services.labeling import annotation_submit, assignment_next
 from tests.annotate.factories import ItemFactory, ProjectFactory, member
+from tests.waits import HANG_GUARD_S
 
 ANNOTATORS = 12
 ITEMS = 10
@@ -38,7 +39,7 @@ def run_in_threads(count: int, work: Callable[[int], None]) -> None:
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=120)
+        thread.join(timeout=HANG_GUARD_S)
     assert not errors, errors
 
 

@@ -47,7 +47,9 @@ def test_hh_rlhf_items_can_be_imported_labeled_and_exported(tmp_path, login) -> 
     assert Annotation.objects.filter(item__project=project).count() == 8
 
     out = tmp_path / "pairs.jsonl"
-    call_command("export_pairs", "--project", "HH", "--format", "trl", str(out), stdout=StringIO())
+    call_command(
+        "export_version", "--project", "HH", "--freeze", "hh-1", str(out), stdout=StringIO(), stderr=StringIO()
+    )
     exported = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(exported) == 4
     for row in exported:

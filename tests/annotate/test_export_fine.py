@@ -204,7 +204,15 @@ def test_a_failed_item_export_leaves_the_previous_file(tmp_path, monkeypatch, fm
     assert [p.name for p in tmp_path.iterdir()] == [out.name]
 
 
-# TRL pairs with a margin.
+# TRL pairs with a margin, from a frozen version (curation.services.version_rows decides the margin).
+
+
+def export_lines(project, *extra: str) -> list[dict]:  # type: ignore[no-untyped-def,type-arg]
+    out = StringIO()
+    call_command(
+        "export_version", "-", "--project", project.name, "--freeze", "v", *extra, stdout=out, stderr=StringIO()
+    )
+    return read_jsonl(out.getvalue())
 
 
 @pytest.mark.django_db
@@ -215,15 +223,10 @@ def test_margins_put_seven_point_and_binary_strengths_on_one_scale(tmp_path):
         AnnotationFactory(item=seven, strength=strength, schema=project.label_schemas.get())
     records = [pandalm_record(0, (1, 1, 0)), pandalm_record(1, (2, 2, 2))]
     run_import(project, write_json(tmp_path / "pandalm.json", records), "pandalm")
-    out = StringIO()
-    call_command("export_pairs", "--project", project.name, "--margin", "-", stdout=out, stderr=StringIO())
-    rows = {row["chosen"][0]["content"]: row for row in read_jsonl(out.getvalue())}
+    rows = {row["chosen"][0]["content"]: row for row in export_lines(project)}
     assert rows["seven A"]["margin"] == pytest.approx(0.6667)
     assert rows["Sentence 0 is long."]["margin"] == pytest.approx(0.6667)  # binary -1, -1, 0
     assert rows["Sentence 1."]["margin"] == 1.0  # binary +1 three times: B, fully
-    without = StringIO()
-    call_command("export_pairs", "--project", project.name, "-", stdout=without, stderr=StringIO())
-    assert all("margin" not in row for row in read_jsonl(without.getvalue()))
 
 
 @pytest.mark.django_db
@@ -238,9 +241,8 @@ def test_margin_is_zero_when_the_scales_disagree_with_the_raw_mean(tmp_path):
     usernames = list(item.annotations.filter(origin="imported").values_list("annotator__username", flat=True))
     item.metadata = {"imported_labels": {name: {"scale": "binary"} for name in usernames}}
     item.save(update_fields=["metadata"])
-    out = StringIO()
-    call_command("export_pairs", "--project", project.name, "--margin", "-", stdout=out, stderr=StringIO())
-    (row,) = read_jsonl(out.getvalue())
+    assert export_lines(project) == []  # split sides: a dispute stays out unless asked for
+    (row,) = export_lines(project, "--states", "disputed")
     assert row["chosen"][0]["content"] == item.response_b  # raw mean +1/3
     assert row["margin"] == 0.0  # normalised (1 - 1 - 1) / 3 leans to A
 
@@ -250,6 +252,4 @@ def test_items_whose_annotations_have_no_strength_have_no_consensus(tmp_path):
     project = ProjectFactory(overlap=1)
     rows = [rating_row("p", "one", 3), rating_row("p", "two", 1)]
     run_import(project, write_jsonl(tmp_path / "train.jsonl", rows), "helpsteer2")
-    out = StringIO()
-    call_command("export_pairs", "--project", project.name, "--margin", "-", stdout=out, stderr=StringIO())
-    assert out.getvalue() == ""
+    assert export_lines(project, "--states", "agreed", "disputed") == []

@@ -12,6 +12,7 @@ from annotate.models import ImportBatch, Item
 from annotate.selectors import import_progress
 from annotate.services.imports import INSERT_BATCH_SIZE, import_batch_create, item_import
 from tests.annotate.factories import ItemFactory, ProjectFactory
+from tests.waits import HANG_GUARD_S
 
 
 def write_lines(path: Path, lines: list[str], *, gz: bool = False) -> Path:
@@ -430,12 +431,12 @@ def test_a_second_delivery_leaves_a_batch_alone_while_its_worker_holds_it(tmp_pa
         with transaction.atomic():
             list(ImportBatch.objects.select_for_update().filter(pk=batch.pk))
             locked.set()
-            release.wait(timeout=30)
+            release.wait(timeout=HANG_GUARD_S)
         connection.close()
 
     holder = threading.Thread(target=first_worker)
     holder.start()
-    assert locked.wait(timeout=30)
+    assert locked.wait(timeout=HANG_GUARD_S)
     try:
         second = item_import(batch=ImportBatch.objects.get(pk=batch.pk), path=path)
         assert second.status == ImportBatch.Status.RUNNING

@@ -1,7 +1,6 @@
 import gzip
 import json
 import time
-import uuid
 
 import pytest
 from celery.contrib.testing.worker import start_worker
@@ -13,9 +12,11 @@ from django.urls import reverse
 
 from annotate.models import ImportBatch, Item, Role
 from annotate.selectors import import_progress_cache_key
-from annotate.tasks import import_batch_run
+from concord import jobs
 from concord.celery import app as celery_app
 from tests.annotate.factories import ProjectFactory, member
+from tests.jobs import private_queue
+from tests.waits import HANG_GUARD_S
 
 
 def jsonl_upload(rows: list[dict], name: str = "items.jsonl.gz") -> SimpleUploadedFile:
@@ -86,13 +87,11 @@ def test_an_upload_is_imported_by_a_real_worker(login, monkeypatch):
     client = login(member(project, Role.ADMIN))
     # A queue of this test's own, so no other worker on the shared Redis takes the task and no stale
     # message from an earlier run reaches this worker.
-    queue = f"test-imports-{uuid.uuid4().hex}"
-    monkeypatch.setattr(import_batch_run, "queue", queue, raising=False)
-    monkeypatch.setattr(import_batch_run, "_exec_options", None)  # Celery caches the options, queue included
-    with start_worker(celery_app, perform_ping_check=False, queues=[queue], shutdown_timeout=30):
+    queue = private_queue(monkeypatch, jobs.IMPORT)
+    with start_worker(celery_app, perform_ping_check=False, queues=[queue], shutdown_timeout=HANG_GUARD_S):
         response = upload(client, project, jsonl_upload(PAIRS))
         batch = ImportBatch.objects.get(project=project)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + HANG_GUARD_S
         while batch.status in ("queued", "running") and time.monotonic() < deadline:
             time.sleep(0.1)
             batch.refresh_from_db()

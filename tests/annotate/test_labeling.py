@@ -97,6 +97,37 @@ def test_resubmitting_the_same_submission_creates_no_second_annotation(login, pr
     assert Item.objects.get(pk=first).annotation_count == 1
 
 
+def test_a_resubmit_says_whether_it_was_saved_and_never_claims_a_save_that_did_not_happen(login, project) -> None:  # type: ignore[no-untyped-def]
+    """Back, then Forward, showed a submitted item again; relabelling it answered "Saved." though nothing was."""
+    annotator = member(project)
+    client = login(annotator)
+    page = label(client, project)
+    first, token = shown_item(page), submission_uuid(page)
+    assert "Saved." in submit(client, project, first, submission_uuid=token).content.decode()
+    # The stale page posts its own submission id again, with another answer.
+    stale = submit(client, project, first, submission_uuid=token, strength="3").content.decode()
+    assert f"Not saved: you already answered item {first}" in stale
+    assert "Your first answer stands" in stale
+    assert 'role="alert"' in stale
+    assert "Saved." not in stale
+    # The same answer again (a double click, a retry) is told it is already saved.
+    again = submit(client, project, first, submission_uuid=token).content.decode()
+    assert f"Already saved: item {first} was submitted before with this answer." in again
+    # A plain form post (no JavaScript) hears the same, after the redirect.
+    plain = client.post(
+        reverse("annotate:submit", args=[project.pk, first]),
+        {"strength": "1", "submission_uuid": str(uuid.uuid4())},
+        follow=True,
+    )
+    assert "Your first answer stands" in plain.content.decode()
+    assert [a.strength for a in Annotation.objects.filter(item_id=first, annotator=annotator)] == [-2]
+
+
+def test_the_labeling_page_is_never_cached(login, project) -> None:  # type: ignore[no-untyped-def]
+    response = label(login(member(project)), project)
+    assert "no-store" in response["Cache-Control"]
+
+
 def test_a_submission_id_cannot_be_reused_for_another_item(login, project) -> None:  # type: ignore[no-untyped-def]
     client = login(member(project))
     first = shown_item(label(client, project))

@@ -5,6 +5,7 @@ import copy
 import pytest
 
 from annotate.labels import DEFAULT_SCHEMA, PRESETS, LabelError, Labels, labels_clean, schema_errors
+from concord.errors import FieldError
 
 TEXTS = {"a": "Paris 🗼 is the capital of France.", "b": "Lyon is."}
 ALL_RATINGS = {side: {a["name"]: 2 for a in DEFAULT_SCHEMA["attributes"]} for side in "ab"}
@@ -61,7 +62,7 @@ def test_spans_come_back_sorted_and_stripped_of_unknown_keys() -> None:
 def test_bad_labels_are_refused_with_the_field_named(fields, message) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(LabelError) as raised:
         clean(**fields)
-    assert any(message in error for error in raised.value.errors), raised.value.errors
+    assert any(message in str(error) for error in raised.value.errors), raised.value.errors
 
 
 def test_required_justification_and_binary_scale() -> None:
@@ -69,7 +70,8 @@ def test_required_justification_and_binary_scale() -> None:
     schema["preference"].update(scale="binary", justification="required", justification_min_chars=10)
     with pytest.raises(LabelError) as raised:
         labels_clean(schema, Labels(strength=2, ratings=ALL_RATINGS, justification="short"), texts=TEXTS)
+    # Errors are data: each names its field's path apart from the message.
     assert raised.value.errors == [
-        "strength: must be an integer from -1 to 1, got 2",
-        "justification: write at least 10 characters (got 5)",
+        FieldError("strength", "must be an integer from -1 to 1, got 2"),
+        FieldError("justification", "write at least 10 characters (got 5)"),
     ]

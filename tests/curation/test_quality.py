@@ -3,10 +3,11 @@
 import pytest
 from django.urls import reverse
 
-from annotate.models import Annotation, Membership, Role
+from annotate.models import Annotation, Item, Membership, Role
+from annotate.rules import ItemState
 from annotate.services.labeling import assignment_next
 from curation.models import Adjudication
-from curation.selectors_quality import ItemState, item_states, quality_report
+from curation.selectors_quality import item_states, quality_report
 from tests.annotate.factories import AnnotationFactory, ItemFactory, ProjectFactory, member
 
 pytestmark = pytest.mark.django_db
@@ -138,7 +139,8 @@ def test_writes_refuse_get_annotators_and_foreign_memberships(login, project) ->
 def test_items_by_state_on_a_small_project(login, project) -> None:  # type: ignore[no-untyped-def]
     a, b = member(project), member(project)
     curator = member(project, Role.CURATOR)
-    _label(project, [a], [2])  # needs labels
+    _label(project, [a], [2])  # in progress
+    ItemFactory(project=project)  # unlabelled
     _label(project, [a, b], [2, 1])  # agreed
     _label(project, [a, b], [-3, -1])  # agreed: a spread of 2 is still agreement
     _label(project, [a, b], [2, -1])  # disputed: split sides
@@ -150,13 +152,12 @@ def test_items_by_state_on_a_small_project(login, project) -> None:  # type: ign
     Adjudication.objects.create(item=excluded, curator=curator, decision="exclude", reason="then broken")
     more = _label(project, [a, b], [1, -1])
     Adjudication.objects.create(item=more, curator=curator, decision="more", reason="unsure")
-    more.extra_overlap = 1
-    more.save()
+    Item.objects.filter(pk=more.pk).update(extra_overlap=1)
     gold = _label(project, [a, b], [1, -1])
-    gold.is_gold = True
-    gold.save()
+    Item.objects.filter(pk=gold.pk).update(is_gold=True)
     expected = {
-        ItemState.NEEDS_LABELS: 2,
+        ItemState.UNLABELLED: 1,
+        ItemState.IN_PROGRESS: 2,
         ItemState.AGREED: 2,
         ItemState.DISPUTED: 2,
         ItemState.ADJUDICATED: 1,
@@ -165,7 +166,7 @@ def test_items_by_state_on_a_small_project(login, project) -> None:  # type: ign
     assert item_states(project=project) == expected
     html = login(curator).get(reverse("curation:dashboard", args=[project.pk])).content.decode()
     assert 'data-state="disputed">2<' in html
-    assert "5 of 8" in html  # complete items, the gold one left out
+    assert "5 of 9" in html  # complete items, the gold one left out
 
 
 def test_the_report_takes_a_fixed_number_of_queries(project, team, django_assert_max_num_queries) -> None:  # type: ignore[no-untyped-def]

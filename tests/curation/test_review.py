@@ -57,10 +57,37 @@ def adjudicate_url(item) -> str:  # type: ignore[no-untyped-def]
 def test_the_queue_lists_exactly_the_disagreeing_and_flagged_items(login, setup) -> None:  # type: ignore[no-untyped-def]
     project, _, items, curator = setup
     shown = queued(login(curator).get(queue_url(project)))
-    assert set(shown) == {items[name].pk for name in ("split", "spread", "flagged", "other")}
-    # An even-ish split (1 against 2) with a spread of 4 outranks a spread of 3 and a bare flag.
-    assert shown[0] == items["split"].pk
-    assert shown[-1] == items["flagged"].pk
+    # Most severe first: a split with a spread of 4 (3.75), a person's flag (3), a 1-2 split (2.25), a spread of 3.
+    assert shown == [items[name].pk for name in ("split", "flagged", "other", "spread")]
+
+
+def severities(response) -> list[float]:  # type: ignore[no-untyped-def]
+    return [float(s) for s in re.findall(r'<td data-testid="severity">([0-9.]+)</td>', response.content.decode())]
+
+
+def test_the_queue_is_in_the_order_of_the_severity_it_shows(login) -> None:  # type: ignore[no-untyped-def]
+    """The cases that were out of order: a rating spread adds to the severity shown, so it must order the queue
+    too; a flag on an item with a single annotation is a person asking, and ranks high."""
+    project = ProjectFactory(overlap=3, schema=DEFAULT_SCHEMA)
+    annotators = [member(project) for _ in range(3)]
+    splits = [ItemFactory(project=project) for _ in range(3)]
+    for item in splits:
+        annotate(item, [-1, 1, 1], annotators)
+    # The same split, with a rating spread of 4 on top; created last, so that ids alone would put it last.
+    rated = ItemFactory(project=project)
+    for annotator, (strength, helpfulness) in zip(annotators, [(-1, 0), (1, 4), (1, 4)], strict=True):
+        AnnotationFactory(
+            item=rated, annotator=annotator, strength=strength, ratings={"a": {"helpfulness": helpfulness}}
+        )
+    lonely = ItemFactory(project=project)
+    annotate(lonely, [1], annotators[:1])
+    item_flag_raise(item=lonely, user=annotators[0], reason="The prompt is cut off")
+    response = login(member(project, Role.CURATOR)).get(queue_url(project))
+    shown = queued(response)
+    assert severities(response) == sorted(severities(response), reverse=True)
+    assert severities(response) == [3.0, 3.0, 2.25, 2.25, 2.25]
+    assert shown[:2] == [rated.pk, lonely.pk]  # equal severity: more strengths first
+    assert set(shown[2:]) == {item.pk for item in splits}
 
 
 def test_the_queue_names_reasons(login, setup) -> None:  # type: ignore[no-untyped-def]

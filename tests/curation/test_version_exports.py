@@ -2,7 +2,6 @@ import csv
 import io
 import json
 import time
-import uuid
 
 import pytest
 from celery.contrib.testing.worker import start_worker
@@ -11,6 +10,7 @@ from django.db import connections
 from django.urls import reverse
 
 from annotate.models import Role
+from concord import jobs
 from concord.celery import app as celery_app
 from curation.models import DatasetVersion, ExportJob
 from curation.services.version_exports import (
@@ -22,8 +22,9 @@ from curation.services.version_exports import (
     version_rows,
 )
 from curation.services.versions import VersionError, dataset_version_create, dataset_version_freeze
-from curation.tasks import export_job_run as export_job_run_task
 from tests.annotate.factories import AnnotationFactory, ItemFactory, ProjectFactory, member
+from tests.jobs import private_queue
+from tests.waits import HANG_GUARD_S
 
 NASTY = ['=HYPERLINK("http://x")', "+1+2", "-3", "@SUM(A1)", "\tTabbed", "\rReturn"]
 
@@ -75,33 +76,31 @@ def test_exports_run_on_a_real_worker_and_download_for_members(login, monkeypatc
     version = frozen_version(project, items=5)
     client = login(member(project, Role.CURATOR))
     # A queue of this test's own, so no other worker on the shared Redis takes the task.
-    queue = f"test-exports-{uuid.uuid4().hex}"
-    monkeypatch.setattr(export_job_run_task, "queue", queue, raising=False)
-    monkeypatch.setattr(export_job_run_task, "_exec_options", None)  # Celery caches the options, queue included
+    queue = private_queue(monkeypatch, jobs.EXPORT)
     url = reverse("curation:export_create", args=[project.pk, version.pk])
-    with start_worker(celery_app, perform_ping_check=False, queues=[queue], shutdown_timeout=30):
+    with start_worker(celery_app, perform_ping_check=False, queues=[queue], shutdown_timeout=HANG_GUARD_S):
         for export_format in ("trl", "fine", "csv", "parquet"):
             assert client.post(url, {"format": export_format}).status_code == 302
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + HANG_GUARD_S
         while ExportJob.objects.exclude(status__in=["done", "failed"]).exists() and time.monotonic() < deadline:
             time.sleep(0.1)
-    jobs = {job.format: job for job in ExportJob.objects.filter(version=version)}
-    assert {job.status for job in jobs.values()} == {"done"}, [job.error for job in jobs.values()]
-    assert all((job.rows_done, job.rows_total) == (5, 5) for job in jobs.values())
-    trl = [json.loads(line) for line in downloaded(client.get(download_url(project, jobs["trl"]))).splitlines()]
+    exports = {job.format: job for job in ExportJob.objects.filter(version=version)}
+    assert {job.status for job in exports.values()} == {"done"}, [job.error for job in exports.values()]
+    assert all((job.rows_done, job.rows_total) == (5, 5) for job in exports.values())
+    trl = [json.loads(line) for line in downloaded(client.get(download_url(project, exports["trl"]))).splitlines()]
     assert len(trl) == 5
     assert set(trl[0]) == {"prompt", "chosen", "rejected", "margin", "split"}
     assert trl[0]["chosen"][0]["role"] == "assistant"
     assert 0 < trl[0]["margin"] <= 1
-    fine = [json.loads(line) for line in downloaded(client.get(download_url(project, jobs["fine"]))).splitlines()]
+    fine = [json.loads(line) for line in downloaded(client.get(download_url(project, exports["fine"]))).splitlines()]
     assert set(fine[0]["labels"]) == {"chosen", "rejected"}
     assert len(fine[0]["annotation_ids"]) == 2
-    response = client.get(download_url(project, jobs["csv"]))
+    response = client.get(download_url(project, exports["csv"]))
     assert response["Content-Disposition"].startswith("attachment")
     assert len(list(csv.reader(io.StringIO(downloaded(response).decode())))) == 6
     page = client.get(detail_url(project, version), HTTP_HX_REQUEST="true")
     assert page.status_code == 286
-    assert download_url(project, jobs["parquet"]).encode() in page.content
+    assert download_url(project, exports["parquet"]).encode() in page.content
 
 
 @pytest.mark.django_db

@@ -1,5 +1,6 @@
+import random
+import re
 import time
-import uuid
 from collections import defaultdict
 
 import pytest
@@ -8,9 +9,12 @@ from celery.signals import task_postrun
 from django.db import connections
 from django.urls import reverse
 
-from annotate.models import Annotation, Role
+from annotate.labels import DEFAULT_SCHEMA
+from annotate.models import Annotation, Membership, Role
+from concord import jobs
 from concord.celery import app as celery_app
 from curation.models import Adjudication, DatasetRow, DatasetVersion
+from curation.services.quality import membership_weight_set
 from curation.services.version_rows import VersionFilters, prompt_hash, split_for
 from curation.services.versions import (
     VersionError,
@@ -20,6 +24,8 @@ from curation.services.versions import (
     dataset_version_update,
 )
 from tests.annotate.factories import AnnotationFactory, ItemFactory, ProjectFactory, UserFactory, member
+from tests.jobs import private_queue
+from tests.waits import HANG_GUARD_S
 
 
 def annotate_item(item, *strengths, origin=Annotation.Origin.HUMAN):  # type: ignore[no-untyped-def]
@@ -79,7 +85,8 @@ def test_it_builds_rows_from_agreed_and_adjudicated_items(labelled_project):
     project, items = labelled_project
     version = freeze(project)
     rows = rows_by_item(version)
-    assert set(rows) == {items[n].pk for n in ("a_wins", "adjudicated", "split_vote", "imported")}
+    # The split vote (3 against -1) and the tie (1 against -1) are disputes: no curator decided, so they stay out.
+    assert set(rows) == {items[n].pk for n in ("a_wins", "adjudicated", "imported")}
     a_wins = rows[items["a_wins"].pk]
     assert (a_wins.chosen, a_wins.rejected) == (items["a_wins"].response_a, items["a_wins"].response_b)
     assert (a_wins.margin, a_wins.weight, a_wins.provenance) == (0.5, 1.0, "human_consensus")
@@ -92,27 +99,39 @@ def test_it_builds_rows_from_agreed_and_adjudicated_items(labelled_project):
         "adjudicated",
     )
     assert adjudicated.labels["chosen"]["ratings"] == {"helpfulness": 4}
-    split_vote = rows[items["split_vote"].pk]
-    assert (split_vote.chosen, split_vote.weight, split_vote.margin) == (items["split_vote"].response_b, 0.5, 0.3333)
     assert rows[items["imported"].pk].provenance == "imported"
-    assert sorted(r.position for r in rows.values()) == [0, 1, 2, 3]
+    assert sorted(r.position for r in rows.values()) == [0, 1, 2]
     assert version.status == DatasetVersion.Status.FROZEN
     assert version.frozen_at is not None
-    assert version.row_count == 4
+    assert version.row_count == 3
     assert len(version.content_hash) == 64
-    assert version.manifest["counts"]["provenance"] == {"human_consensus": 2, "adjudicated": 1, "imported": 1}
+    assert version.manifest["counts"]["provenance"] == {"human_consensus": 1, "adjudicated": 1, "imported": 1}
+    assert version.manifest["counts"]["state"] == {"agreed": 2, "adjudicated": 1}
+    assert version.manifest["consensus"]["rule"] == "mean"
     assert version.manifest["code_version"]
     assert version.manifest["schema_versions"] == {}  # factory annotations name no schema version
-    assert sum(b["count"] for b in version.stats["margin_histogram"]) == 4
+    assert sum(b["count"] for b in version.stats["margin_histogram"]) == 3
+
+
+@pytest.mark.django_db
+def test_disputed_items_come_in_only_when_asked_for(labelled_project):
+    project, items = labelled_project
+    rows = rows_by_item(freeze(project, states=["agreed", "adjudicated", "disputed"]))
+    # The tie has no chosen response even then.
+    assert set(rows) == {items[n].pk for n in ("a_wins", "adjudicated", "imported", "split_vote")}
+    split_vote = rows[items["split_vote"].pk]
+    assert (split_vote.chosen, split_vote.weight, split_vote.margin) == (items["split_vote"].response_b, 0.5, 0.3333)
 
 
 @pytest.mark.django_db
 def test_filters_narrow_the_rows(labelled_project):
     project, items = labelled_project
-    assert set(rows_by_item(freeze(project, min_agreement=0.6))) == {
+    everything = ["agreed", "adjudicated", "disputed"]
+    assert set(rows_by_item(freeze(project, states=everything, min_agreement=0.6))) == {
         items[n].pk for n in ("a_wins", "adjudicated", "imported")
     }
     assert set(rows_by_item(freeze(project, states=["adjudicated"]))) == {items["adjudicated"].pk}
+    assert set(rows_by_item(freeze(project, states=["disputed"]))) == {items["split_vote"].pk}
     assert set(rows_by_item(freeze(project, provenance=["imported"]))) == {items["imported"].pk}
     assert not rows_by_item(freeze(project, sources=["elsewhere"]))
 
@@ -150,7 +169,7 @@ def test_a_frozen_version_never_changes(labelled_project):
     with pytest.raises(VersionError, match="never changes"):
         dataset_version_update(version=version, name="renamed", filters=VersionFilters())
     version.refresh_from_db()
-    assert (version.name, version.content_hash, version.row_count) == ("v", digest, 4)
+    assert (version.name, version.content_hash, version.row_count) == ("v", digest, 3)
     # A new version of the same filters sees the new labels.
     assert set(rows_by_item(freeze(project))) == {items[n].pk for n in ("a_wins", "adjudicated", "imported")}
 
@@ -199,6 +218,7 @@ def detail_url(project, version) -> str:  # type: ignore[no-untyped-def]
 FORM = {
     "name": "rm-v1",
     "states": ["agreed", "adjudicated"],
+    "consensus": "mean",
     "min_agreement": "0",
     "provenance": ["human_consensus", "adjudicated", "imported"],
     "sources": "",
@@ -219,7 +239,7 @@ def test_a_curator_builds_and_freezes_a_version_through_the_form(login, labelled
     version = DatasetVersion.objects.get()
     assert response.status_code == 302
     assert response["Location"] == detail_url(project, version)
-    assert (version.status, version.row_count, version.created_by) == ("frozen", 4, curator)
+    assert (version.status, version.row_count, version.created_by) == ("frozen", 3, curator)
     page = client.get(detail_url(project, version))
     assert page.status_code == 200
     assert version.content_hash.encode() in page.content
@@ -291,24 +311,21 @@ def test_polling_a_finished_version_stops_with_286(login):
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("worker_closes_connections")
 def test_a_large_version_is_frozen_by_a_real_worker(login, monkeypatch, labelled_project):
-    from curation.tasks import dataset_version_freeze_run
-    from curation.views import versions as version_views
+    from curation.services import versions as version_services
 
     project, _ = labelled_project
-    monkeypatch.setattr(version_views, "INLINE_FREEZE_MAX_ITEMS", 0)  # every version counts as large
-    queue = f"test-versions-{uuid.uuid4().hex}"
-    monkeypatch.setattr(dataset_version_freeze_run, "queue", queue, raising=False)
-    monkeypatch.setattr(dataset_version_freeze_run, "_exec_options", None)
+    monkeypatch.setattr(version_services, "INLINE_FREEZE_MAX_ITEMS", 0)  # every version counts as large
+    queue = private_queue(monkeypatch, jobs.FREEZE)
     client = login(member(project, Role.CURATOR))
-    with start_worker(celery_app, perform_ping_check=False, queues=[queue], shutdown_timeout=30):
+    with start_worker(celery_app, perform_ping_check=False, queues=[queue], shutdown_timeout=HANG_GUARD_S):
         response = client.post(new_url(project), {**FORM, "projects": [project.pk]})
         version = DatasetVersion.objects.get()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + HANG_GUARD_S
         while version.status in ("draft", "freezing") and time.monotonic() < deadline:
             time.sleep(0.1)
             version.refresh_from_db()
     assert response.status_code == 302
-    assert (version.status, version.row_count) == ("frozen", 4), version.error
+    assert (version.status, version.row_count) == ("frozen", 3), version.error
     assert client.get(detail_url(project, version), HTTP_HX_REQUEST="true").status_code == 286
 
 
@@ -323,6 +340,84 @@ def test_a_draft_is_frozen_from_its_page_and_only_by_curators(login, labelled_pr
     assert login(member(project, Role.ANNOTATOR)).post(url).status_code == 403
     assert curator.post(url).status_code == 302
     draft.refresh_from_db()
-    assert (draft.status, draft.row_count) == ("frozen", 4)
+    assert (draft.status, draft.row_count) == ("frozen", 3)
     again = curator.post(url, follow=True)
     assert b"cannot be frozen again" in again.content
+
+
+@pytest.mark.django_db
+def test_a_version_frozen_with_the_default_filters_holds_no_unresolved_dispute(login):
+    """The reported case: one annotator -3, the other +1 (mean -1) was frozen as "agreed" with weight 0.5."""
+    project = ProjectFactory(overlap=2, schema=DEFAULT_SCHEMA)
+    first, second = member(project), member(project)
+    disputes = {
+        "sign": [(-3, {}), (1, {})],
+        "spread": [(3, {}), (0, {})],
+        "rating": [(2, {"a": {"helpfulness": 0}}), (2, {"a": {"helpfulness": 4}})],
+    }
+    items = {name: ItemFactory(project=project) for name in [*disputes, "agreed", "decided"]}
+    for name, labels in disputes.items():
+        for annotator, (strength, ratings) in zip([first, second], labels, strict=True):
+            AnnotationFactory(item=items[name], annotator=annotator, strength=strength, ratings=ratings)
+    for name in ("agreed", "decided"):
+        AnnotationFactory(item=items[name], annotator=first, strength=-3)
+        AnnotationFactory(item=items[name], annotator=second, strength=-2 if name == "agreed" else 2)
+    adjudicate(items["decided"], Adjudication.Decision.LABEL, 1)
+    curator = login(member(project, Role.CURATOR))
+    form = {k: v for k, v in FORM.items() if k not in ("states", "consensus")}  # as the form starts
+    initial = curator.get(new_url(project)).context["form"]
+    form |= {"states": initial["states"].initial, "consensus": initial["consensus"].initial, "projects": [project.pk]}
+    assert curator.post(new_url(project), form).status_code == 302
+    version = DatasetVersion.objects.get()
+    assert set(rows_by_item(version)) == {items["agreed"].pk, items["decided"].pk}
+    # The review queue lists exactly the disputes the version left out.
+    queue = curator.get(reverse("curation:review_queue", args=[project.pk])).content.decode()
+    assert sorted(int(i) for i in re.findall(r'<tr data-item-id="(\d+)"', queue)) == sorted(
+        items[name].pk for name in disputes
+    )
+
+
+@pytest.fixture
+def reliability_project():  # type: ignore[no-untyped-def]
+    """Two careful annotators who agree with the truth, two careless ones who answer at random, and one item on
+    which one careful annotator (B) stands against both careless ones (A)."""
+    project = ProjectFactory(overlap=3)
+    careful = [member(project) for _ in range(2)]
+    careless = [member(project) for _ in range(2)]
+    rng = random.Random(3)
+    for n in range(40):
+        truth = 1 if n % 2 else -1
+        item = ItemFactory(project=project)
+        for annotator in careful:
+            AnnotationFactory(item=item, annotator=annotator, strength=2 * truth)
+        for annotator in careless:
+            AnnotationFactory(item=item, annotator=annotator, strength=rng.choice([-2, 2]))
+    contested = ItemFactory(project=project)
+    AnnotationFactory(item=contested, annotator=careful[0], strength=2)
+    for annotator in careless:
+        AnnotationFactory(item=contested, annotator=annotator, strength=-2)
+    for membership in Membership.objects.filter(user__in=careless):
+        membership_weight_set(membership=membership, weight=0.2)
+    return project, contested
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("rule", "chosen", "weight"),
+    [
+        ("mean", "a", 2 / 3),  # mean strength (2 - 2 - 2) / 3: A, with two of three behind it
+        ("weighted", "b", 1 / 1.4),  # 2 * 1 against 2 * 2 * 0.2: B; B's share of the weight is 1 / 1.4
+        ("dawid_skene", "b", None),  # the careless annotators' labels tell little: B, with its posterior
+    ],
+)
+def test_the_consensus_rule_decides_a_disputed_item_and_its_weight(reliability_project, rule, chosen, weight):
+    project, contested = reliability_project
+    version = freeze(project, states=["disputed"], consensus=rule)
+    rows = rows_by_item(version)
+    assert version.manifest["consensus"]["rule"] == rule
+    row = rows[contested.pk]
+    assert row.chosen == (contested.response_a if chosen == "a" else contested.response_b)
+    if weight is not None:
+        assert row.weight == pytest.approx(weight, abs=1e-4)
+    else:
+        assert 0.5 < row.weight <= 1

@@ -1,7 +1,6 @@
 """Fixtures for training tests: one torch thread, tiny random backbones saved to disk (no network), a frozen
 version, and what a test needs to run the training tasks on a real Celery worker in a thread."""
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,15 +75,6 @@ def worker_closes_connections():  # type: ignore[no-untyped-def]
     task_postrun.connect(close, weak=False)
     yield
     task_postrun.disconnect(close)  # type: ignore[attr-defined]  # celery-types leaves it out
-
-
-def private_queue(monkeypatch, *task_objects):  # type: ignore[no-untyped-def]
-    """Send the tasks to a queue of this test's own, which only the test's worker reads."""
-    queue = f"test-training-{uuid.uuid4().hex}"
-    for task in task_objects:
-        monkeypatch.setattr(task, "queue", queue, raising=False)
-        monkeypatch.setattr(task, "_exec_options", None)  # Celery caches the options, queue included
-    return queue
 
 
 @pytest.fixture

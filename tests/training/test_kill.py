@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 from django.conf import settings as django_settings
 
+from concord import jobs
 from concord.celery import app as celery_app
 from tests.annotate.factories import ProjectFactory
 from tests.training.conftest import frozen_version
+from tests.waits import HANG_GUARD_S, wait_for
 from training import tasks
 from training.models import TrainingRun
 from training.services.runs import checkpoint_step, training_run_enqueue
@@ -81,22 +83,13 @@ def forget_queue(queue: str, url: str | None = None) -> None:
 def kill(worker: subprocess.Popen[bytes]) -> None:
     if worker.poll() is None:
         os.killpg(worker.pid, signal.SIGKILL)
-    worker.wait(timeout=10)
-
-
-def wait_for(condition, timeout: float) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return False
+    worker.wait(timeout=HANG_GUARD_S)
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_killed_worker_s_run_resumes_from_its_checkpoint_on_another(settings, tmp_path, tiny_backbone, monkeypatch):
     settings.TRAINING_ROOT = tmp_path / "training"
-    monkeypatch.setattr(tasks.training_run_execute_task, "delay", lambda run_id: None)  # sent by hand below
+    monkeypatch.setattr(jobs, "send", lambda name, run_id: None)  # sent by hand below
     project = ProjectFactory()
     version = frozen_version(project, count=40, splits={"train": 0.8, "validation": 0.2, "test": 0.0})
     config = {
@@ -124,16 +117,17 @@ def test_a_killed_worker_s_run_resumes_from_its_checkpoint_on_another(settings, 
         with celery_app.connection_for_write(broker_url()) as connection:
             tasks.training_run_execute_task.apply_async((run.pk,), queue=queue, connection=connection)
         sent = time.monotonic()
-        assert wait_for(lambda: checkpoint_step(out) > 0, timeout=40), (tmp_path / "first.log").read_text()[-3000:]
+        assert wait_for(lambda: checkpoint_step(out) > 0), (tmp_path / "first.log").read_text()[-3000:]
         kill(workers[0])
         killed = TrainingRun.objects.get(pk=run.pk)
         assert killed.status == TrainingRun.Status.RUNNING
         assert not killed.finished
         at_kill = checkpoint_step(out)
-        # The task is redelivered once it has gone unacknowledged for the visibility timeout.
+        # The task is redelivered once it has gone unacknowledged for the visibility timeout (what is tested, so a
+        # wait for a length of time).
         time.sleep(max(0.0, VISIBILITY_TIMEOUT_S + 0.5 - (time.monotonic() - sent)))
         workers.append(start_worker("second", queue, env, tmp_path))
-        assert wait_for(lambda: TrainingRun.objects.get(pk=run.pk).finished, timeout=60), (
+        assert wait_for(lambda: TrainingRun.objects.get(pk=run.pk).finished, timeout=HANG_GUARD_S), (
             tmp_path / "second.log"
         ).read_text()[-3000:]
     finally:

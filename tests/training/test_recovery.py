@@ -18,13 +18,14 @@ from django.urls import reverse
 from django.utils import timezone
 
 from annotate.models import Role
-from concord import locks
+from concord import jobs, locks
 from concord.celery import app as celery_app
 from concord.settings import base as base_settings
 from tests.annotate.factories import ProjectFactory, member
 from tests.locks import held_by_a_live_worker
 from tests.training.conftest import frozen_version
-from tests.training.test_kill import database_url, forget_queue, kill, start_worker, wait_for
+from tests.training.test_kill import database_url, forget_queue, kill, start_worker
+from tests.waits import HANG_GUARD_S, wait_for
 from training import tasks
 from training.models import RewardModel, ScoringJob, TrainingRun
 from training.services.recovery import stale_jobs_recover
@@ -38,8 +39,8 @@ NOW = timedelta(0)
 def sent(monkeypatch):  # type: ignore[no-untyped-def]
     """The tasks sent to the gpu queue, instead of sending them."""
     sent: list[tuple[str, int]] = []
-    monkeypatch.setattr(tasks.training_run_execute_task, "delay", lambda pk: sent.append(("train", pk)))
-    monkeypatch.setattr(tasks.scoring_task, "delay", lambda pk: sent.append(("score", pk)))
+    kinds = {jobs.TRAINING_RUN: "train", jobs.SCORING: "score"}
+    monkeypatch.setattr(jobs, "send", lambda name, pk: sent.append((kinds[name], pk)))
     return sent
 
 
@@ -232,9 +233,8 @@ def worker_closes_connections():  # type: ignore[no-untyped-def]
 def test_the_watchdog_resumes_a_killed_worker_s_run_on_another_worker(settings, tmp_path, tiny_backbone, monkeypatch):
     settings.TRAINING_ROOT = tmp_path / "training"
     queue = f"test-watchdog-{uuid.uuid4().hex}"
-    task = tasks.training_run_execute_task
     # The enqueue's and the watchdog's sends, to this test's queue.
-    monkeypatch.setattr(task, "delay", lambda run_id: task.apply_async((run_id,), queue=queue))
+    monkeypatch.setattr(jobs, "send", lambda name, run_id: celery_app.send_task(name, args=[run_id], queue=queue))
     project = ProjectFactory()
     version = frozen_version(project, count=40, splits={"train": 0.8, "validation": 0.2, "test": 0.0})
     config = {
@@ -259,16 +259,16 @@ def test_the_watchdog_resumes_a_killed_worker_s_run_on_another_worker(settings, 
     try:
         run = training_run_enqueue(project=project, version=version, config=config, created_by=None)
         out = Path(run.output_dir)
-        assert wait_for(lambda: checkpoint_step(out) > 0, timeout=60), (tmp_path / "first.log").read_text()[-3000:]
+        assert wait_for(lambda: checkpoint_step(out) > 0), (tmp_path / "first.log").read_text()[-3000:]
         kill(first)
         at_kill = checkpoint_step(out)
         assert TrainingRun.objects.get(pk=run.pk).status == TrainingRun.Status.RUNNING
         # PostgreSQL drops the dead worker's lock as soon as it sees its connection close.
         recovered: list[object] = []
-        assert wait_for(lambda: recovered.extend(stale_jobs_recover(grace=NOW)) or recovered, timeout=10)
+        assert wait_for(lambda: recovered.extend(stale_jobs_recover(grace=NOW)) or recovered)
         # The second worker runs in this process, where torch is loaded already: a quicker start.
-        with in_process_worker(celery_app, perform_ping_check=False, queues=[queue], shutdown_timeout=60):
-            assert wait_for(lambda: TrainingRun.objects.get(pk=run.pk).finished, timeout=60)
+        with in_process_worker(celery_app, perform_ping_check=False, queues=[queue], shutdown_timeout=HANG_GUARD_S):
+            assert wait_for(lambda: TrainingRun.objects.get(pk=run.pk).finished)
     finally:
         kill(first)
         forget_queue(queue, url=django_settings.CELERY_BROKER_URL)

@@ -1,6 +1,6 @@
 import json
+import math
 import re
-import time
 from datetime import timedelta
 
 import pytest
@@ -11,15 +11,16 @@ from django.urls import reverse
 from django.utils import timezone
 
 from annotate.models import Role
-from concord import locks
+from concord import jobs, locks
 from concord.celery import app as celery_app
 from curation.services.versions import dataset_version_create
 from tests.annotate.factories import AnnotationFactory, ItemFactory, ProjectFactory, member
+from tests.jobs import private_queue
 from tests.locks import held_by_a_live_worker
-from tests.training.conftest import frozen_version, private_queue
-from training import tasks
+from tests.training.conftest import frozen_version
+from tests.waits import HANG_GUARD_S, wait_for
 from training.models import ItemScore, RewardModel, ScoringJob, TrainingRun
-from training.selectors import run_curve
+from training.selectors import queue_model, run_curve
 from training.services.runs import (
     TrainingError,
     thin_history,
@@ -70,16 +71,13 @@ def make_run(project, version, status=TrainingRun.Status.QUEUED, **fields):  # t
 
 
 def make_model(run, **fields):  # type: ignore[no-untyped-def]
-    fields.setdefault("model_card", {})
+    fields.setdefault("model_card", {"metrics": {"heldout_pairs": 200}})
     return RewardModel.objects.create(project=run.project, run=run, path="/models/x", **fields)
 
 
 @pytest.fixture
-def no_enqueue(monkeypatch):  # type: ignore[no-untyped-def]
-    sent: list[tuple[str, int]] = []
-    monkeypatch.setattr(tasks.training_run_execute_task, "delay", lambda pk: sent.append(("train", pk)))
-    monkeypatch.setattr(tasks.scoring_task, "delay", lambda pk: sent.append(("score", pk)))
-    return sent
+def no_enqueue(sent_jobs):  # type: ignore[no-untyped-def]
+    return sent_jobs
 
 
 @pytest.mark.django_db
@@ -144,7 +142,7 @@ def test_retrain_enqueues_the_run_after_the_commit(login, no_enqueue, django_cap
     assert run.output_dir.endswith(f"run-{run.pk}")
     for callback in callbacks:
         callback()
-    assert no_enqueue == [("train", run.pk)]
+    assert no_enqueue == [(jobs.TRAINING_RUN, run.pk)]
 
 
 @pytest.mark.django_db
@@ -235,12 +233,6 @@ def test_history_is_thinned_keeping_its_ends_and_curves_are_integer_points():
 # The end to end run, on a real worker.
 
 
-def wait_for(condition, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.2)
-
-
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("worker_closes_connections")
 def test_a_run_trains_on_a_real_worker_registers_a_model_and_scores_items(
@@ -250,15 +242,20 @@ def test_a_run_trains_on_a_real_worker_registers_a_model_and_scores_items(
     project = ProjectFactory()
     version = frozen_version(project, count=16)
     admin = login(member(project, Role.ADMIN))
-    queue = private_queue(monkeypatch, tasks.training_run_execute_task, tasks.scoring_task)
-    with start_worker(celery_app, perform_ping_check=False, queues=[queue], shutdown_timeout=60):
+    queue = private_queue(monkeypatch, jobs.TRAINING_RUN, jobs.SCORING)
+    with start_worker(celery_app, perform_ping_check=False, queues=[queue], shutdown_timeout=HANG_GUARD_S):
         response = admin.post(create_url(project), form_data(version, backbone=tiny_backbone))
         assert response.status_code == 302, response.content.decode()[-2000:]
         run = TrainingRun.objects.get()
         wait_for(lambda: TrainingRun.objects.get(pk=run.pk).finished)
         run.refresh_from_db()
         assert run.status == "succeeded", (run.error, run.log)
-        assert admin.post(run_url(run, "run_promote")).status_code == 302
+        # A handful of held-out pairs measures nothing: the page says so, and promotion needs the admin to insist.
+        assert "Too small to trust" in admin.get(run_url(run)).content.decode()
+        refused = admin.post(run_url(run, "run_promote"), follow=True).content.decode()
+        assert "Not promoted." in refused
+        assert not RewardModel.objects.filter(is_active=True).exists()
+        assert admin.post(run_url(run, "run_promote"), {"despite_warning": "1"}).status_code == 302
         assert admin.post(reverse("training:scoring_create", args=[project.pk])).status_code == 302
         wait_for(lambda: ScoringJob.objects.get().finished)
     assert run.step == run.total_steps > 0
@@ -276,9 +273,14 @@ def test_a_run_trains_on_a_real_worker_registers_a_model_and_scores_items(
     assert model.model_card["config"]["backbone"] == str(tiny_backbone)
     assert "heldout" in model.model_card["metrics"]
     assert model.model_card["code_version"]
+    assert "promoted_despite" in model.model_card
+    calibration = model.model_card["metrics"]["heldout"]["calibration"]
+    assert calibration["temperature"] > 0
     job = ScoringJob.objects.get()
     assert (job.status, job.done, job.total) == ("done", 16, 16), job.error
     assert ItemScore.objects.filter(reward_model=model).count() == 16
+    for score in ItemScore.objects.filter(reward_model=model):
+        assert score.probability_b == pytest.approx(1 / (1 + math.exp(-score.margin / calibration["temperature"])))
     page = admin.get(run_url(run), HTTP_HX_REQUEST="true")
     assert page.status_code == 286
     assert "claimed by pid" in page.content.decode()
@@ -295,20 +297,61 @@ def test_the_review_queue_shows_where_the_active_model_contradicts_the_annotator
         for strength in (3, 2, -1):  # a sign split, so each is in the queue; the annotators lean to B
             AnnotationFactory(item=item, strength=strength)
 
-    def score(item, margin):  # type: ignore[no-untyped-def]
-        ItemScore.objects.create(item=item, reward_model=model, reward_a=0.0, reward_b=margin, margin=margin)
+    def score(item, margin, probability_b):  # type: ignore[no-untyped-def]
+        ItemScore.objects.create(
+            item=item, reward_model=model, reward_a=0.0, reward_b=margin, margin=margin, probability_b=probability_b
+        )
 
-    score(contradicted, -2.5)  # the model prefers A
-    score(agreeing, 2.5)
-    score(unsure, -0.1)  # below the threshold
-    page = login(member(project, Role.CURATOR)).get(reverse("curation:review_queue", args=[project.pk]))
-    content = page.content.decode()
-    assert content.count("reason-model") == 1
-    assert "model prefers A by 2.50" in content
+    score(contradicted, -2.5, 0.08)  # the model prefers A, 92% sure
+    score(agreeing, 2.5, 0.92)
+    score(unsure, -0.3, 0.35)  # prefers A, but only 65% sure: below the project's threshold of 0.8
+    curator = login(member(project, Role.CURATOR))
+    content = curator.get(reverse("curation:review_queue", args=[project.pk])).content.decode()
+    assert content.count('class="reason reason-model"') == 1
+    assert "model prefers A with p = 0.92, reward B − A -2.50" in content
+    assert content.count('data-testid="model-score">P(B)') == 3  # every item shows the model's view
+    # Curators see the threshold and set it: at 0.6 the unsure item counts too.
+    assert 'name="threshold"' in content
+    assert (
+        curator.post(reverse("curation:review_threshold", args=[project.pk]), {"threshold": "0.6"}).status_code == 302
+    )
+    content = curator.get(reverse("curation:review_queue", args=[project.pk])).content.decode()
+    assert content.count('class="reason reason-model"') == 2
+    assert (
+        curator.post(reverse("curation:review_threshold", args=[project.pk]), {"threshold": "0.3"}).status_code == 302
+    )
+    project.refresh_from_db()
+    assert project.model_threshold == 0.6  # out of range: refused
+    # The item and adjudication pages show the score too.
+    for name in ("curation:adjudicate", "annotate:item_detail"):
+        page = curator.get(reverse(name, args=[project.pk, contradicted.pk])).content.decode()
+        assert "model prefers A with p = 0.92" in page
+        assert "It contradicts the annotators" in page
     # A model that is no longer active stops counting.
     RewardModel.objects.filter(pk=model.pk).update(is_active=False)
-    page = login(member(project, Role.CURATOR)).get(reverse("curation:review_queue", args=[project.pk]))
+    page = curator.get(reverse("curation:review_queue", args=[project.pk]))
     assert "reason-model" not in page.content.decode()
+
+
+@pytest.mark.django_db
+def test_a_model_measured_on_too_few_held_out_pairs_is_not_promoted_unless_the_admin_insists(login, settings):
+    settings.CONCORD_MIN_HELDOUT_PAIRS = 50
+    project = ProjectFactory()
+    version = frozen_version(project, count=4)
+    tiny = make_model(make_run(project, version, status="succeeded"), model_card={"metrics": {"heldout_pairs": 1}})
+    admin = login(member(project, Role.ADMIN))
+    page = admin.get(run_url(tiny.run)).content.decode()
+    assert "measured on 1 pair, fewer than the 50 it takes" in page
+    refused = admin.post(run_url(tiny.run, "run_promote"), follow=True).content.decode()
+    assert "Not promoted. Its held-out accuracy was measured on 1 pair" in refused
+    tiny.refresh_from_db()
+    assert not tiny.is_active
+    with pytest.raises(TrainingError, match="fewer than the 50"):
+        reward_model_promote(reward_model=tiny)
+    assert admin.post(run_url(tiny.run, "run_promote"), {"despite_warning": "1"}).status_code == 302
+    tiny.refresh_from_db()
+    assert tiny.is_active
+    assert "measured on 1 pair" in tiny.model_card["promoted_despite"]
 
 
 # evaluate_model.
@@ -372,7 +415,7 @@ def test_a_stale_run_can_be_sent_to_a_worker_again(login, no_enqueue, django_cap
     assert 'id="run-stale"' not in admin.get(run_url(fresh)).content.decode()
     with django_capture_on_commit_callbacks(execute=True):
         assert admin.post(run_url(stale, "run_resume")).status_code == 302
-    assert no_enqueue == [("train", stale.pk)]
+    assert no_enqueue == [(jobs.TRAINING_RUN, stale.pk)]
     finished = make_run(project, version, status="succeeded")
     assert "only a queued or running run" in admin.post(run_url(finished, "run_resume"), follow=True).content.decode()
 
@@ -437,10 +480,12 @@ def test_items_the_annotators_agree_on_enter_the_queue_when_the_model_confidentl
     for strength in (2, 3, 1):  # everyone prefers B
         AnnotationFactory(item=agreed, strength=strength)
     assert not [row for row in disagreement_queue(project=project) if row["id"] == agreed.pk]
-    ItemScore.objects.create(item=agreed, reward_model=model, reward_a=1.0, reward_b=-2.0, margin=-3.0)
-    queued = {row["id"] for row in disagreement_queue(project=project, reason="model")}
+    ItemScore.objects.create(
+        item=agreed, reward_model=model, reward_a=1.0, reward_b=-2.0, margin=-3.0, probability_b=0.05
+    )
+    queued = {row["id"] for row in disagreement_queue(project=project, reason="model", model=queue_model(project))}
     assert agreed.pk in queued
-    assert agreed.pk in {row["id"] for row in disagreement_queue(project=project)}
+    assert agreed.pk in {row["id"] for row in disagreement_queue(project=project, model=queue_model(project))}
 
 
 @pytest.mark.django_db

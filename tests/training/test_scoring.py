@@ -1,5 +1,7 @@
 """Scoring a project's items, or only those of one of its frozen versions, with the active reward model."""
 
+import math
+
 import pytest
 from django.urls import reverse
 
@@ -13,6 +15,7 @@ from training.models import ItemScore, RewardModel, ScoringJob
 from training.services.scoring import reward_model_promote
 
 pytestmark = pytest.mark.django_db
+TEMPERATURE = 2.5
 
 
 def score_url(project) -> str:  # type: ignore[no-untyped-def]
@@ -26,7 +29,9 @@ def project_with_active_model(model_path):  # type: ignore[no-untyped-def]
     version = frozen_version(project, count=6)
     later = [ItemFactory(project=project) for _ in range(3)]
     run = make_run(project, version, status="succeeded")
-    model = RewardModel.objects.create(project=project, run=run, path=str(model_path), model_card={})
+    # Measured on enough held-out pairs to be promoted, with a temperature fitted on its validation pairs.
+    card = {"metrics": {"heldout_pairs": 200, "heldout": {"calibration": {"temperature": TEMPERATURE}}}}
+    model = RewardModel.objects.create(project=project, run=run, path=str(model_path), model_card=card)
     reward_model_promote(reward_model=model)
     return project, version, later, model
 
@@ -51,6 +56,9 @@ def test_a_job_limited_to_a_version_scores_only_that_version_s_items(
     in_version = set(version.rows.values_list("item_id", flat=True))
     assert scored == in_version
     assert not scored & {item.pk for item in later}
+    # Each score carries the model's calibrated probability that B is preferred: sigmoid(margin / T).
+    for score in ItemScore.objects.filter(reward_model=model):
+        assert score.probability_b == pytest.approx(1 / (1 + math.exp(-score.margin / TEMPERATURE)))
     assert "the items of rm data" in admin.get(reverse("training:run_list", args=[project.pk])).content.decode()
 
 

@@ -88,11 +88,14 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first field that is out of range."""
-        for name, problem in self._problems():
-            if problem:
-                raise ValueError(f"{name}: {problem}")
+        for name, problem in self.problems():
+            raise ValueError(f"{name}: {problem}")
 
-    def _problems(self) -> list[tuple[str, str]]:
+    def problems(self) -> list[tuple[str, str]]:
+        """Every (field, problem) of the settings; empty when they are all in range."""
+        return [(name, problem) for name, problem in self._checks() if problem]
+
+    def _checks(self) -> list[tuple[str, str]]:
         positive = ("epochs", "batch_size", "max_length", "ensemble_size", "gradient_accumulation")
         return [
             ("backbone", "" if self.backbone else "a checkpoint directory is required"),

@@ -1,6 +1,6 @@
 """Held-out metrics of a saved reward model or ensemble, and the baselines to read them against."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,27 +16,106 @@ STRENGTH_BUCKETS = (("none", 0.0), ("slight", 1 / 3), ("clear", 2 / 3), ("strong
 
 
 def evaluate(
-    model_dir: Path | str, examples: Sequence[PairExample], *, batch_size: int = 32, max_length: int = 256
+    model_dir: Path | str,
+    examples: Sequence[PairExample],
+    *,
+    batch_size: int = 32,
+    max_length: int = 256,
+    calibration: Sequence[PairExample] = (),
+    attribute_means: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """Accuracy (chosen scored higher), ties, accuracy by source and by strength, calibration, attribute RMSE
-    for models that predict attributes, and the members' spread for an ensemble."""
+    for models that predict attributes (beside a constant predictor's), and the members' spread for an ensemble.
+
+    With `calibration` pairs (a validation set, not `examples`), a temperature is fitted on them
+    (fit_temperature): the model's probability that B beats A is then sigmoid((r_b - r_a) / T), and the ECE of
+    those probabilities on `examples` is reported beside the uncalibrated one. `attribute_means` (the training
+    set's mean of each rating) is the constant predictor whose RMSE a model's must beat."""
     if not examples:
         return {"count": 0}
-    items = [(e.prompt, e.chosen) for e in examples] + [(e.prompt, e.rejected) for e in examples]
-    outputs = member_outputs(model_dir, items, batch_size=batch_size, max_length=max_length)
+    outputs = _pair_outputs(model_dir, examples, batch_size=batch_size, max_length=max_length)
     n = len(examples)
     deltas = outputs[:, :n, 0] - outputs[:, n:, 0]  # (members, pairs)
     metrics = pair_metrics(deltas.mean(axis=0), examples)
     attributes = model_metadata(member_dirs(model_dir)[0]).get("attributes", [])
     if attributes and outputs.shape[2] > 1:
         metrics["attribute_rmse"] = attribute_rmse(outputs.mean(axis=0), examples, attributes)
+        if attribute_means is not None:
+            metrics["attribute_constant_rmse"] = constant_rmse(examples, attributes, attribute_means)
     if len(deltas) > 1:
         metrics["ensemble"] = {
             "members": len(deltas),
             "member_accuracy": [float((d > TIE).mean()) for d in deltas],
             "mean_std": float(deltas.std(axis=0).mean()),
         }
+    if calibration:
+        fitted = _pair_outputs(model_dir, calibration, batch_size=batch_size, max_length=max_length)
+        m = len(calibration)
+        temperature = fit_temperature(fitted[:, :m, 0].mean(axis=0) - fitted[:, m:, 0].mean(axis=0))
+        metrics["calibration"] = {
+            "temperature": temperature,
+            "pairs": m,
+            "ece": expected_calibration_error(deltas.mean(axis=0) / temperature),
+        }
     return metrics
+
+
+def _pair_outputs(
+    model_dir: Path | str, examples: Sequence[PairExample], *, batch_size: int, max_length: int
+) -> np.ndarray:
+    """(members, 2 * pairs, outputs): every chosen response, then every rejected one."""
+    items = [(e.prompt, e.chosen) for e in examples] + [(e.prompt, e.rejected) for e in examples]
+    return member_outputs(model_dir, items, batch_size=batch_size, max_length=max_length)
+
+
+# Temperatures searched, on a log scale: from 20x sharper to 20x softer than the raw rewards.
+TEMPERATURE_RANGE = (0.05, 20.0)
+
+
+def fit_temperature(deltas: np.ndarray) -> float:
+    """The temperature T that makes sigmoid(delta / T) the best probability that the chosen response wins:
+    minimum negative log-likelihood over the calibration pairs, a golden-section search on log T (temperature
+    scaling, Guo et al. 2017, for a Bradley-Terry model). 1.0 without pairs."""
+    values = np.asarray(deltas, dtype=np.float64)
+    if not len(values):
+        return 1.0
+
+    def nll(log_t: float) -> float:
+        return float(np.logaddexp(0.0, -values / np.exp(log_t)).mean())
+
+    low, high = np.log(TEMPERATURE_RANGE[0]), np.log(TEMPERATURE_RANGE[1])
+    ratio = (np.sqrt(5) - 1) / 2
+    for _ in range(60):
+        a, b = high - ratio * (high - low), low + ratio * (high - low)
+        if nll(a) < nll(b):
+            high = b
+        else:
+            low = a
+    return round(float(np.exp((low + high) / 2)), 4)
+
+
+def constant_rmse(
+    examples: Sequence[PairExample], attributes: Sequence[str], means: Mapping[str, float]
+) -> dict[str, float]:
+    """RMSE of always predicting `means` (the training set's mean rating) on the ratings present."""
+    ratings = [e.chosen_ratings for e in examples] + [e.rejected_ratings for e in examples]
+    result = {}
+    for name in attributes:
+        values = [r[name] for r in ratings if r and name in r]
+        if values and name in means:
+            result[name] = float(np.sqrt(np.mean([(value - means[name]) ** 2 for value in values])))
+    return result
+
+
+def attribute_means(examples: Sequence[PairExample], attributes: Sequence[str]) -> dict[str, float]:
+    """Each attribute's mean rating over both responses of the examples (the constant predictor)."""
+    ratings = [e.chosen_ratings for e in examples] + [e.rejected_ratings for e in examples]
+    means = {}
+    for name in attributes:
+        values = [r[name] for r in ratings if r and name in r]
+        if values:
+            means[name] = float(np.mean(values))
+    return means
 
 
 def pair_metrics(deltas: np.ndarray, examples: Sequence[PairExample]) -> dict[str, Any]:

@@ -44,7 +44,7 @@ from django.db.models import F
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from concord import locks
+from concord import jobs, locks
 from concord.locks import job_lock
 from training.models import ScoringJob, TrainingRun
 from training.selectors import Job, jobs_to_recover
@@ -147,12 +147,7 @@ def _waiting(job: TrainingRun | ScoringJob) -> bool:
 
 
 def _send(job: TrainingRun | ScoringJob) -> None:
-    from training.tasks import scoring_task, training_run_execute_task
-
-    if isinstance(job, TrainingRun):
-        training_run_execute_task.delay(job.pk)
-    else:
-        scoring_task.delay(job.pk)
+    jobs.send(jobs.TRAINING_RUN if isinstance(job, TrainingRun) else jobs.SCORING, job.pk)
 
 
 def _name(job: TrainingRun | ScoringJob) -> str:

@@ -18,7 +18,7 @@ import os
 import socket
 import time
 import traceback
-from functools import partial
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +30,9 @@ from django.db.models.functions import Coalesce, Concat, Now, Right
 from django.utils import timezone
 
 from annotate.models import Project
-from concord import locks
+from concord import jobs, locks
+from concord.errors import ServiceError
+from concord.jobs import enqueue_on_commit
 from concord.locks import job_lock
 from curation.models import DatasetVersion
 from curation.services.version_exports import version_export
@@ -48,19 +50,21 @@ PROGRESS_INTERVAL_S = 1.0
 VALIDATION_FRACTION = 0.1
 
 
-class TrainingError(ValueError):
+class TrainingError(ServiceError):
     """A run that cannot be started or changed: a version not frozen, a bad config, a finished run."""
 
 
 def training_config_clean(config: dict[str, Any]) -> dict[str, Any]:
-    """The config as TrainConfig reads it back, validated; raises TrainingError with TrainConfig's message."""
+    """The config as TrainConfig reads it back, validated; TrainingError names every setting out of range."""
     from training.ml.config import TrainConfig  # a dataclass module: no torch
 
     try:
         parsed = TrainConfig.from_dict(config)
-        parsed.validate()
     except (TypeError, ValueError) as error:
         raise TrainingError(str(error)) from error
+    problems = parsed.problems()
+    if problems:
+        raise TrainingError(errors=problems)
     return parsed.to_dict()
 
 
@@ -73,8 +77,6 @@ def training_run_enqueue(
     *, project: Project, version: DatasetVersion, config: dict[str, Any], created_by: AbstractBaseUser | None
 ) -> TrainingRun:
     """A queued run of `config` on a frozen version of the project; the task is enqueued after the commit."""
-    from training.tasks import training_run_execute_task
-
     if version.status != DatasetVersion.Status.FROZEN:
         raise TrainingError(f"dataset version {version.name!r} is {version.status}: only a frozen version can be used")
     if not version.projects.filter(pk=project.pk).exists():
@@ -89,7 +91,7 @@ def training_run_enqueue(
     run.save()
     run.output_dir = str(run_dir(run))
     run.save(update_fields=["output_dir"])
-    transaction.on_commit(partial(training_run_execute_task.delay, run.pk))
+    enqueue_on_commit(jobs.TRAINING_RUN, run.pk)
     return run
 
 
@@ -116,8 +118,6 @@ def training_run_resume(*, run: TrainingRun) -> TrainingRun:
     a queued run whose task was lost too. It marks the run as sent again (recovered_at), so the watchdog waits
     for a worker to take it rather than sending it once more, and is not counted against CONCORD_MAX_RECOVERIES.
     """
-    from training.tasks import training_run_execute_task
-
     if run.status not in (TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING):
         raise TrainingError(f"run {run.pk} is {run.status}; only a queued or running run can be resumed")
     with job_lock(locks.TRAINING, run.pk) as free:
@@ -125,7 +125,7 @@ def training_run_resume(*, run: TrainingRun) -> TrainingRun:
             raise TrainingError(f"run {run.pk} is running on a live worker")
         TrainingRun.objects.filter(pk=run.pk).update(recovered_at=Now())
     run_log(run, "resume requested")
-    transaction.on_commit(partial(training_run_execute_task.delay, run.pk))
+    enqueue_on_commit(jobs.TRAINING_RUN, run.pk)
     return run
 
 
@@ -178,14 +178,14 @@ def _execute_claimed(run: TrainingRun) -> None:
     if run.cancel_requested:
         _finish_cancelled(run)
         return
-    train_examples, eval_examples, heldout = _examples(run, out, config)
-    run_log(run, f"{len(train_examples)} train, {len(eval_examples)} validation, {len(heldout)} held-out pairs")
-    result = _train(run, config, train_examples, eval_examples, out)
+    splits = training_examples(version=run.dataset_version, out=out, seed=config.seed)
+    run_log(run, f"{len(splits.train)} train, {len(splits.validation)} validation, {len(splits.test)} held-out pairs")
+    result = _train(run, config, splits.train, splits.validation, out)
     if result.stopped:
         _finish_cancelled(run)
         return
     model_dir = Path(result.model_dir or out)
-    metrics = _evaluate(model_dir, heldout or eval_examples, config, result)
+    metrics = _evaluate(model_dir, splits, config, result)
     metrics["resumed_from"] = resumed_from
     _finish_succeeded(run, model_dir, metrics)
 
@@ -204,29 +204,35 @@ def checkpoint_step(out: Path, *, steps_per_member: int = 0) -> int:
     return step + (member * steps_per_member if isinstance(member, int) else 0)
 
 
-def _examples(
-    run: TrainingRun, out: Path, config: Any
-) -> tuple[list["PairExample"], list["PairExample"], list["PairExample"]]:
-    """Train, validation and held-out (test) pairs from the version's TRL export, written afresh each attempt."""
+@dataclass(frozen=True)
+class TrainingSplits:
+    train: list["PairExample"]
+    validation: list["PairExample"]
+    test: list["PairExample"]
+
+
+def training_examples(*, version: DatasetVersion, out: Path, seed: int) -> TrainingSplits:
+    """Train, validation and held-out (test) pairs from the version's rows with every field (the "fine" export:
+    context, weights and per-response ratings included), written afresh to `out` each attempt. Without a
+    validation split, one is cut from the training pairs by prompt."""
     from training.ml.data import load_examples, split_by_prompt
 
     path = out / "data.jsonl"
     partial_path = out / "data.jsonl.tmp"
     partial_path.unlink(missing_ok=True)
-    version_export(version=run.dataset_version, format="trl", path=partial_path)
+    version_export(version=version, format="fine", path=partial_path)
     partial_path.replace(path)
-    examples = load_examples(path)
     by_split: dict[str, list[PairExample]] = {"train": [], "validation": [], "test": []}
-    for example in examples:
+    for example in load_examples(path):
         by_split.setdefault(example.split or "train", []).append(example)
     train_examples, eval_examples = by_split["train"], by_split["validation"]
     if not eval_examples:
         train_examples, eval_examples = split_by_prompt(
-            train_examples, validation_fraction=VALIDATION_FRACTION, seed=config.seed
+            train_examples, validation_fraction=VALIDATION_FRACTION, seed=seed
         )
     if not train_examples:
         raise TrainingError("the dataset version has no training pairs")
-    return train_examples, eval_examples, by_split["test"]
+    return TrainingSplits(train_examples, eval_examples, by_split["test"])
 
 
 def _train(
@@ -316,9 +322,12 @@ def _number(value: Any) -> float | None:
     return number if number == number and abs(number) != float("inf") else None
 
 
-def _evaluate(model_dir: Path, heldout: list["PairExample"], config: Any, result: "TrainResult") -> dict[str, Any]:
-    from training.ml.evaluate import evaluate, length_baseline_accuracy
+def _evaluate(model_dir: Path, splits: TrainingSplits, config: Any, result: "TrainResult") -> dict[str, Any]:
+    """Held-out metrics on the test split (the validation split when there is none), with the model's
+    probabilities calibrated on the validation split and attribute errors beside the training means'."""
+    from training.ml.evaluate import attribute_means, evaluate, length_baseline_accuracy
 
+    heldout = splits.test or splits.validation
     metrics: dict[str, Any] = {
         "train_loss": _number(result.train_loss),
         "steps": result.steps,
@@ -326,9 +335,17 @@ def _evaluate(model_dir: Path, heldout: list["PairExample"], config: Any, result
         "tokens_per_second": _number(result.tokens_per_second),
         "eval": result.eval,
         "heldout_pairs": len(heldout),
+        "heldout_split": "test" if splits.test else "validation",
     }
     if heldout:
-        metrics["heldout"] = evaluate(model_dir, heldout, batch_size=config.batch_size, max_length=config.max_length)
+        metrics["heldout"] = evaluate(
+            model_dir,
+            heldout,
+            batch_size=config.batch_size,
+            max_length=config.max_length,
+            calibration=splits.validation,
+            attribute_means=attribute_means(splits.train, config.attributes),
+        )
         metrics["length_baseline_accuracy"] = length_baseline_accuracy(heldout)
     return metrics
 

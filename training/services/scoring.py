@@ -7,16 +7,18 @@ so a redelivered job simply scores every item again. training.ml.scoring (torch)
 """
 
 import logging
-from functools import partial
+import math
 from typing import TYPE_CHECKING
 
+from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
 from django.db.models.functions import Now
 from django.utils import timezone
 
 from annotate.models import Item, Project
-from concord import locks
+from concord import jobs, locks
+from concord.jobs import enqueue_on_commit
 from concord.locks import job_lock
 from curation.models import DatasetVersion
 from training.models import ItemScore, RewardModel, ScoringJob
@@ -32,11 +34,37 @@ logger = logging.getLogger(__name__)
 SCORE_BATCH = 2048
 
 
+def heldout_pairs(reward_model: RewardModel) -> int:
+    """How many held-out pairs its accuracy was measured on."""
+    metrics = (reward_model.model_card or {}).get("metrics") or {}
+    count = metrics.get("heldout_pairs")
+    return count if isinstance(count, int) else 0
+
+
+def promotion_warning(reward_model: RewardModel) -> str:
+    """Why promoting the model is refused unless insisted on; empty when nothing speaks against it."""
+    measured, needed = heldout_pairs(reward_model), settings.CONCORD_MIN_HELDOUT_PAIRS
+    if measured >= needed:
+        return ""
+    return (
+        f"Its held-out accuracy was measured on {measured} pair{'s' if measured != 1 else ''}, fewer than the "
+        f"{needed} it takes to mean anything: its scores would send items to curators on a guess. Freeze a "
+        "version with a larger test split, or promote anyway knowing this."
+    )
+
+
 @transaction.atomic
-def reward_model_promote(*, reward_model: RewardModel) -> RewardModel:
+def reward_model_promote(*, reward_model: RewardModel, despite_warning: bool = False) -> RewardModel:
     """Make the model its project's active reward model; the one active before is deactivated in the same
-    transaction (the project row is locked, so two promotions queue rather than collide)."""
+    transaction (the project row is locked, so two promotions queue rather than collide). A model with too few
+    held-out pairs (promotion_warning) is refused unless `despite_warning`; the model card records it."""
+    warning = promotion_warning(reward_model)
+    if warning and not despite_warning:
+        raise TrainingError(errors=[("despite_warning", warning)])
     Project.objects.select_for_update().filter(pk=reward_model.project_id).first()
+    if warning:
+        card = {**(reward_model.model_card or {}), "promoted_despite": warning}
+        RewardModel.objects.filter(pk=reward_model.pk).update(model_card=card)
     RewardModel.objects.filter(project_id=reward_model.project_id, is_active=True).exclude(pk=reward_model.pk).update(
         is_active=False
     )
@@ -55,8 +83,6 @@ def scoring_job_create(
 ) -> ScoringJob:
     """A queued job scoring the project's items (only those in `dataset_version`, a frozen version of the project,
     when given) with its active model; enqueued after the commit."""
-    from training.tasks import scoring_task
-
     model = active_reward_model(project)
     if model is None:
         raise TrainingError("the project has no active reward model: promote a trained model first")
@@ -71,7 +97,7 @@ def scoring_job_create(
     job.total = items_to_score(job).count()
     job.full_clean(exclude=["created_by"])
     job.save()
-    transaction.on_commit(partial(scoring_task.delay, job.pk))
+    enqueue_on_commit(jobs.SCORING, job.pk)
     return job
 
 
@@ -113,43 +139,60 @@ def _score_all(job: ScoringJob) -> None:
     scorer = RewardScorer(
         model.path, batch_size=config.get("batch_size", 32) * 2, max_length=config.get("max_length", 256)
     )
+    temperature = model_temperature(model)
     items = items_to_score(job).order_by("pk").only("id", "prompt", "response_a", "response_b")
     done = 0
     batch: list[Item] = []
     for item in items.iterator(chunk_size=SCORE_BATCH):
         batch.append(item)
         if len(batch) >= SCORE_BATCH:
-            done += _score_batch(scorer, model, batch)
+            done += _score_batch(scorer, model, batch, temperature)
             ScoringJob.objects.filter(pk=job.pk).update(done=done, heartbeat_at=Now())
             batch = []
-    done += _score_batch(scorer, model, batch)
+    done += _score_batch(scorer, model, batch, temperature)
     ScoringJob.objects.filter(pk=job.pk).update(
         status=ScoringJob.Status.DONE, done=done, total=done, finished_at=timezone.now()
     )
 
 
-def _score_batch(scorer: "RewardScorer", model: RewardModel, batch: list[Item]) -> int:
+def model_temperature(model: RewardModel) -> float:
+    """The temperature its run fitted on the validation split (training.ml.evaluate.fit_temperature), else 1."""
+    metrics = (model.model_card or {}).get("metrics") or {}
+    calibration = (metrics.get("heldout") or {}).get("calibration") or {}
+    temperature = calibration.get("temperature")
+    return float(temperature) if isinstance(temperature, int | float) and temperature > 0 else 1.0
+
+
+def probability_b(margin: float, temperature: float) -> float:
+    """sigmoid(margin / T): how likely B is the preferred response, by the calibrated model."""
+    return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, margin / temperature))))
+
+
+def _score_batch(scorer: "RewardScorer", model: RewardModel, batch: list[Item], temperature: float) -> int:
     if not batch:
         return 0
     scores = scorer.score_pairs([(item.prompt, item.response_a, item.response_b) for item in batch])
-    rows = [
-        ItemScore(
-            item_id=item.pk,
-            reward_model=model,
-            reward_a=score.reward_a,
-            reward_b=score.reward_b,
-            # Here every margin is B minus A, so positive prefers B like an annotation's strength; score_pairs'
-            # are A minus B.
-            margin=score.reward_b - score.reward_a,
-            ensemble_mean=-score.ensemble_mean,
-            ensemble_std=score.ensemble_std,
+    rows = []
+    for item, score in zip(batch, scores, strict=True):
+        # Here every margin is B minus A, so positive prefers B like an annotation's strength; score_pairs' are
+        # A minus B.
+        margin = score.reward_b - score.reward_a
+        rows.append(
+            ItemScore(
+                item_id=item.pk,
+                reward_model=model,
+                reward_a=score.reward_a,
+                reward_b=score.reward_b,
+                margin=margin,
+                probability_b=probability_b(margin, temperature),
+                ensemble_mean=-score.ensemble_mean,
+                ensemble_std=score.ensemble_std,
+            )
         )
-        for item, score in zip(batch, scores, strict=True)
-    ]
     ItemScore.objects.bulk_create(
         rows,
         update_conflicts=True,
         unique_fields=["reward_model", "item"],
-        update_fields=["reward_a", "reward_b", "margin", "ensemble_mean", "ensemble_std"],
+        update_fields=["reward_a", "reward_b", "margin", "probability_b", "ensemble_mean", "ensemble_std"],
     )
     return len(batch)

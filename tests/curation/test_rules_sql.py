@@ -1,0 +1,108 @@
+"""curation.rule_sql mirrors annotate.rules: on items covering every state, reason and decision, the SQL state,
+queue membership and severity equal the Python rules' (which the pages then show)."""
+
+import itertools
+
+import pytest
+
+from annotate import rules
+from annotate.models import Annotation, Item
+from annotate.selectors import item_label_summary
+from curation import rule_sql
+from curation.models import Adjudication, DatasetVersion, ItemFlag
+from curation.selectors_quality import item_states
+from curation.selectors_review import ModelScores, disagreement_queue
+from tests.annotate.factories import AnnotationFactory, ItemFactory, ProjectFactory, UserFactory
+from training.models import ItemScore, RewardModel, TrainingRun
+
+pytestmark = pytest.mark.django_db
+
+STRENGTHS = [(), (2,), (2, 1), (-3, -1), (2, -1), (3, 0), (1, -1), (0, 0), (-3, 1), (1, 1, -1), (-1, -1, 2, 2)]
+RATINGS = [None, ({"a": {"helpfulness": 0}}, {"a": {"helpfulness": 4}})]
+ORIGINS = ["human", "imported"]
+# Each a list of decisions in the order made (the last is the latest), with the extra annotations "more" asked.
+DECISIONS = [[], ["label"], ["exclude"], ["ambiguous"], ["more"], ["label", "exclude"], ["exclude", "more"]]
+FLAGS = ["none", "open", "resolved"]
+MODEL = [None, 0.95, 0.05, 0.5]
+THRESHOLD = 0.8
+
+
+def decide(item: Item, decisions: list[str], curator) -> None:  # type: ignore[no-untyped-def]
+    for decision in decisions:
+        strength = -2 if decision == "label" else None
+        Adjudication.objects.create(item=item, curator=curator, decision=decision, strength=strength, reason="r")
+        if decision == "more":
+            Item.objects.filter(pk=item.pk).update(extra_overlap=1)
+
+
+def active_model(project) -> RewardModel:  # type: ignore[no-untyped-def]
+    version = DatasetVersion.objects.create(name="v", status=DatasetVersion.Status.FROZEN)
+    run = TrainingRun.objects.create(project=project, dataset_version=version, status=TrainingRun.Status.SUCCEEDED)
+    return RewardModel.objects.create(project=project, run=run, path="/models/x", is_active=True)
+
+
+def build_cases(project) -> list[tuple[Item, str | None, bool, float | None]]:  # type: ignore[no-untyped-def]
+    """Items over (a sample of) every combination; each with its latest decision, open flag and model p(B)."""
+    curator, flagger = UserFactory(), UserFactory()
+    model = active_model(project)
+    cases = []
+    combinations = list(itertools.product(STRENGTHS, RATINGS, ORIGINS, DECISIONS, FLAGS, MODEL))
+    # Every strength set with every decision and flag; the rest varied along (a full product is 4,000 items).
+    for index, (strengths, ratings, origin, decisions, flag, p_b) in enumerate(combinations):
+        if index % 7 and not (decisions == [] and flag == "none"):
+            continue
+        item = ItemFactory(project=project)
+        for position, strength in enumerate(strengths):
+            given = ratings[position % 2] if ratings else {}
+            AnnotationFactory(item=item, strength=strength, origin=origin, ratings=given)
+        decide(item, decisions, curator)
+        if flag != "none":
+            ItemFlag.objects.create(item=item, raised_by=flagger, reason="look", resolved=flag == "resolved")
+        if p_b is not None:
+            ItemScore.objects.create(item=item, reward_model=model, reward_a=0, reward_b=0, margin=0, probability_b=p_b)
+        cases.append((item, decisions[-1] if decisions else None, flag == "open", p_b))
+    return cases
+
+
+def python_view(item: Item, decision: str | None, open_flag: bool, p_b: float | None):  # type: ignore[no-untyped-def]
+    annotations = Annotation.objects.filter(item=item).values_list("origin", "strength", "ratings")
+    item.refresh_from_db()
+    summary = rules.label_summary(list(annotations), wanted=item.project.overlap + item.extra_overlap)
+    assert summary == item_label_summary(item, overlap=item.project.overlap)  # the columns, too
+    contradicts = rules.model_contradicts(summary, p_b, THRESHOLD)
+    state = rules.item_state(summary, decision)
+    queued = rules.in_review_queue(summary, decision, open_flag=open_flag, model_contradicts=contradicts)
+    found = rules.reasons(summary, open_flag=open_flag, model_contradicts=contradicts)
+    return state, queued, rules.severity(summary, found)
+
+
+def test_sql_and_python_agree_on_every_state_and_the_queue() -> None:
+    project = ProjectFactory(overlap=2)
+    cases = build_cases(project)
+    states = dict(
+        Item.objects.filter(project=project)
+        .annotate(spread=rule_sql.strength_spread(), state=rule_sql.item_state(project))
+        .values_list("id", "state")
+    )
+    model = ModelScores(scores=ItemScore.objects.all(), threshold=THRESHOLD)
+    queue = {row["id"]: row for row in disagreement_queue(project=project, model=model)}
+    seen_states, seen_reasons = set(), set()
+    for item, decision, open_flag, p_b in cases:
+        state, queued, severity = python_view(item, decision, open_flag, p_b)
+        assert states[item.pk] == state, (item.pk, decision)
+        assert (item.pk in queue) == queued, (item.pk, state, open_flag, p_b)
+        if queued:
+            assert queue[item.pk]["severity"] == pytest.approx(severity), item.pk
+            row = queue[item.pk]
+            seen_reasons |= {
+                code for code, on in (("flag", row["open_flag"]), ("model", row["model_contradicts"])) if on
+            }
+        seen_states.add(state)
+    assert seen_states == set(rules.ItemState)
+    assert seen_reasons == {"flag", "model"}
+    counted = item_states(project=project)
+    assert counted == {str(s): sum(1 for item, *_ in cases if states[item.pk] == s) for s in rules.ItemState}
+
+
+def test_the_rules_know_the_decisions_curation_records() -> None:
+    assert set(Adjudication.Decision.values) == {rules.LABEL, rules.AMBIGUOUS, rules.EXCLUDE, rules.MORE}
