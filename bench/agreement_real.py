@@ -103,8 +103,8 @@ def main() -> None:
         "",
         f"Disagreement queue, sign-split filter: {r['queued']:.0f} items; items where one annotator preferred A "
         f"and another B: {r['split']:.0f}; the same items: {'yes' if r['queue_exact'] else 'NO'} "
-        f"({r['queue_seconds']:.2f} s). The whole queue (sign splits, strength spreads over 2, open flags): "
-        f"{r['queue_all']:.0f} items.",
+        f"({r['queue_seconds']:.2f} s). The whole queue (disputes: sign splits, strength or rating spreads over 2; "
+        f"open flags): {r['queue_all']:.0f} items.",
         "",
         f"Reading the labels and computing the metrics took {r['alpha_seconds']:.2f} s; the whole annotator-quality "
         f"report {r['report_seconds']:.2f} s.",

@@ -55,6 +55,7 @@ def _open_label_page(page: Page, base_url: str, username: str, password: str) ->
         sys.exit(f"Nothing is left for {username} to label in the first project.")
     start.click()
     expect(page.locator("#item-card [data-item-id]")).to_be_visible()
+    page.wait_for_load_state()  # label.js (deferred) has run, so the keys below reach it
 
 
 def main() -> None:

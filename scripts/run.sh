@@ -92,7 +92,11 @@ run_honcho() {
   while :; do
     rc=0
     wait "$HONCHO" || rc=$?
-    alive "$HONCHO" || return "$rc"
+    if ! alive "$HONCHO"; then
+      # Stopped on request (SIGTERM from Ctrl-C here or from `make stop`): a clean end, not an error.
+      [ "$rc" = 143 ] && rc=0
+      return "$rc"
+    fi
   done
 }
 

@@ -20,6 +20,8 @@ from typing import IO, Any
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
+from django.db.models import TextField
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from concord import jobs, locks
@@ -34,6 +36,8 @@ ROW_CHUNK = 2000
 EXPORT_DIR = "exports/versions"
 EXTENSIONS = {"trl": "jsonl", "parquet": "parquet", "fine": "jsonl", "csv": "csv"}
 ROW_FIELDS = DatasetRow.CONTENT_FIELDS
+# A field version_rows reads besides a row's own: its prompt as PostgreSQL stores it, JSON text.
+PROMPT_JSON = "prompt_json"
 CSV_FIELDS = ("item_id", "split", "prompt", "context", "chosen", "rejected", "margin", "weight", "provenance", "source")
 # OWASP CSV injection: a cell a spreadsheet would read as a formula starts with one of these.
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -103,9 +107,11 @@ def version_rows(
     *, version: DatasetVersion, fields: tuple[str, ...] = ROW_FIELDS, chunk_size: int = ROW_CHUNK
 ) -> Iterator[dict[str, Any]]:
     """The version's rows as dicts of `fields`, in position order, read from the database a chunk at a time
-    (a server-side cursor: memory holds one chunk)."""
-    rows = DatasetRow.objects.filter(version=version).order_by("position").values_list(*fields)
-    for values in rows.iterator(chunk_size=chunk_size):
+    (a server-side cursor: memory holds one chunk). PROMPT_JSON among the fields: the prompt as stored JSON text."""
+    rows = DatasetRow.objects.filter(version=version).order_by("position")
+    if PROMPT_JSON in fields:
+        rows = rows.annotate(**{PROMPT_JSON: Cast("prompt", TextField())})
+    for values in rows.values_list(*fields).iterator(chunk_size=chunk_size):
         yield dict(zip(fields, values, strict=True))
 
 
@@ -164,20 +170,33 @@ def _counting(rows: Iterator[dict[str, Any]], progress: Progress | None) -> Iter
 # One mapping from a stored row to each format. A row (version_rows) carries every field of DatasetRow; the fine
 # format is the row itself, which is also what a training run reads (training.ml.data.example_from_row).
 
+_encode = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def trl_line(row: dict[str, Any]) -> str:
+    """A row in TRL's conversational preference format with an explicit prompt, plus its margin and split, as a
+    JSON line. A row read with PROMPT_JSON carries the prompt as PostgreSQL stores it (JSON text), which goes into
+    the line as it is: decoding it and encoding it again was a third of the export's time."""
+    prompt = row[PROMPT_JSON] if PROMPT_JSON in row else _encode(row["prompt"])
+    chosen, rejected = _encode(row["chosen"]), _encode(row["rejected"])
+    return (
+        f'{{"prompt": {prompt}, "chosen": [{{"role": "assistant", "content": {chosen}}}], '
+        f'"rejected": [{{"role": "assistant", "content": {rejected}}}], '
+        f'"margin": {_encode(row["margin"])}, "split": {_encode(row["split"])}}}\n'
+    )
+
 
 def trl_row(row: dict[str, Any]) -> dict[str, Any]:
-    """TRL's conversational preference format with an explicit prompt, plus the margin and the split."""
-    return {
-        "prompt": row["prompt"],
-        "chosen": [{"role": "assistant", "content": row["chosen"]}],
-        "rejected": [{"role": "assistant", "content": row["rejected"]}],
-        "margin": row["margin"],
-        "split": row["split"],
-    }
+    """The object trl_line writes."""
+    return dict(json.loads(trl_line(row)))
 
 
 def _write_trl(rows: Iterator[dict[str, Any]], sink: io.TextIOBase) -> int:
-    return _write_json_lines((trl_row(row) for row in rows), sink)
+    count = 0
+    for row in rows:
+        sink.write(trl_line(row))
+        count += 1
+    return count
 
 
 def _write_json_lines(rows: Iterable[dict[str, Any]], sink: io.TextIOBase) -> int:
@@ -222,7 +241,7 @@ def _write_csv(rows: Iterator[dict[str, Any]], sink: io.TextIOBase) -> int:
 
 # Each text format: the row fields it reads, and its writer.
 TEXT_WRITERS: dict[str, tuple[tuple[str, ...], Callable[[Iterator[dict[str, Any]], io.TextIOBase], int]]] = {
-    "trl": (("prompt", "chosen", "rejected", "margin", "split"), _write_trl),
+    "trl": ((PROMPT_JSON, "chosen", "rejected", "margin", "split"), _write_trl),
     "fine": (ROW_FIELDS, _write_json_lines),
     "csv": (CSV_FIELDS, _write_csv),
 }

@@ -117,9 +117,9 @@ def test_a_failed_export_leaves_no_new_file_behind(project, tmp_path, monkeypatc
         calls.append(row)
         if len(calls) > 1:
             raise RuntimeError("disk full")
-        return {"ok": 1}
+        return "{}\n"
 
-    monkeypatch.setattr(version_exports, "trl_row", one_row_then_fail)
+    monkeypatch.setattr(version_exports, "trl_line", one_row_then_fail)
     with pytest.raises(RuntimeError, match="disk full"):
         call_command(
             "export_version", "--project", project.name, "--freeze", "v", str(out), stdout=StringIO(), stderr=StringIO()
