@@ -219,6 +219,20 @@ class Item(models.Model):
         return f"Item {self.pk} of project {self.project_id}"
 
 
+# Item fields counted from its annotations, never set by hand.
+LABEL_COUNTED_FIELDS = (
+    "annotation_count",
+    "human_count",
+    "strength_count",
+    "prefer_a_count",
+    "prefer_b_count",
+    "strength_min",
+    "strength_max",
+    "strength_sum",
+    "rating_spread",
+)
+
+
 class GoldAnswer(models.Model):
     """The expected answer of a gold item, against which annotators' work is scored."""
 

@@ -19,12 +19,14 @@ and the widest spread of its ratings, which annotate.services.label_summary keep
     unlabelled   no annotation yet;
     in progress  fewer annotations than the item wants (the project's overlap plus any extra a curator asked
                  for). An item whose every annotation came with an import is complete as it is: the data came
-                 labelled, and the overlap is about Concord's own annotators; unless a curator asked for more;
+                 labelled, and the overlap is about Concord's own annotators; unless a curator asked for more.
+                 Once Concord's annotators start on it (it is still handed out), it is in progress until they
+                 have given all the annotations it wants: their labels verify the imported ones;
     disputed / agreed  complete, with or without a dispute.
 - The review queue: an unresolved item (no final decision, or flagged again since) that is disputed, or whose
   open flag asks for a look, or that the project's reward model confidently contradicts. Severity orders it:
-  the disagreement points times n / (n + 1) for n strengths (a split among many annotators counts for more than
-  the same split between two), plus FLAG_POINTS for an open flag (a person asked: it ranks high) and
+  the disagreement points times n / (n + 1) for n annotations (a split among many annotators counts for more
+  than the same split between two), plus FLAG_POINTS for an open flag (a person asked: it ranks high) and
   MODEL_POINTS when the model contradicts the annotators.
 """
 
@@ -200,7 +202,7 @@ DISAGREEMENT_REASONS = ("sign", "strength", "rating")
 
 
 def severity(summary: LabelSummary, found: Sequence[Reason]) -> float:
-    n = summary.strengths
+    n = summary.annotations
     disagreement = sum(r.points for r in found if r.code in DISAGREEMENT_REASONS)
     others = sum(r.points for r in found if r.code not in DISAGREEMENT_REASONS)
     return disagreement * n / (n + 1) + others

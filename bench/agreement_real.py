@@ -46,7 +46,7 @@ def measure(path: Path) -> dict[str, float]:
     from annotate.models import ImportBatch, Project
     from annotate.services.imports import import_batch_create, item_import
     from annotate.services.projects import project_create
-    from curation.aggregation import sign_consensus_dawid_skene
+    from curation.aggregation import sign_dawid_skene
     from curation.metrics import fleiss_kappa, krippendorff_alpha, pairwise_agreement
     from curation.selectors_quality import label_table, quality_report
 
@@ -70,7 +70,9 @@ def measure(path: Path) -> dict[str, float]:
             "alpha_seconds": time.perf_counter() - start,
             "alpha_package": float(krippendorff.alpha(reliability_data=signs.T, level_of_measurement="nominal")),
         }
-        _, reliability = sign_consensus_dawid_skene(table.matrix)
+        units, coders = len(table.item_ids), len(table.annotator_ids)
+        triples = (table.row_item, table.row_annotator, table.strength)
+        reliability = sign_dawid_skene(*triples, units=units, coders=coders).reliability
         result["ds_min"], result["ds_max"] = float(reliability.min()), float(reliability.max())
         start = time.perf_counter()
         quality_report(project=project)

@@ -196,19 +196,14 @@ def _ds_expect(priors: Array, confusion: Array, labels: Labels) -> Array:
     return np.asarray(likelihood / likelihood.sum(axis=1, keepdims=True), dtype=np.float64)
 
 
-def sign_labels(unit: npt.ArrayLike, coder: npt.ArrayLike, strength: npt.ArrayLike, units: int, coders: int) -> Labels:
-    """Strengths as Dawid-Skene labels over three classes: 0 prefers A, 1 a tie, 2 prefers B."""
+def sign_dawid_skene(
+    unit: npt.ArrayLike, coder: npt.ArrayLike, strength: npt.ArrayLike, *, units: int, coders: int
+) -> DawidSkene:
+    """Dawid-Skene over the preferred sides of strengths given as triples (unit, coder, strength), three classes:
+    0 prefers A, 1 a tie, 2 prefers B. A coder who picks sides at random ends up trusted less."""
     classes = np.sign(np.asarray(strength, dtype=np.float64)).astype(np.int64) + 1
-    return Labels(np.asarray(unit, dtype=np.int64), np.asarray(coder, dtype=np.int64), classes, units, coders)
-
-
-def sign_consensus_dawid_skene(strengths: npt.ArrayLike) -> tuple[npt.NDArray[np.int64], Array]:
-    """Each unit's sign (-1, 0, +1) by Dawid-Skene over a units x coders matrix of strengths (NaN missing),
-    and each coder's reliability: a coder who disagrees at random ends up trusted less."""
-    matrix = np.asarray(strengths, dtype=np.float64)
-    rows, cols = np.nonzero(~np.isnan(matrix))
-    result = dawid_skene_sparse(sign_labels(rows, cols, matrix[rows, cols], *matrix.shape), 3)
-    return result.labels - 1, result.reliability
+    labels = Labels(np.asarray(unit, dtype=np.int64), np.asarray(coder, dtype=np.int64), classes, units, coders)
+    return dawid_skene_sparse(labels, 3)
 
 
 # Consensus rules: how several annotators' strengths on one item become one preference, for dataset versions and

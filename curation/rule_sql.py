@@ -102,7 +102,7 @@ def severity() -> ExpressionWrapper:
         output_field=_FLOAT,
     )
     rating = _points(Q(rating_spread__gt=rules.RATING_SPREAD_LIMIT), rules.RATING_SPREAD_POINTS)
-    n = Cast("strength_count", _FLOAT)
+    n = Cast("annotation_count", _FLOAT)
     return ExpressionWrapper(
         (split + spread + rating) * n / (n + Value(1.0))
         + _points(Q(open_flag=True), rules.FLAG_POINTS)

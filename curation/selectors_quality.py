@@ -10,13 +10,13 @@ from datetime import date
 import numpy as np
 import numpy.typing as npt
 from django.contrib.auth import get_user_model
-from django.db.models import Count, F, Q
+from django.db.models import Count, Q
 
 from annotate.models import Annotation, Assignment, Item, Membership, Project, Role
 from annotate.rules import ItemState
 from annotate.selectors import gold_scores
 from curation import rule_sql
-from curation.aggregation import DawidSkene, dawid_skene_sparse, sign_labels
+from curation.aggregation import DawidSkene, sign_dawid_skene
 from curation.metrics import fleiss_kappa, krippendorff_alpha, modal_units, pairwise_agreement
 
 # Outlier rules, shown on the quality page.
@@ -231,10 +231,8 @@ def quality_report(*, project: Project) -> QualityReport:
 
 def _sign_model(table: LabelTable) -> DawidSkene:
     """Dawid-Skene over the table's preferred sides (A, tie, B), from its labels as triples."""
-    labels = sign_labels(
-        table.row_item, table.row_annotator, table.strength, len(table.item_ids), len(table.annotator_ids)
-    )
-    return dawid_skene_sparse(labels, 3)
+    units, coders = len(table.item_ids), len(table.annotator_ids)
+    return sign_dawid_skene(table.row_item, table.row_annotator, table.strength, units=units, coders=coders)
 
 
 def _reliability(table: LabelTable) -> dict[int, float]:
@@ -349,11 +347,19 @@ def strength_histogram(table: LabelTable) -> dict[int, int]:
 @dataclass(frozen=True)
 class Dashboard:
     states: dict[str, int]
-    items: int
-    complete: int
     histogram: dict[int, int]
     over_time: list[AgreementPoint]
     agreement: ProjectAgreement
+
+    @property
+    def items(self) -> int:
+        return sum(self.states.values())
+
+    @property
+    def complete(self) -> int:
+        """Items past labelling: agreed, disputed, adjudicated or excluded (by the rules' states)."""
+        waiting = (ItemState.UNLABELLED, ItemState.IN_PROGRESS)
+        return sum(count for state, count in self.states.items() if state not in waiting)
 
     @property
     def percent_complete(self) -> int:
@@ -362,11 +368,8 @@ class Dashboard:
 
 def project_dashboard(*, project: Project) -> Dashboard:
     table = label_table(project=project)
-    items = Item.objects.filter(project=project, is_gold=False)
     return Dashboard(
         states=item_states(project=project),
-        items=items.count(),
-        complete=items.filter(annotation_count__gte=F("extra_overlap") + project.overlap).count(),
         histogram=strength_histogram(table),
         over_time=agreement_over_time(table),
         agreement=agreement_of(table),

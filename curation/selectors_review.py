@@ -117,7 +117,7 @@ def disagreement_queue(
     )
     if reason in REASON_FILTERS:
         queue = queue.filter(REASON_FILTERS[reason])
-    return queue.order_by("-severity", "-strength_count", "id").values(*QUEUE_FIELDS)
+    return queue.order_by("-severity", "-annotation_count", "id").values(*QUEUE_FIELDS)
 
 
 def rating_spreads(item_ids: Iterable[int]) -> dict[int, list[str]]:
@@ -166,7 +166,7 @@ def queue_entries(*, project: Project, rows: Sequence[Mapping[str, Any]]) -> lis
         entries.append(
             QueueEntry(
                 item=by_id[row["id"]],
-                annotations=summary.strengths,
+                annotations=summary.annotations,
                 severity=round(rules.severity(summary, found), 2),
                 reasons=[Reason(r.code, r.points, r.detail) for r in found],
                 model_probability_b=row["model_p_b"],

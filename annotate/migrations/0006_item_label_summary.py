@@ -4,16 +4,59 @@ import django.core.validators
 from django.db import migrations, models
 
 BACKFILL_CHUNK = 5000
+# annotate.services.label_summary's statement as it stood when this migration was written, copied so that the
+# migration does the same whatever that module becomes.
+_REFRESH_SQL = """
+UPDATE annotate_item AS item SET
+    human_count = facts.human,
+    strength_count = facts.strengths,
+    prefer_a_count = facts.prefer_a,
+    prefer_b_count = facts.prefer_b,
+    strength_min = facts.low,
+    strength_max = facts.high,
+    strength_sum = facts.total,
+    rating_spread = spread.widest
+FROM unnest(%s::bigint[]) AS target(id)
+CROSS JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE a.origin = 'human') AS human,
+           count(a.strength) AS strengths,
+           count(*) FILTER (WHERE a.strength < 0) AS prefer_a,
+           count(*) FILTER (WHERE a.strength > 0) AS prefer_b,
+           min(a.strength) AS low,
+           max(a.strength) AS high,
+           coalesce(sum(a.strength), 0) AS total
+    FROM annotate_annotation AS a WHERE a.item_id = target.id
+) AS facts
+CROSS JOIN LATERAL (
+    -- The widest max - min of one attribute of one response; whole numbers only, as annotate.rules has it.
+    SELECT coalesce(max(per_attribute.high - per_attribute.low), 0) AS widest
+    FROM (
+        SELECT max(value.number) AS high, min(value.number) AS low
+        FROM annotate_annotation AS a
+        CROSS JOIN LATERAL jsonb_each(CASE WHEN jsonb_typeof(a.ratings) = 'object' THEN a.ratings
+                                           ELSE '{}'::jsonb END) AS side(name, given)
+        CROSS JOIN LATERAL jsonb_each(CASE WHEN jsonb_typeof(side.given) = 'object' THEN side.given
+                                           ELSE '{}'::jsonb END) AS attribute(name, raw)
+        -- A whole number written as one (as Python's int: 2.0 and "2" are not); the CASE casts nothing else.
+        CROSS JOIN LATERAL (
+            SELECT CASE WHEN jsonb_typeof(attribute.raw) = 'number' AND (attribute.raw #>> '{}') ~ '^-?[0-9]+$'
+                        THEN (attribute.raw #>> '{}')::numeric END AS number
+        ) AS value
+        WHERE a.item_id = target.id AND value.number IS NOT NULL
+        GROUP BY side.name, attribute.name
+    ) AS per_attribute
+) AS spread
+WHERE item.id = target.id
+"""
 
 
 def backfill(apps, schema_editor):  # type: ignore[no-untyped-def]
-    """Every existing item's label summary, from its annotations (the SQL the write paths run)."""
-    from annotate.services.label_summary import item_label_summaries_refresh
-
+    """Every existing item's label summary, from its annotations."""
     Item = apps.get_model("annotate", "Item")
     ids = list(Item.objects.order_by("pk").values_list("pk", flat=True))
-    for start in range(0, len(ids), BACKFILL_CHUNK):
-        item_label_summaries_refresh(item_ids=ids[start : start + BACKFILL_CHUNK])
+    with schema_editor.connection.cursor() as cursor:
+        for start in range(0, len(ids), BACKFILL_CHUNK):
+            cursor.execute(_REFRESH_SQL, [ids[start : start + BACKFILL_CHUNK]])
 
 
 class Migration(migrations.Migration):

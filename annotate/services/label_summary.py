@@ -9,6 +9,8 @@ The SQL mirrors annotate.rules.label_summary; tests/annotate/test_label_summary.
 from collections.abc import Iterable
 
 from django.db import connection, transaction
+from django.db.models import Count, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 
 from annotate.models import Annotation, Item
 
@@ -46,12 +48,12 @@ CROSS JOIN LATERAL (
                                            ELSE '{{}}'::jsonb END) AS side(name, given)
         CROSS JOIN LATERAL jsonb_each(CASE WHEN jsonb_typeof(side.given) = 'object' THEN side.given
                                            ELSE '{{}}'::jsonb END) AS attribute(name, raw)
+        -- A whole number written as one (as Python's int: 2.0 and "2" are not); the CASE casts nothing else.
         CROSS JOIN LATERAL (
-            SELECT (attribute.raw #>> '{{}}')::numeric AS number
+            SELECT CASE WHEN jsonb_typeof(attribute.raw) = 'number' AND (attribute.raw #>> '{{}}') ~ '^-?[0-9]+$'
+                        THEN (attribute.raw #>> '{{}}')::numeric END AS number
         ) AS value
-        WHERE a.item_id = target.id
-          AND jsonb_typeof(attribute.raw) = 'number'
-          AND (attribute.raw #>> '{{}}')::numeric = trunc((attribute.raw #>> '{{}}')::numeric)
+        WHERE a.item_id = target.id AND value.number IS NOT NULL
         GROUP BY side.name, attribute.name
     ) AS per_attribute
 ) AS spread
@@ -74,18 +76,28 @@ def item_label_summaries_refresh(*, item_ids: Iterable[int]) -> None:
 
 
 def items_lock(*, item_ids: Iterable[int]) -> None:
-    """Take the row locks of these items in id order (so two writers never deadlock), inside a transaction."""
+    """Take the row locks of these items in id order, inside a transaction: two writers locking the same items
+    this way take them in the same order, so they wait for each other rather than deadlock."""
     ids = sorted(set(item_ids))
     list(Item.objects.filter(pk__in=ids).order_by("pk").select_for_update().values_list("pk", flat=True))
 
 
+@transaction.atomic
+def items_labels_repair(*, item_ids: Iterable[int]) -> None:
+    """Count these items' annotations again (annotation_count) and recompute their summaries, under their locks:
+    for a write that went around the services (the admin site, a script) and for repairs."""
+    ids = sorted(set(item_ids))
+    items_lock(item_ids=ids)
+    counted = Annotation.objects.filter(item_id=OuterRef("pk")).order_by().values("item_id").annotate(n=Count("pk"))
+    Item.objects.filter(pk__in=ids).update(annotation_count=Coalesce(Subquery(counted.values("n")), 0))
+    item_label_summaries_refresh(item_ids=ids)
+
+
 def project_label_summaries_refresh(*, project_id: int, chunk_size: int = REFRESH_CHUNK) -> int:
-    """Recompute the summary of every item of a project, a chunk at a time (each chunk one transaction);
-    returns how many items were refreshed. For repairs and migrations: the write paths keep the columns."""
+    """items_labels_repair for every item of a project, a chunk at a time (each chunk one transaction); returns
+    how many items were repaired. The write paths keep the columns; this is for repairs
+    (`manage.py repair_label_summaries`)."""
     ids = list(Item.objects.filter(project_id=project_id).order_by("pk").values_list("pk", flat=True))
     for start in range(0, len(ids), chunk_size):
-        chunk = ids[start : start + chunk_size]
-        with transaction.atomic():
-            items_lock(item_ids=chunk)
-            item_label_summaries_refresh(item_ids=chunk)
+        items_labels_repair(item_ids=ids[start : start + chunk_size])
     return len(ids)

@@ -14,8 +14,8 @@ Excluded, ambiguous, unlabelled and in-progress items never qualify.
 An agreed or disputed item's preference comes from the version's consensus rule (curation.aggregation): the
 plain mean strength, the mean weighted by each annotator's weight (the annotators page), or the Dawid-Skene
 posterior fitted over all the project's labels. The rule's confidence is the row's weight, so a trainer may
-down-weight contested pairs; a rule that finds no preference (a tie) gives no row. Provenance "imported" when
-every annotation came with an import, else "human_consensus".
+down-weight contested pairs; a rule that finds no preference (a tie), or a side no annotator took, gives no row.
+Provenance "imported" when every annotation came with an import, else "human_consensus".
 
 Agreement is the share of the item's strengths on the chosen side; the minimum agreement applies to consensus rows
 only (a curator's label stands on its own). The margin is the mean of the strengths each divided by the top of its
@@ -287,15 +287,17 @@ def _candidate(
         assert adjudication is not None
         return _adjudicated(item, adjudication, rated, context, schema_ids)
     consensus = _consensus(item, rated, context)
-    if consensus.side == 0:
-        return None  # a tie, or nothing to go on: no chosen response
+    agreement = _agreement(rated, consensus.side)
+    if consensus.side == 0 or agreement == 0:
+        # A tie or nothing to go on: no chosen response. Nor a side no annotator took (Dawid-Skene may infer one).
+        return None
     return Candidate(
         item=item,
         state=state,
         provenance=DatasetRow.Provenance.IMPORTED if summary.imported_only else DatasetRow.Provenance.CONSENSUS,
         a_wins=consensus.side < 0,
         margin=_margin(item, rated, consensus.side, context),
-        agreement=_agreement(rated, consensus.side),
+        agreement=agreement,
         weight=round(consensus.confidence, 4),
         ratings={},
         schema_ids=schema_ids,

@@ -20,7 +20,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotate.models import Item, LabelSchema, Project
-from annotate.rules import STRENGTH_SPREAD_LIMIT
+from annotate.rules import RATING_SPREAD_LIMIT, STRENGTH_SPREAD_LIMIT
 from concord import jobs, locks
 from concord.errors import FieldError, ServiceError
 from concord.jobs import enqueue_on_commit
@@ -228,7 +228,11 @@ def _finish(version: DatasetVersion, summary: _Summary, content_hash: str) -> No
         "content_hash": content_hash,
         "row_schema": 1,
         # Which items may be rows and how each state is decided: annotate.rules.
-        "rules": {"states": "annotate.rules.item_state", "spread_limit": STRENGTH_SPREAD_LIMIT},
+        "rules": {
+            "states": "annotate.rules.item_state",
+            "strength_spread_limit": STRENGTH_SPREAD_LIMIT,
+            "rating_spread_limit": RATING_SPREAD_LIMIT,
+        },
     }
     version.stats = {
         "rows": summary.rows,

@@ -319,6 +319,21 @@ def test_a_reload_keeps_work_in_progress_until_the_item_is_submitted(live_server
     assert annotation.missing == [{"response": "b", "category": "missing_major"}]
 
 
+def test_logging_out_leaves_no_draft_behind(live_server, page: Page) -> None:  # type: ignore[no-untyped-def]
+    """On a shared computer the next person must not find the last one's half-written justification."""
+    project = ProjectFactory(overlap=1)
+    ItemFactory(project=project)
+    log_in(page, live_server.url, member(project))
+    _open_label_page(page, live_server.url, project.pk)
+    page.keyboard.press("1")
+    page.locator("#justification").fill("A, but only just.")
+    assert len(page.evaluate(DRAFT_KEYS)) == 1
+    _accept_dialogs(page)
+    page.get_by_role("button", name="Log out").click()
+    page.wait_for_load_state("load")
+    assert page.evaluate(DRAFT_KEYS) == []
+
+
 def test_leaving_with_unsaved_changes_asks_first_but_not_after_a_submit(live_server, page: Page) -> None:  # type: ignore[no-untyped-def]
     project = ProjectFactory(overlap=1)
     ItemFactory.create_batch(2, project=project)

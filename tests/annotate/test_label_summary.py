@@ -13,7 +13,7 @@ from annotate.rules import LabelSummary, label_summary
 from annotate.selectors import item_label_summary
 from annotate.services.label_summary import item_label_summaries_refresh, project_label_summaries_refresh
 from annotate.services.labeling import annotation_submit, assignment_next
-from tests.annotate.factories import ItemFactory, ProjectFactory, UserFactory, member
+from tests.annotate.factories import AnnotationFactory, ItemFactory, ProjectFactory, UserFactory, member
 
 pytestmark = pytest.mark.django_db
 
@@ -23,6 +23,7 @@ ODD_RATINGS = [
     {"a": {"helpfulness": 4}},
     {"a": {"helpfulness": 0, "verbosity": 2}, "b": {"helpfulness": 3}},
     {"a": {"helpfulness": 2.5}},
+    {"a": {"helpfulness": 2.0}, "b": {"helpfulness": 1e3}},
     {"a": {"helpfulness": True}},
     {"a": {"helpfulness": "4"}},
     {"a": [1, 2]},
@@ -123,3 +124,49 @@ def test_refreshing_a_project_leaves_other_projects_alone() -> None:
     assert stored_summary(foreign).strengths == 0  # written behind the services' back, and not this project's
     project_label_summaries_refresh(project_id=other.pk)
     assert stored_summary(foreign).strengths == 1
+
+
+def test_a_fix_in_the_admin_site_counts_the_item_again(client) -> None:  # type: ignore[no-untyped-def]
+    superuser = UserFactory(is_staff=True, is_superuser=True)
+    client.force_login(superuser)
+    project = ProjectFactory(overlap=2)
+    item = ItemFactory(project=project)
+    first = AnnotationFactory(item=item, strength=-2)
+    AnnotationFactory(item=item, strength=-1)
+    assert stored_summary(item).prefer_a == 2
+    form = {
+        "item": item.pk,
+        "annotator": first.annotator_id,
+        "origin": "human",
+        "strength": "3",
+        "justification": "",
+        "ratings": "{}",
+        "spans": "[]",
+        "missing": "[]",
+        "corrections": "{}",
+        "seconds_spent": "0",
+    }
+    response = client.post(reverse("admin:annotate_annotation_change", args=[first.pk]), form)
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    summary = stored_summary(item)
+    assert (summary.prefer_a, summary.prefer_b, summary.strength_max) == (1, 1, 3)
+    response = client.post(reverse("admin:annotate_annotation_delete", args=[first.pk]), {"post": "yes"})
+    assert response.status_code == 302
+    summary = stored_summary(item)
+    assert (summary.annotations, summary.strengths, summary.prefer_b) == (1, 1, 0)
+    assert summary == python_summary(item)
+
+
+def test_the_repair_command_counts_every_item_again() -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    project = ProjectFactory(overlap=2, name="Repairs")
+    item = ItemFactory(project=project)
+    Annotation.objects.create(item=item, annotator=UserFactory(), strength=2)  # around the services
+    out = StringIO()
+    call_command("repair_label_summaries", "--project", "Repairs", stdout=out)
+    assert "Repairs: 1 items counted again." in out.getvalue()
+    assert stored_summary(item) == python_summary(item)
+    assert stored_summary(item).annotations == 1

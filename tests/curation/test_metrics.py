@@ -10,7 +10,7 @@ from curation.aggregation import (
     mean_strength,
     rating_consensus,
     ratings_consensus,
-    sign_consensus_dawid_skene,
+    sign_dawid_skene,
     spans_merge,
 )
 from curation.metrics import (
@@ -150,9 +150,10 @@ def test_dawid_skene_down_weights_a_random_annotator() -> None:
     matrix[rng.random(matrix.shape) < 0.1] *= -1
     matrix[:, 4] = rng.choice([-2, 0, 2], size=400)  # says anything
     matrix[rng.random(matrix.shape) < 0.3] = np.nan
-    signs, reliability = sign_consensus_dawid_skene(matrix)
-    assert reliability[4] < 0.5 < reliability[:4].min()
-    assert (signs == truth).mean() > 0.9
+    rows, cols = np.nonzero(~np.isnan(matrix))
+    result = sign_dawid_skene(rows, cols, matrix[rows, cols], units=400, coders=5)
+    assert result.reliability[4] < 0.5 < result.reliability[:4].min()
+    assert (result.labels - 1 == truth).mean() > 0.9
 
 
 def test_dawid_skene_learns_that_a_contrarian_is_informative() -> None:

@@ -11,7 +11,7 @@ from annotate.selectors import item_label_summary
 from curation import rule_sql
 from curation.models import Adjudication, DatasetVersion, ItemFlag
 from curation.selectors_quality import item_states
-from curation.selectors_review import ModelScores, disagreement_queue
+from curation.selectors_review import REASONS, ModelScores, disagreement_queue
 from tests.annotate.factories import AnnotationFactory, ItemFactory, ProjectFactory, UserFactory
 from training.models import ItemScore, RewardModel, TrainingRun
 
@@ -42,15 +42,14 @@ def active_model(project) -> RewardModel:  # type: ignore[no-untyped-def]
 
 
 def build_cases(project) -> list[tuple[Item, str | None, bool, float | None]]:  # type: ignore[no-untyped-def]
-    """Items over (a sample of) every combination; each with its latest decision, open flag and model p(B)."""
+    """Items over every strength set, decision and flag; each with its latest decision, open flag and model p(B)."""
     curator, flagger = UserFactory(), UserFactory()
     model = active_model(project)
     cases = []
-    combinations = list(itertools.product(STRENGTHS, RATINGS, ORIGINS, DECISIONS, FLAGS, MODEL))
-    # Every strength set with every decision and flag; the rest varied along (a full product is 4,000 items).
-    for index, (strengths, ratings, origin, decisions, flag, p_b) in enumerate(combinations):
-        if index % 7 and not (decisions == [] and flag == "none"):
-            continue
+    # Every strength set with every decision and every flag; ratings, origin and the model's view cycle along,
+    # so that each of their values meets every decision too (a full product would be 3,700 items).
+    for index, (strengths, decisions, flag) in enumerate(itertools.product(STRENGTHS, DECISIONS, FLAGS)):
+        ratings, origin, p_b = RATINGS[index % 2], ORIGINS[index // 2 % 2], MODEL[index // 4 % 4]
         item = ItemFactory(project=project)
         for position, strength in enumerate(strengths):
             given = ratings[position % 2] if ratings else {}
@@ -73,7 +72,7 @@ def python_view(item: Item, decision: str | None, open_flag: bool, p_b: float | 
     state = rules.item_state(summary, decision)
     queued = rules.in_review_queue(summary, decision, open_flag=open_flag, model_contradicts=contradicts)
     found = rules.reasons(summary, open_flag=open_flag, model_contradicts=contradicts)
-    return state, queued, rules.severity(summary, found)
+    return state, queued, rules.severity(summary, found), {reason.code for reason in found}
 
 
 def test_sql_and_python_agree_on_every_state_and_the_queue() -> None:
@@ -86,20 +85,22 @@ def test_sql_and_python_agree_on_every_state_and_the_queue() -> None:
     )
     model = ModelScores(scores=ItemScore.objects.all(), threshold=THRESHOLD)
     queue = {row["id"]: row for row in disagreement_queue(project=project, model=model)}
+    by_reason = {
+        code: {row["id"] for row in disagreement_queue(project=project, model=model, reason=code)} for code in REASONS
+    }
     seen_states, seen_reasons = set(), set()
     for item, decision, open_flag, p_b in cases:
-        state, queued, severity = python_view(item, decision, open_flag, p_b)
+        state, queued, severity, reasons = python_view(item, decision, open_flag, p_b)
         assert states[item.pk] == state, (item.pk, decision)
         assert (item.pk in queue) == queued, (item.pk, state, open_flag, p_b)
         if queued:
             assert queue[item.pk]["severity"] == pytest.approx(severity), item.pk
-            row = queue[item.pk]
-            seen_reasons |= {
-                code for code, on in (("flag", row["open_flag"]), ("model", row["model_contradicts"])) if on
-            }
+            seen_reasons |= reasons
+        for code, listed in by_reason.items():
+            assert (item.pk in listed) == (queued and code in reasons), (item.pk, code)
         seen_states.add(state)
     assert seen_states == set(rules.ItemState)
-    assert seen_reasons == {"flag", "model"}
+    assert seen_reasons == set(REASONS)
     counted = item_states(project=project)
     assert counted == {str(s): sum(1 for item, *_ in cases if states[item.pk] == s) for s in rules.ItemState}
 

@@ -352,6 +352,13 @@ def test_a_model_measured_on_too_few_held_out_pairs_is_not_promoted_unless_the_a
     tiny.refresh_from_db()
     assert tiny.is_active
     assert "measured on 1 pair" in tiny.model_card["promoted_despite"]
+    # Plenty of pairs, but no test split: measured on the validation pairs it was calibrated on.
+    flattered = make_model(
+        make_run(project, version, status="succeeded"),
+        model_card={"metrics": {"heldout_pairs": 500, "heldout_split": "validation"}},
+    )
+    with pytest.raises(TrainingError, match="no test split"):
+        reward_model_promote(reward_model=flattered)
 
 
 # evaluate_model.

@@ -12,7 +12,7 @@ from tests.training.conftest import frozen_version
 from tests.training.test_runs import make_run
 from training import tasks
 from training.models import ItemScore, RewardModel, ScoringJob
-from training.services.scoring import reward_model_promote
+from training.services.scoring import reward_model_promote, scoring_job_create
 
 pytestmark = pytest.mark.django_db
 TEMPERATURE = 2.5
@@ -88,3 +88,25 @@ def test_a_draft_or_another_project_s_version_is_404_and_starts_nothing(login, t
     curator = login(member(project, Role.CURATOR))
     assert curator.post(score_url(project), {"dataset_version": ""}).status_code == 403
     assert not ScoringJob.objects.exists()
+
+
+def test_an_item_is_scored_with_its_context_as_training_read_it(trained_model_dir, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from training.ml import scoring
+    from training.ml.data import example_from_row
+
+    project, _, _, _ = project_with_active_model(trained_model_dir)
+    item = ItemFactory(project=project, context="the question is about good answers", response_a="yes", response_b="no")
+    scored: dict[str, list] = {}  # type: ignore[type-arg]
+    score_pairs = scoring.RewardScorer.score_pairs
+
+    def recording(self, pairs):  # type: ignore[no-untyped-def]
+        for prompt, a, _ in pairs:
+            scored[a] = prompt
+        return score_pairs(self, pairs)
+
+    monkeypatch.setattr(scoring.RewardScorer, "score_pairs", recording)
+    tasks.scoring_task(scoring_job_create(project=project, created_by=None).pk)
+    # What a training row of this item gives the trainer: the context as a system turn before the prompt.
+    row = {"prompt": item.prompt, "context": item.context, "chosen": "yes", "rejected": "no"}
+    assert scored["yes"] == example_from_row(row).prompt
+    assert scored["yes"][0] == {"role": "system", "content": "the question is about good answers"}

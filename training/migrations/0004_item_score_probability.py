@@ -2,6 +2,25 @@
 
 from django.db import migrations, models
 
+# sigmoid(margin / T), the exponent clamped so that a large margin cannot overflow.
+PROBABILITY_SQL = """
+UPDATE training_itemscore
+SET probability_b = 1.0 / (1.0 + exp(least(greatest(-margin / %s, -60.0), 60.0)))
+WHERE reward_model_id = %s
+"""
+
+
+def backfill(apps, schema_editor):  # type: ignore[no-untyped-def]
+    """Scores made before probabilities existed get theirs from their model's temperature (1 when its run fitted
+    none), as training.services.scoring computes them for new scores."""
+    RewardModel = apps.get_model("training", "RewardModel")
+    with schema_editor.connection.cursor() as cursor:
+        for model_id, card in RewardModel.objects.values_list("id", "model_card"):
+            metrics = (card or {}).get("metrics") or {}
+            temperature = ((metrics.get("heldout") or {}).get("calibration") or {}).get("temperature")
+            valid = isinstance(temperature, int | float) and temperature > 0
+            cursor.execute(PROBABILITY_SQL, [float(temperature) if valid else 1.0, model_id])
+
 
 class Migration(migrations.Migration):
 
@@ -15,4 +34,5 @@ class Migration(migrations.Migration):
             name='probability_b',
             field=models.FloatField(blank=True, null=True),
         ),
+        migrations.RunPython(backfill, migrations.RunPython.noop),
     ]

@@ -45,12 +45,8 @@ def load_examples(path: Path) -> list[PairExample]:
 
 def example_from_row(row: dict[str, Any]) -> PairExample:
     labels = row.get("labels") or {}
-    prompt = as_turns(row["prompt"])
-    if row.get("context"):
-        # Reference material the responses rest on; the TRL export leaves it out.
-        prompt = [{"role": "system", "content": row["context"]}, *prompt]
     return PairExample(
-        prompt=prompt,
+        prompt=prompt_with_context(row["prompt"], row.get("context") or ""),
         chosen=_response_text(row["chosen"]),
         rejected=_response_text(row["rejected"]),
         margin=float(row.get("margin") or 0.0),
@@ -60,6 +56,13 @@ def example_from_row(row: dict[str, Any]) -> PairExample:
         chosen_ratings=_ratings(labels.get("chosen")),
         rejected_ratings=_ratings(labels.get("rejected")),
     )
+
+
+def prompt_with_context(prompt: Prompt, context: str) -> Turns:
+    """The turns a model reads for an item: its reference material (context), when it has any, as a system turn
+    before the prompt. Training and scoring both read items this way, so a model is scored on what it learnt."""
+    turns = as_turns(prompt)
+    return [{"role": "system", "content": context}, *turns] if context else turns
 
 
 def as_turns(prompt: Prompt) -> Turns:

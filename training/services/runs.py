@@ -323,8 +323,10 @@ def _number(value: Any) -> float | None:
 
 
 def _evaluate(model_dir: Path, splits: TrainingSplits, config: Any, result: "TrainResult") -> dict[str, Any]:
-    """Held-out metrics on the test split (the validation split when there is none), with the model's
-    probabilities calibrated on the validation split and attribute errors beside the training means'."""
+    """Held-out metrics on the test split (the validation split when there is none: heldout_split says which),
+    with the model's probabilities calibrated on the validation split and attribute errors beside the training
+    means'. Without a test split the calibration is fitted on the very pairs it is measured on, so the model
+    is promoted only when the admin insists (training.services.scoring.promotion_warning)."""
     from training.ml.evaluate import attribute_means, evaluate, length_baseline_accuracy
 
     heldout = splits.test or splits.validation

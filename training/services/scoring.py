@@ -43,6 +43,12 @@ def heldout_pairs(reward_model: RewardModel) -> int:
 
 def promotion_warning(reward_model: RewardModel) -> str:
     """Why promoting the model is refused unless insisted on; empty when nothing speaks against it."""
+    metrics = (reward_model.model_card or {}).get("metrics") or {}
+    if metrics.get("heldout_split", "test") != "test":
+        return (
+            "Its version has no test split: its accuracy was measured on the validation pairs the run also "
+            "calibrated it on, which flatters it. Freeze a version with a test split, or promote anyway knowing this."
+        )
     measured, needed = heldout_pairs(reward_model), settings.CONCORD_MIN_HELDOUT_PAIRS
     if measured >= needed:
         return ""
@@ -140,7 +146,7 @@ def _score_all(job: ScoringJob) -> None:
         model.path, batch_size=config.get("batch_size", 32) * 2, max_length=config.get("max_length", 256)
     )
     temperature = model_temperature(model)
-    items = items_to_score(job).order_by("pk").only("id", "prompt", "response_a", "response_b")
+    items = items_to_score(job).order_by("pk").only("id", "prompt", "context", "response_a", "response_b")
     done = 0
     batch: list[Item] = []
     for item in items.iterator(chunk_size=SCORE_BATCH):
@@ -171,7 +177,11 @@ def probability_b(margin: float, temperature: float) -> float:
 def _score_batch(scorer: "RewardScorer", model: RewardModel, batch: list[Item], temperature: float) -> int:
     if not batch:
         return 0
-    scores = scorer.score_pairs([(item.prompt, item.response_a, item.response_b) for item in batch])
+    from training.ml.data import prompt_with_context  # torch: only on the worker
+
+    # The item as the model was trained on it: the context, when there is one, before the prompt.
+    pairs = [(prompt_with_context(item.prompt, item.context), item.response_a, item.response_b) for item in batch]
+    scores = scorer.score_pairs(pairs)
     rows = []
     for item, score in zip(batch, scores, strict=True):
         # Here every margin is B minus A, so positive prefers B like an annotation's strength; score_pairs' are
