@@ -163,11 +163,25 @@ def model_contradicts(summary: LabelSummary, probability_b: float | None, thresh
     return probability_b >= threshold if side < 0 else probability_b <= 1 - threshold
 
 
+# Why an item is in the review queue, by code, as pages name it.
+REASON_LABELS = {
+    "sign": "Sign split",
+    "strength": "Strength spread > 2",
+    "rating": "Rating spread > 2",
+    "flagged": "Flagged",
+    "model": "Model disagrees",
+}
+
+
 @dataclass(frozen=True)
 class Reason:
     code: str
     points: float
     detail: str
+
+    @property
+    def label(self) -> str:
+        return REASON_LABELS[self.code]
 
 
 def reasons(

@@ -18,19 +18,13 @@ from django.core.paginator import Page, Paginator
 from django.db.models import FloatField, OuterRef, Q, QuerySet, Subquery, Value
 
 from annotate import rules
-from annotate.models import Annotation, Item, Membership, Project
+from annotate.models import LABEL_COUNTED_FIELDS, Annotation, Item, Membership, Project
 from annotate.selectors import item_label_summary
 from curation import rule_sql
 from curation.aggregation import SpanConsensus, majority_sign, mean_strength, ratings_consensus, spans_merge
 from curation.models import Adjudication
 
-REASONS = {
-    "sign": "Sign split",
-    "strength": "Strength spread > 2",
-    "rating": "Rating spread > 2",
-    "flagged": "Flagged",
-    "model": "Model disagrees",
-}
+REASONS = rules.REASON_LABELS
 REASON_FILTERS = {
     "sign": rule_sql.sign_split_q(),
     "strength": Q(spread__gt=rules.STRENGTH_SPREAD_LIMIT),
@@ -39,19 +33,9 @@ REASON_FILTERS = {
     "model": Q(model_contradicts=True),
 }
 QUEUE_PAGE_SIZE = 50
-SUMMARY_FIELDS = (
-    "annotation_count",
-    "extra_overlap",
-    "human_count",
-    "strength_count",
-    "prefer_a_count",
-    "prefer_b_count",
-    "strength_min",
-    "strength_max",
-    "strength_sum",
-    "rating_spread",
-)
-QUEUE_FIELDS = ("id", *SUMMARY_FIELDS, "open_flag", "model_p_b", "model_margin", "model_contradicts", "severity")
+# What item_label_summary reads from a row: the counted columns and the extra annotations a curator asked for.
+SUMMARY_FIELDS = (*LABEL_COUNTED_FIELDS, "extra_overlap")
+QUEUE_FIELDS = ("id", *SUMMARY_FIELDS, "open_flag", "model_p_b", "model_contradicts", "severity")
 
 
 @dataclass(frozen=True)
@@ -63,36 +47,23 @@ class ModelScores:
     threshold: float
 
 
-@dataclass(frozen=True)
-class Reason:
-    code: str
-    score: float
-    detail: str
-
-    @property
-    def label(self) -> str:
-        return REASONS[self.code]
-
-
 @dataclass
 class QueueEntry:
     item: Item
     annotations: int
     severity: float
-    reasons: list[Reason] = field(default_factory=list)
+    reasons: list[rules.Reason] = field(default_factory=list)
     model_probability_b: float | None = None
     model_margin: float | None = None
 
 
-def _model_annotations(model: ModelScores | None) -> dict[str, Any]:
+def _model_probability(model: ModelScores | None) -> Subquery | Value:
+    """The model's probability that B wins, per item: what the queue filters and orders by. (Its margin, only
+    shown, is read for a page's rows alone: queue_entries.)"""
     if model is None:
-        nothing = Value(None, output_field=FloatField())
-        return {"model_p_b": nothing, "model_margin": nothing}
+        return Value(None, output_field=FloatField())
     score = model.scores.filter(item_id=OuterRef("pk"))
-    return {
-        "model_p_b": Subquery(score.values("probability_b")[:1], output_field=FloatField()),
-        "model_margin": Subquery(score.values("margin")[:1], output_field=FloatField()),
-    }
+    return Subquery(score.values("probability_b")[:1], output_field=FloatField())
 
 
 def disagreement_queue(
@@ -109,7 +80,7 @@ def disagreement_queue(
             spread=rule_sql.strength_spread(),
             open_flag=rule_sql.boolean(Q(pk__in=rule_sql.open_flag_ids(project))),
             state=rule_sql.item_state(project),
-            **_model_annotations(model),
+            model_p_b=_model_probability(model),
         )
         .annotate(model_contradicts=rule_sql.boolean(contradicts))
         .annotate(severity=rule_sql.severity())
@@ -146,13 +117,16 @@ def model_detail(probability_b: float | None, margin: float | None) -> str:
     return f"model prefers {side} with p = {sure:.2f}{gap}"
 
 
-def queue_entries(*, project: Project, rows: Sequence[Mapping[str, Any]]) -> list[QueueEntry]:
+def queue_entries(
+    *, project: Project, rows: Sequence[Mapping[str, Any]], model: ModelScores | None = None
+) -> list[QueueEntry]:
     """A page of queue rows as entries with their items, reasons and severity (annotate.rules, which the SQL order
-    mirrors): one query for the items, one for the rating details."""
+    mirrors): one query for the items, one for the rating details, one for the model's margins."""
     ids = [row["id"] for row in rows]
     items = Item.objects.filter(pk__in=ids).only("id", "project_id", "prompt", "source", "annotation_count")
     by_id = {item.pk: item for item in items}
     spreads = rating_spreads(ids)
+    margins = dict(model.scores.filter(item_id__in=ids).values_list("item_id", "margin")) if model else {}
     entries = []
     for row in rows:
         summary = item_label_summary(row, overlap=project.overlap)
@@ -161,16 +135,16 @@ def queue_entries(*, project: Project, rows: Sequence[Mapping[str, Any]]) -> lis
             open_flag=row["open_flag"],
             model_contradicts=row["model_contradicts"],
             rating_detail=", ".join(spreads.get(row["id"], [])),
-            model_detail=model_detail(row["model_p_b"], row["model_margin"]),
+            model_detail=model_detail(row["model_p_b"], margins.get(row["id"])),
         )
         entries.append(
             QueueEntry(
                 item=by_id[row["id"]],
                 annotations=summary.annotations,
                 severity=round(rules.severity(summary, found), 2),
-                reasons=[Reason(r.code, r.points, r.detail) for r in found],
+                reasons=found,
                 model_probability_b=row["model_p_b"],
-                model_margin=row["model_margin"],
+                model_margin=margins.get(row["id"]),
             )
         )
     return entries
@@ -182,7 +156,7 @@ def review_queue_page(
     """One page of the review queue and its entries."""
     queryset = disagreement_queue(project=project, reason=reason, source=source, model=model)
     row_page = Paginator(queryset, QUEUE_PAGE_SIZE).get_page(page)
-    return row_page, queue_entries(project=project, rows=list(row_page.object_list))
+    return row_page, queue_entries(project=project, rows=list(row_page.object_list), model=model)
 
 
 def project_sources(*, project: Project) -> list[str]:

@@ -89,7 +89,7 @@ class ItemModelView:
 
 
 def item_model_view(item: Item) -> ItemModelView | None:
-    score = active_model_scores(item.project).filter(item=item).select_related("reward_model").first()
+    score = active_model_scores(item.project).filter(item=item).first()
     if score is None:
         return None
     summary = item_label_summary(item, overlap=item.project.overlap)

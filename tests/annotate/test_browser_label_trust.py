@@ -143,11 +143,16 @@ def test_digits_pick_the_preference_again_once_the_last_row_is_rated(live_server
     assert annotation.ratings == {"a": RATINGS_A, "b": RATINGS_B}
 
 
-def test_escape_and_a_mouse_click_leave_digits_to_the_preference(live_server, page: Page) -> None:  # type: ignore[no-untyped-def]
+def _label_an_item_with_ratings(page: Page, base_url: str) -> None:
+    """An annotator on the labeling page of a project that asks for HelpSteer2's ratings."""
     project = ProjectFactory(overlap=1, schema=DEFAULT_SCHEMA)
     ItemFactory(project=project)
-    log_in(page, live_server.url, member(project))
-    _open_label_page(page, live_server.url, project.pk)
+    log_in(page, base_url, member(project))
+    _open_label_page(page, base_url, project.pk)
+
+
+def test_escape_and_a_mouse_click_leave_digits_to_the_preference(live_server, page: Page) -> None:  # type: ignore[no-untyped-def]
+    _label_an_item_with_ratings(page, live_server.url)
 
     page.keyboard.press("r")
     page.keyboard.press("4")
@@ -168,10 +173,7 @@ def test_escape_and_a_mouse_click_leave_digits_to_the_preference(live_server, pa
 
 
 def test_rating_mode_shows_which_row_the_digits_rate(live_server, page: Page) -> None:  # type: ignore[no-untyped-def]
-    project = ProjectFactory(overlap=1, schema=DEFAULT_SCHEMA)
-    ItemFactory(project=project)
-    log_in(page, live_server.url, member(project))
-    _open_label_page(page, live_server.url, project.pk)
+    _label_an_item_with_ratings(page, live_server.url)
 
     page.keyboard.press("r")
     expect(page.locator(".rating-row.is-rating")).to_have_count(1)

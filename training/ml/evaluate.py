@@ -49,7 +49,11 @@ def evaluate(
             "mean_std": float(deltas.std(axis=0).mean()),
         }
     if calibration:
-        fitted = _pair_outputs(model_dir, calibration, batch_size=batch_size, max_length=max_length)
+        # The held-out pairs may be the calibration pairs themselves (a version without a test split).
+        same = calibration is examples
+        fitted = (
+            outputs if same else _pair_outputs(model_dir, calibration, batch_size=batch_size, max_length=max_length)
+        )
         m = len(calibration)
         temperature = fit_temperature(fitted[:, :m, 0].mean(axis=0) - fitted[:, m:, 0].mean(axis=0))
         metrics["calibration"] = {
@@ -94,28 +98,24 @@ def fit_temperature(deltas: np.ndarray) -> float:
     return round(float(np.exp((low + high) / 2)), 4)
 
 
+def _ratings_of(examples: Sequence[PairExample], name: str) -> list[float]:
+    """Every rating of one attribute over both responses of the examples."""
+    ratings = [e.chosen_ratings for e in examples] + [e.rejected_ratings for e in examples]
+    return [r[name] for r in ratings if r and name in r]
+
+
 def constant_rmse(
     examples: Sequence[PairExample], attributes: Sequence[str], means: Mapping[str, float]
 ) -> dict[str, float]:
     """RMSE of always predicting `means` (the training set's mean rating) on the ratings present."""
-    ratings = [e.chosen_ratings for e in examples] + [e.rejected_ratings for e in examples]
-    result = {}
-    for name in attributes:
-        values = [r[name] for r in ratings if r and name in r]
-        if values and name in means:
-            result[name] = float(np.sqrt(np.mean([(value - means[name]) ** 2 for value in values])))
-    return result
+    rated = {name: _ratings_of(examples, name) for name in attributes if name in means}
+    return {name: float(np.sqrt(np.mean((np.array(v) - means[name]) ** 2))) for name, v in rated.items() if v}
 
 
 def attribute_means(examples: Sequence[PairExample], attributes: Sequence[str]) -> dict[str, float]:
     """Each attribute's mean rating over both responses of the examples (the constant predictor)."""
-    ratings = [e.chosen_ratings for e in examples] + [e.rejected_ratings for e in examples]
-    means = {}
-    for name in attributes:
-        values = [r[name] for r in ratings if r and name in r]
-        if values:
-            means[name] = float(np.mean(values))
-    return means
+    rated = {name: _ratings_of(examples, name) for name in attributes}
+    return {name: float(np.mean(values)) for name, values in rated.items() if values}
 
 
 def pair_metrics(deltas: np.ndarray, examples: Sequence[PairExample]) -> dict[str, Any]:
