@@ -191,6 +191,8 @@ class Item(models.Model):
     is_gold = models.BooleanField(default=False)
     # Annotations wanted beyond the project's overlap: a curator asking for more opinions on a hard item.
     extra_overlap = models.PositiveSmallIntegerField(default=0)
+    # Handed out before items of lower priority: pairs a curation round routes to the humans (0: ordinary).
+    priority = models.PositiveIntegerField(default=0)
     # What its annotations say (annotate.rules.LabelSummary), recomputed from them by
     # annotate.services.label_summary in every transaction that adds annotations, under the item's row lock: the
     # review queue, the dashboard and dataset versions read these columns rather than every annotation.
@@ -211,6 +213,12 @@ class Item(models.Model):
         indexes = [
             models.Index(
                 fields=["project", "annotation_count", "id"], name="item_queue_order", condition=Q(is_gold=False)
+            ),
+            # The routed pairs, first in the queue: few, so a small partial index.
+            models.Index(
+                fields=["project", "-priority", "annotation_count", "id"],
+                name="item_routed_order",
+                condition=Q(is_gold=False, priority__gt=0),
             ),
             models.Index(fields=["project", "id"], name="item_gold", condition=Q(is_gold=True)),
         ]

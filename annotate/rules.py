@@ -231,3 +231,40 @@ def in_review_queue(
         return True
     state = item_state(summary, decision)
     return state == ItemState.DISPUTED or (state == ItemState.AGREED and model_contradicts)
+
+
+class Pool(StrEnum):
+    """Where an item stands for human-AI curation (training.services.campaigns):
+
+    gold        human-verified: a gold item, a curator's final label, or Concord's annotators agreeing;
+    with humans Concord's annotators are on it (in progress) or disagree (disputed): no model decides it;
+    silver      labelled by anything else: labels that came with an import (the annotations' mean side, else the
+                source's own chosen/rejected) or an AI label, never verified by a person;
+    unlabelled  no label (or a tie) to go on;
+    excluded    a curator excluded it, or found no right answer.
+    """
+
+    GOLD = "gold"
+    WITH_HUMANS = "with humans"
+    SILVER = "silver"
+    UNLABELLED = "unlabelled"
+    EXCLUDED = "excluded"
+
+
+def silver_sign(summary: LabelSummary, source_label: int | None) -> int:
+    """The side an unverified label prefers: the imported annotations' mean side, else the source's label."""
+    if summary.strengths > 0:
+        return summary.consensus_sign
+    return sign(source_label or 0)
+
+
+def pool(summary: LabelSummary, decision: str | None, *, is_gold: bool, source_label: int | None) -> Pool:
+    """The item's pool (Pool's doc) from its summary, latest curator decision, gold flag and source label."""
+    state = item_state(summary, decision)
+    if state == ItemState.EXCLUDED:
+        return Pool.EXCLUDED
+    if is_gold or state == ItemState.ADJUDICATED or (state == ItemState.AGREED and summary.human > 0):
+        return Pool.GOLD
+    if summary.human > 0:
+        return Pool.WITH_HUMANS
+    return Pool.SILVER if silver_sign(summary, source_label) != 0 else Pool.UNLABELLED

@@ -19,6 +19,7 @@ FREEZE = "curation.tasks.dataset_version_freeze_run"
 EXPORT = "curation.tasks.export_job_run"
 TRAINING_RUN = "training.tasks.training_run_execute_task"
 SCORING = "training.tasks.scoring_task"
+CAMPAIGN_ROUND = "training.tasks.campaign_round_task"
 
 
 def enqueue_on_commit(task_name: str, job_id: int) -> None:

@@ -16,6 +16,7 @@ FREEZE = 1
 EXPORT = 2
 TRAINING = 3
 SCORING = 4
+CAMPAIGN_ROUND = 5
 
 
 @contextmanager

@@ -114,6 +114,8 @@ class DatasetRow(models.Model):
         IMPORTED = "imported", "Imported label"
         AI_ACCEPTED = "ai_accepted", "AI-accepted"
         AI_FLIPPED = "ai_flipped", "AI-flipped"
+        AI_LABELLED = "ai_labelled", "AI-labelled"
+        GOLD_ANSWER = "gold_answer", "Gold answer"
 
     version = models.ForeignKey(DatasetVersion, on_delete=models.CASCADE, related_name="rows")
     position = models.PositiveIntegerField()

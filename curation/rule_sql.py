@@ -20,13 +20,14 @@ from django.db.models import (
     OuterRef,
     Q,
     QuerySet,
+    Subquery,
     Value,
     When,
 )
-from django.db.models.functions import Cast, Greatest, Least
+from django.db.models.functions import Cast, Coalesce, Greatest, Least, Sign
 
 from annotate import rules
-from annotate.models import Project
+from annotate.models import GoldAnswer, Project
 from annotate.rules import ItemState
 from curation.models import Adjudication, ItemFlag
 
@@ -122,3 +123,54 @@ def in_queue_q() -> Q:
 
 def boolean(condition: Q) -> ExpressionWrapper:
     return ExpressionWrapper(condition, output_field=BooleanField())
+
+
+def silver_sign() -> Case:
+    """annotate.rules.silver_sign as SQL: the imported strengths' mean side, else the source's label."""
+    return Case(
+        When(strength_count__gt=0, strength_sum__gt=0, then=Value(1)),
+        When(strength_count__gt=0, strength_sum__lt=0, then=Value(-1)),
+        When(strength_count__gt=0, then=Value(0)),
+        When(source_label__gt=0, then=Value(1)),
+        When(source_label__lt=0, then=Value(-1)),
+        default=Value(0),
+        output_field=IntegerField(),
+    )
+
+
+def pool() -> Case:
+    """annotate.rules.pool, over the `state` (item_state) and `silver` (silver_sign) annotations."""
+    return Case(
+        When(state=ItemState.EXCLUDED, then=Value(rules.Pool.EXCLUDED)),
+        When(
+            Q(is_gold=True) | Q(state=ItemState.ADJUDICATED) | Q(state=ItemState.AGREED, human_count__gt=0),
+            then=Value(rules.Pool.GOLD),
+        ),
+        When(human_count__gt=0, then=Value(rules.Pool.WITH_HUMANS)),
+        When(~Q(silver=0), then=Value(rules.Pool.SILVER)),
+        default=Value(rules.Pool.UNLABELLED),
+        output_field=CharField(),
+    )
+
+
+def with_pools(items: QuerySet, project: Project) -> QuerySet:
+    """The items annotated with `spread`, `state`, `silver` and `pool`."""
+    return items.annotate(spread=strength_spread(), state=item_state(project), silver=silver_sign()).annotate(
+        pool=pool()
+    )
+
+
+def gold_sign() -> Case:
+    """The side a gold item's label prefers: its gold answer, else the latest curator label, else its annotators'
+    mean strength; over the `state` annotation (item_state)."""
+    answer = GoldAnswer.objects.filter(item=OuterRef("pk")).values("preference_sign")[:1]
+    latest = Adjudication.objects.filter(item=OuterRef("pk")).order_by("-created_at", "-id").values("strength")[:1]
+    integer: IntegerField = IntegerField()
+    return Case(
+        When(is_gold=True, then=Coalesce(Subquery(answer, output_field=integer), Value(0))),
+        When(
+            state=ItemState.ADJUDICATED, then=Cast(Sign(Coalesce(Subquery(latest, output_field=integer), 0)), integer)
+        ),
+        default=Cast(Sign("strength_sum"), integer),
+        output_field=integer,
+    )

@@ -13,7 +13,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import Count, Q
 
 from annotate.models import Annotation, Assignment, Item, Membership, Project, Role
-from annotate.rules import ItemState
+from annotate.rules import ItemState, Pool
 from annotate.selectors import gold_scores
 from curation import rule_sql
 from curation.aggregation import DawidSkene, sign_dawid_skene
@@ -313,6 +313,21 @@ def item_states(*, project: Project) -> dict[str, int]:
     for row in rows:
         counts[ItemState(row["state"])] = row["count"]
     return {str(state): count for state, count in counts.items()}
+
+
+def pool_counts(*, project: Project) -> dict[str, int]:
+    """How many of the project's items (gold ones too) are in each pool (annotate.rules.pool): gold, with humans,
+    silver, unlabelled, excluded; counted in one GROUP BY (curation.rule_sql mirrors the rule)."""
+    rows = (
+        rule_sql.with_pools(Item.objects.filter(project=project), project)
+        .values("pool")
+        .annotate(count=Count("id"))
+        .order_by()
+    )
+    counts = dict.fromkeys(Pool, 0)
+    for row in rows:
+        counts[Pool(row["pool"])] = row["count"]
+    return {str(pool): count for pool, count in counts.items()}
 
 
 @dataclass(frozen=True)

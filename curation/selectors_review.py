@@ -45,6 +45,8 @@ class ModelScores:
 
     scores: QuerySet[Any]
     threshold: float
+    # Who the model is, in the reason's words: the project's active model, or a curation campaign's ensemble.
+    name: str = "model"
 
 
 @dataclass
@@ -108,13 +110,13 @@ def rating_spreads(item_ids: Iterable[int]) -> dict[int, list[str]]:
     return dict(spreads)
 
 
-def model_detail(probability_b: float | None, margin: float | None) -> str:
+def model_detail(probability_b: float | None, margin: float | None, name: str = "model") -> str:
     """The model's view of an item in words: which side, how sure (calibrated), and its reward margin B - A."""
     if probability_b is None:
         return ""
     side, sure = ("B", probability_b) if probability_b >= 0.5 else ("A", 1 - probability_b)
     gap = f", reward B − A {margin:+.2f}" if margin is not None else ""
-    return f"model prefers {side} with p = {sure:.2f}{gap}"
+    return f"{name} prefers {side} with p = {sure:.2f}{gap}"
 
 
 def queue_entries(
@@ -135,7 +137,7 @@ def queue_entries(
             open_flag=row["open_flag"],
             model_contradicts=row["model_contradicts"],
             rating_detail=", ".join(spreads.get(row["id"], [])),
-            model_detail=model_detail(row["model_p_b"], margins.get(row["id"])),
+            model_detail=model_detail(row["model_p_b"], margins.get(row["id"]), model.name if model else "model"),
         )
         entries.append(
             QueueEntry(

@@ -1,14 +1,20 @@
-"""The Retrain form: a frozen dataset version of the project and the training config."""
+"""The Retrain form (a frozen dataset version of the project and the training config) and the campaign forms: start
+a campaign, filter a round's decisions, override one."""
 
+import dataclasses
 from typing import Any
 
 from django import forms
 
 from annotate.models import Project
+from annotate.rules import Pool
 from annotate.selectors import label_schema_current
 from concord.forms import form_add_errors
 from curation.models import DatasetVersion
+from training.ml.synergy import CONTRADICTION_ACTIONS, ENSEMBLE_KINDS, CampaignSettings, Decision
 from training.selectors import scorable_versions, trainable_versions
+from training.selectors_campaigns import DecisionFilters
+from training.services.campaigns import OVERRIDES
 from training.services.runs import TrainingError, training_config_clean
 
 SEED_MAX = 2**31 - 1
@@ -119,3 +125,95 @@ class ScoringForm(forms.Form):
     def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["dataset_version"].queryset = scorable_versions(project)  # type: ignore[attr-defined]
+
+
+# Human-AI synergy campaigns.
+
+SETTINGS_CHOICES = {"ensemble_kind": ENSEMBLE_KINDS, "contradiction_action": CONTRADICTION_ACTIONS}
+
+
+def _settings_field(spec: "dataclasses.Field[Any]") -> forms.Field:
+    """A form field for one CampaignSettings field, with its help text and default. Only the type is checked
+    here: the ranges are CampaignSettings.problems()' to say (campaign_start), so they live in one place."""
+    options: dict[str, Any] = {
+        "label": spec.name.replace("_", " ").capitalize().replace("Ai ", "AI "),
+        "help_text": spec.metadata.get("help", ""),
+        "initial": spec.default,
+    }
+    if spec.name in SETTINGS_CHOICES:
+        return forms.ChoiceField(choices=[(value, value) for value in SETTINGS_CHOICES[spec.name]], **options)
+    kind = spec.type if isinstance(spec.type, type) else {"int": int, "float": float}.get(str(spec.type), str)
+    if kind is int:
+        return forms.IntegerField(**options)
+    if kind is float:
+        return forms.FloatField(**options)
+    return forms.CharField(required=False, max_length=500, **options)
+
+
+class CampaignForm(forms.Form):
+    """A campaign's name and settings, one field per CampaignSettings field in its order."""
+
+    name = forms.CharField(max_length=200, required=False, help_text="Empty: named after the date and time.")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for spec in dataclasses.fields(CampaignSettings):
+            self.fields[spec.name] = _settings_field(spec)
+
+    def settings(self) -> dict[str, Any]:
+        """The settings as campaign_start takes them (after is_valid)."""
+        return {spec.name: self.cleaned_data[spec.name] for spec in dataclasses.fields(CampaignSettings)}
+
+
+EFFECTIVE_DECISIONS = (*(decision.value for decision in Decision), "route")
+SOURCES = (Pool.SILVER, Pool.UNLABELLED)
+STRENGTH_INPUT = forms.TextInput(attrs={"inputmode": "decimal", "size": 8})
+
+
+class DecisionFilterForm(forms.Form):
+    """The decision list's filters, read from the query string; every one optional."""
+
+    decision = forms.ChoiceField(
+        required=False,
+        choices=[("", "any"), *((value, value) for value in EFFECTIVE_DECISIONS)],
+        help_text="The effective decision: a curator's override, else the round's.",
+    )
+    source = forms.ChoiceField(required=False, choices=[("", "any"), *((str(pool), str(pool)) for pool in SOURCES)])
+    routed = forms.ChoiceField(required=False, choices=[("", "any"), ("yes", "routed"), ("no", "not routed")])
+    # Text inputs: a value that is no number stays in view beside its error (a number input would blank it).
+    min_strength = forms.FloatField(required=False, label="Strength from", widget=STRENGTH_INPUT)
+    max_strength = forms.FloatField(required=False, label="Strength up to", widget=STRENGTH_INPUT)
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        low, high = cleaned.get("min_strength"), cleaned.get("max_strength")
+        if low is not None and high is not None and low > high:
+            self.add_error("max_strength", f"must not be below the lower bound ({low:g})")
+        return cleaned
+
+    def filters(self) -> DecisionFilters:
+        data = self.cleaned_data
+        routed = {"yes": True, "no": False}.get(data["routed"])
+        return DecisionFilters(
+            decision=data["decision"],
+            pool=data["source"],
+            routed=routed,
+            min_strength=data["min_strength"],
+            max_strength=data["max_strength"],
+        )
+
+
+class OverrideForm(forms.Form):
+    """A curator's decision on one pair in place of the round's: the choices its pool allows, and why."""
+
+    decision = forms.ChoiceField(choices=[])
+    reason = forms.CharField(
+        required=False,  # pair_decision_override says why a reason is needed, beside the field
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 2}),
+    )
+
+    def __init__(self, *args: Any, pool: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        choices = [(str(value), str(value)) for value in OVERRIDES.get(Pool(pool), ())]
+        self.fields["decision"].choices = choices  # type: ignore[attr-defined]

@@ -142,3 +142,158 @@ class ScoringJob(models.Model):
     @property
     def finished(self) -> bool:
         return self.status in (self.Status.DONE, self.Status.FAILED)
+
+
+class Campaign(models.Model):
+    """Human-AI synergy curation of a project (training.services.campaigns): rounds in which a reward-model
+    ensemble trained on the human-verified pairs decides the unverified ones and routes what it cannot decide to
+    the humans, each round ending in a frozen dataset version. Settings: training.ml.synergy.CampaignSettings."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        FINISHED = "finished", "Finished"
+        STOPPED = "stopped", "Stopped by a curator"
+        FAILED = "failed", "Failed"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="campaigns")
+    name = models.CharField(max_length=200)
+    config = models.JSONField(default=dict, help_text="training.ml.synergy.CampaignSettings.to_dict()")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    stop_reason = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["project"], condition=Q(status="running"), name="campaign_one_running")
+        ]
+
+    def __str__(self) -> str:
+        return f"Campaign {self.name} ({self.status})"
+
+
+class CampaignRound(models.Model):
+    """One round of a campaign. Its stages run in order, each on a gpu worker (training.tasks.campaign_round_task)
+    or as a job of its own that the round waits for; `stage` says where it is, so a round whose worker died
+    resumes at the stage it was in."""
+
+    class Stage(models.TextChoices):
+        TRAIN = "train", "Training the ensemble"
+        SCORE = "score", "Scoring the pool"
+        DECIDE = "decide", "Deciding"
+        RETRIEVE = "retrieve", "Retrieving neighbours of gold errors"
+        LABEL = "label", "Humans labelling routed pairs"
+        FREEZE = "freeze", "Freezing the curated version"
+        DONE = "done", "Done"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        WAITING = "waiting", "Waiting"  # for its training run, its scoring job, or the humans
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="rounds")
+    number = models.PositiveIntegerField()
+    stage = models.CharField(max_length=16, choices=Stage.choices, default=Stage.TRAIN)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    message = models.CharField(max_length=500, blank=True, help_text="What the round is doing now.")
+    done = models.PositiveIntegerField(default=0)
+    total = models.PositiveIntegerField(default=0)
+    # What it trained on (the previous round's version, or the gold seed), what it trained, what it froze.
+    training_version = models.ForeignKey(
+        DatasetVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="campaign_rounds_trained"
+    )
+    training_run = models.ForeignKey(
+        TrainingRun, null=True, blank=True, on_delete=models.PROTECT, related_name="campaign_rounds"
+    )
+    scoring_job = models.ForeignKey(
+        ScoringJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="campaign_rounds"
+    )
+    version = models.ForeignKey(
+        DatasetVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="campaign_rounds"
+    )
+    # The ensemble's temperature (fitted on held-out gold) and accuracy on the held-out gold pairs.
+    temperature = models.FloatField(null=True, blank=True)
+    gold_accuracy = models.FloatField(null=True, blank=True)
+    gold_pairs = models.PositiveIntegerField(default=0)
+    counts = models.JSONField(default=dict, blank=True, help_text="Pairs per decision, per pool.")
+    routed = models.PositiveIntegerField(default=0)
+    routed_labelled = models.PositiveIntegerField(default=0)
+    histogram = models.JSONField(default=list, blank=True, help_text="Strength histogram by decision.")
+    closed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    error = models.TextField(blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    recoveries = models.PositiveIntegerField(default=0)
+    recovered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["campaign", "number"]
+        constraints = [models.UniqueConstraint(fields=["campaign", "number"], name="campaign_round_unique_number")]
+
+    def __str__(self) -> str:
+        return f"Round {self.number} of {self.campaign}"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (self.Status.DONE, self.Status.FAILED)
+
+
+class PairDecision(models.Model):
+    """What a round decided about one silver or unlabelled pair (training.ml.synergy.Decision), with the
+    ensemble's view of it; a curator's override (DecisionOverride, latest wins) is copied into `override`."""
+
+    round = models.ForeignKey(CampaignRound, on_delete=models.CASCADE, related_name="decisions")
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="campaign_decisions")
+    pool = models.CharField(max_length=16)  # annotate.rules.Pool: silver or unlabelled
+    label_sign = models.SmallIntegerField(help_text="The silver label's side: -1 A, +1 B; 0 unlabelled.")
+    decision = models.CharField(max_length=16)
+    override = models.CharField(max_length=16, blank=True)
+    # The ensemble: mean and spread of its members' strengths towards the label (towards B when unlabelled), and
+    # its calibrated probability that the label (B, when unlabelled) is right.
+    strength = models.FloatField()
+    spread = models.FloatField()
+    p_agree = models.FloatField()
+    # Other voters' p_agree by name (LLM judges...), for Skywork's rule; empty with the ensemble alone.
+    votes = models.JSONField(default=dict, blank=True)
+    routed = models.BooleanField(default=False)
+    priority = models.PositiveIntegerField(default=0)
+    retrieved_by = models.BigIntegerField(null=True, blank=True, help_text="The gold item whose error pulled it.")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["round", "item"], name="pair_decision_unique_item")]
+        indexes = [
+            models.Index(fields=["round", "decision"], name="pair_decision_by_decision"),
+            # The decision list pages through a round by strength.
+            models.Index(fields=["round", "strength", "id"], name="pair_decision_by_strength"),
+            models.Index(fields=["round", "routed"], name="pair_decision_routed", condition=Q(routed=True)),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.decision} on {self.item_id} in {self.round}"
+
+    @property
+    def effective(self) -> str:
+        return self.override or self.decision
+
+
+class DecisionOverride(models.Model):
+    """A curator overriding a round's decision on a pair: kept with who and why, never edited."""
+
+    pair_decision = models.ForeignKey(PairDecision, on_delete=models.CASCADE, related_name="overrides")
+    curator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    decision = models.CharField(max_length=16)
+    reason = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.decision} by {self.curator} on {self.pair_decision}"

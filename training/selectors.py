@@ -15,7 +15,7 @@ from annotate.rules import model_contradicts
 from annotate.selectors import item_label_summary
 from curation.models import DatasetRow, DatasetVersion
 from curation.selectors_review import ModelScores, model_detail
-from training.models import ItemScore, RewardModel, ScoringJob, TrainingRun
+from training.models import Campaign, CampaignRound, ItemScore, RewardModel, ScoringJob, TrainingRun
 
 # A running run not heard from for this long may have lost its worker: its page offers to resume it.
 STALE_AFTER = timedelta(minutes=10)
@@ -68,8 +68,25 @@ def active_model_scores(project: Project) -> QuerySet[ItemScore]:
 
 
 def queue_model(project: Project) -> ModelScores | None:
-    """The active model as the review queue weighs it: its scores and the project's confidence threshold; None
-    without an active model."""
+    """The model the review queue weighs the annotators against: while a curation campaign runs, the ensemble of
+    its latest scored round (with the campaign's contradiction threshold), so that gold pairs the ensemble
+    confidently contradicts reach a curator; else the active model with the project's threshold; None without
+    either."""
+    campaign_round = (
+        CampaignRound.objects.filter(
+            campaign__project=project,
+            campaign__status=Campaign.Status.RUNNING,
+            scoring_job__status=ScoringJob.Status.DONE,
+        )
+        .select_related("campaign", "training_run__reward_model")
+        .order_by("-campaign__created_at", "-number")
+        .first()
+    )
+    if campaign_round is not None and campaign_round.training_run is not None:
+        model = campaign_round.training_run.reward_model
+        threshold = float(campaign_round.campaign.config.get("contradict_threshold", project.model_threshold))
+        name = f"campaign {campaign_round.campaign.name!r} round {campaign_round.number} ensemble"
+        return ModelScores(scores=ItemScore.objects.filter(reward_model=model), threshold=threshold, name=name)
     if not RewardModel.objects.filter(project=project, is_active=True).exists():
         return None
     return ModelScores(scores=active_model_scores(project), threshold=project.model_threshold)
@@ -111,7 +128,7 @@ def scorable_versions(project: Project) -> QuerySet[DatasetVersion]:
     return trainable_versions(project).filter(status=DatasetVersion.Status.FROZEN)
 
 
-Job = TypeVar("Job", TrainingRun, ScoringJob)
+Job = TypeVar("Job", TrainingRun, ScoringJob, CampaignRound)
 
 
 def jobs_to_recover(model: type[Job], *, silent_before: datetime, resend_before: datetime) -> QuerySet[Job]:

@@ -6,7 +6,8 @@ import logging
 
 from celery import shared_task
 
-from training.models import ScoringJob, TrainingRun
+from training.models import CampaignRound, ScoringJob, TrainingRun
+from training.services.campaigns import campaign_round_advance, campaign_rounds_notify
 from training.services.runs import training_run_execute
 from training.services.scoring import scoring_run
 
@@ -20,7 +21,13 @@ def training_run_execute_task(run_id: int) -> None:
     if run is None:
         logger.warning("Training run %s does not exist (deleted before it ran?)", run_id)
         return
-    training_run_execute(run=run)
+    try:
+        training_run_execute(run=run)
+    finally:
+        # A curation round waiting for this run goes on (or fails) at once rather than at the next check.
+        run.refresh_from_db()
+        if run.finished:
+            campaign_rounds_notify(training_run=run)
 
 
 @shared_task
@@ -30,4 +37,19 @@ def scoring_task(job_id: int) -> None:
     if job is None:
         logger.warning("Scoring job %s does not exist (deleted before it ran?)", job_id)
         return
-    scoring_run(job=job)
+    try:
+        scoring_run(job=job)
+    finally:
+        job.refresh_from_db()
+        if job.finished:
+            campaign_rounds_notify(scoring_job=job)
+
+
+@shared_task
+def campaign_round_task(round_id: int) -> None:
+    """Run a curation round's stages until one waits (training.services.campaigns). Safe to deliver twice."""
+    round_ = CampaignRound.objects.filter(pk=round_id).select_related("campaign__project").first()
+    if round_ is None:
+        logger.warning("Campaign round %s does not exist (deleted before it ran?)", round_id)
+        return
+    campaign_round_advance(round_=round_)

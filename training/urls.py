@@ -1,6 +1,7 @@
 from django.urls import path
 
 from . import views
+from . import views_campaigns as campaigns
 
 app_name = "training"
 
@@ -13,4 +14,31 @@ urlpatterns = [
     path("projects/<int:project_id>/training/runs/<int:run_id>/resume/", views.run_resume, name="run_resume"),
     path("projects/<int:project_id>/training/runs/<int:run_id>/promote/", views.run_promote, name="run_promote"),
     path("projects/<int:project_id>/training/score/", views.scoring_create, name="scoring_create"),
+]
+
+# Human-AI synergy curation campaigns.
+urlpatterns += [
+    path("projects/<int:project_id>/campaigns/", campaigns.campaign_list, name="campaign_list"),
+    path("projects/<int:project_id>/campaigns/<int:campaign_id>/", campaigns.campaign_detail, name="campaign_detail"),
+    path(
+        "projects/<int:project_id>/campaigns/<int:campaign_id>/stop/",
+        campaigns.campaign_stop_view,
+        name="campaign_stop",
+    ),
+    path(
+        "projects/<int:project_id>/campaigns/<int:campaign_id>/rounds/<int:number>/close/",
+        campaigns.round_close,
+        name="campaign_round_close",
+    ),
+    path(
+        "projects/<int:project_id>/campaigns/<int:campaign_id>/rounds/<int:number>/decisions/",
+        campaigns.decision_list,
+        name="decision_list",
+    ),
+    path(
+        "projects/<int:project_id>/campaigns/<int:campaign_id>/rounds/<int:number>/decisions/<int:decision_id>/"
+        "override/",
+        campaigns.decision_override,
+        name="decision_override",
+    ),
 ]

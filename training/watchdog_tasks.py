@@ -4,10 +4,13 @@ workers import this module through CELERY_IMPORTS."""
 
 from celery import shared_task
 
+from training.services.campaigns import campaign_rounds_check
 from training.services.recovery import stale_jobs_recover
 
 
 @shared_task
 def stale_jobs_recover_task() -> None:
-    """Recover running training runs and scoring jobs whose worker died (training.services.recovery)."""
+    """Recover running training runs, scoring jobs and curation rounds whose worker died
+    (training.services.recovery), and wake the rounds whose awaited work has ended."""
     stale_jobs_recover()
+    campaign_rounds_check()

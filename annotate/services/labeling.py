@@ -59,8 +59,9 @@ def _current_lease(*, project: Project, annotator: AbstractBaseUser, now: dateti
     )
 
 
-def _candidates(*, project: Project, annotator: AbstractBaseUser, now: datetime, passed: list[int]):  # type: ignore[no-untyped-def]
-    """Items that still need annotations and that this annotator has not done, least annotated first."""
+def _candidates(*, project: Project, annotator: AbstractBaseUser, now: datetime, passed: list[int], routed: bool):  # type: ignore[no-untyped-def]
+    """Items that still need annotations and that this annotator has not done, least annotated first; with
+    `routed`, only the pairs a curation round routed to the humans (Item.priority), highest priority first."""
     live_leases = (
         Assignment.objects.filter(item=OuterRef("pk"), status=Assignment.Status.LEASED, expires_at__gt=now)
         .order_by()
@@ -74,14 +75,20 @@ def _candidates(*, project: Project, annotator: AbstractBaseUser, now: datetime,
         status__in=[Assignment.Status.SUBMITTED, Assignment.Status.SKIPPED],
     )
     annotated_by_me = Annotation.objects.filter(item=OuterRef("pk"), annotator_id=annotator.pk)
+    items = Item.objects.filter(
+        project=project, is_gold=False, annotation_count__lt=F("extra_overlap") + project.overlap
+    )
+    # Two queries rather than one ordered by priority first: each walks its own index (item_routed_order, a small
+    # partial one, and item_queue_order), where one ORDER BY priority would sort every open item of the project.
+    ordering = ("-priority", "annotation_count", "id") if routed else ("annotation_count", "id")
     return (
-        Item.objects.filter(project=project, is_gold=False, annotation_count__lt=F("extra_overlap") + project.overlap)
+        (items.filter(priority__gt=0) if routed else items)
         .exclude(pk__in=passed)
         .exclude(Exists(finished_by_me))
         .exclude(Exists(annotated_by_me))
         .annotate(leases=Coalesce(Subquery(live_leases, output_field=IntegerField()), Value(0)))
         .filter(annotation_count__lt=F("extra_overlap") + project.overlap - F("leases"))
-        .order_by("annotation_count", "id")
+        .order_by(*ordering)
     )
 
 
@@ -138,10 +145,20 @@ def assignment_next(*, project: Project, annotator: AbstractBaseUser) -> Item | 
         gold = _gold_for(project=project, annotator=annotator, now=now)
         if gold is not None:
             return gold
+    # The pairs a curation round routed to the humans first, then the least annotated.
+    for routed in (True, False):
+        leased = _lease_candidate(project=project, annotator=annotator, now=now, routed=routed)
+        if leased is not None:
+            return leased
+    return None
+
+
+def _lease_candidate(*, project: Project, annotator: AbstractBaseUser, now: datetime, routed: bool) -> Item | None:
+    """The first candidate (_candidates) that still has room once locked, leased to the annotator."""
     passed: list[int] = []
     for _ in range(MAX_CANDIDATE_TRIES):
         with transaction.atomic():
-            candidates = _candidates(project=project, annotator=annotator, now=now, passed=passed)
+            candidates = _candidates(project=project, annotator=annotator, now=now, passed=passed, routed=routed)
             item = candidates.select_for_update(skip_locked=True, of=("self",)).select_related("project").first()
             if item is None:
                 # Every open item may be locked by someone else's lease being written right now: wait for

@@ -125,6 +125,9 @@ CELERY_TASK_ALWAYS_EAGER = False
 # A model measured on fewer held-out pairs than this is not promoted unless the admin insists: its accuracy says
 # next to nothing (50 pairs leave a standard error of about 7 points).
 CONCORD_MIN_HELDOUT_PAIRS = env_int("CONCORD_MIN_HELDOUT_PAIRS", 50)
+# The encoder that embeds pairs for a curation round's error-driven retrieval (a local checkpoint directory); empty:
+# the default backbone (all-MiniLM-L6-v2, training.ml.config.default_backbone).
+CONCORD_EMBEDDING_MODEL = env_str("CONCORD_EMBEDDING_MODEL", "")
 CONCORD_MAX_RECOVERIES = env_int("CONCORD_MAX_RECOVERIES", 3)
 CONCORD_RECOVERY_GRACE_S = env_int("CONCORD_RECOVERY_GRACE_S", 120)
 CELERY_IMPORTS = ["training.watchdog_tasks"]

@@ -126,6 +126,17 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+@dataclass(frozen=True)
+class PlannedRow:
+    """A row about to be written: its DatasetRow fields (split included, position not yet), and what the version's
+    manifest and stats count of it."""
+
+    fields: dict[str, Any]
+    state: str
+    agreement: float
+    schema_ids: set[int]
+
+
 @dataclass
 class Candidate:
     """A qualifying item, before it has a position and a split."""
@@ -139,6 +150,9 @@ class Candidate:
     weight: float
     ratings: dict[str, Any]
     schema_ids: set[int]
+
+    def planned(self, *, split: str) -> PlannedRow:
+        return PlannedRow(self.row_fields(split=split), self.state, self.agreement, self.schema_ids)
 
     def row_fields(self, *, split: str) -> dict[str, Any]:
         item = self.item

@@ -10,7 +10,8 @@ import hashlib
 import logging
 import subprocess
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from concord.jobs import enqueue_on_commit
 from concord.locks import job_lock
 from curation.models import DatasetRow, DatasetVersion
 from curation.services.version_rows import (
-    Candidate,
+    PlannedRow,
     VersionFilters,
     candidates,
     canonical_json,
@@ -117,25 +118,36 @@ def dataset_version_claim(*, version: DatasetVersion) -> bool:
     return changed == 1
 
 
-def dataset_version_freeze(*, version: DatasetVersion) -> DatasetVersion:
+def dataset_version_freeze(
+    *,
+    version: DatasetVersion,
+    rows: Callable[[], Iterator[PlannedRow]] | None = None,
+    manifest_extra: dict[str, Any] | None = None,
+) -> DatasetVersion:
     """Freeze a draft: write its rows, hash them, record manifest and stats. A version that is frozen, or being
-    frozen by a live worker, raises VersionError; a failure leaves it FAILED without rows."""
+    frozen by a live worker, raises VersionError; a failure leaves it FAILED without rows.
+
+    The rows are those its filters select (curation.services.version_rows), unless `rows` gives them: a caller
+    with rows of its own making (a curation round's decisions, training.services.campaigns) hands them in with
+    what the manifest should say about them."""
     with job_lock(locks.FREEZE, version.pk) as mine:
         if not mine:
             raise VersionError(f"version {version.pk} is being frozen by another worker")
         if not dataset_version_claim(version=version):
             version.refresh_from_db()
             raise VersionError(f"version {version.pk} is {version.status}, not a draft; it cannot be frozen again")
-        return _freeze_claimed(version)
+        return _freeze_claimed(version, rows or partial(_filtered_rows, version), manifest_extra or {})
 
 
-def _freeze_claimed(version: DatasetVersion) -> DatasetVersion:
+def _freeze_claimed(
+    version: DatasetVersion, rows: Callable[[], Iterator[PlannedRow]], manifest_extra: dict[str, Any]
+) -> DatasetVersion:
     try:
         # Rows of an earlier, failed or killed attempt go first.
         DatasetRow.objects.filter(version=version).delete()
-        summary = _write_rows(version)
+        summary = _write_rows(version, rows())
         content_hash = dataset_version_content_hash(version=version)
-        _finish(version, summary, content_hash)
+        _finish(version, summary, content_hash, manifest_extra)
     except Exception as error:
         logger.exception("Freezing dataset version %s failed", version.pk)
         DatasetRow.objects.filter(version=version).delete()
@@ -159,28 +171,34 @@ class _Summary:
         self.agreement_sum = 0.0
         self.schema_ids: set[int] = set()
 
-    def add(self, candidate: Candidate, split: str) -> None:
+    def add(self, row: PlannedRow) -> None:
         self.rows += 1
-        self.splits[split] += 1
-        self.provenance[candidate.provenance] += 1
-        self.states[candidate.state] += 1
-        self.histogram[min(HISTOGRAM_BINS - 1, int(candidate.margin * HISTOGRAM_BINS))] += 1
-        self.agreement_sum += candidate.agreement
-        self.schema_ids |= candidate.schema_ids
+        self.splits[row.fields["split"]] += 1
+        self.provenance[row.fields["provenance"]] += 1
+        self.states[row.state] += 1
+        self.histogram[min(HISTOGRAM_BINS - 1, int(row.fields["margin"] * HISTOGRAM_BINS))] += 1
+        self.agreement_sum += row.agreement
+        self.schema_ids |= row.schema_ids
 
 
-def _write_rows(version: DatasetVersion) -> _Summary:
+def _filtered_rows(version: DatasetVersion) -> Iterator[PlannedRow]:
+    """The rows the version's filters select, each with the split of its prompt."""
     filters = VersionFilters.from_json(version.filters)
-    summary = _Summary()
-    batch: list[DatasetRow] = []
     for project in version.projects.order_by("pk"):
         for candidate in candidates(project=project, filters=filters):
             split = split_for(prompt_hash(candidate.item.prompt), seed=filters.seed, fractions=filters.splits)
-            batch.append(DatasetRow(version=version, position=summary.rows, **candidate.row_fields(split=split)))
-            summary.add(candidate, split)
-            if len(batch) >= INSERT_BATCH:
-                _insert(version, batch, summary.rows)
-                batch = []
+            yield candidate.planned(split=split)
+
+
+def _write_rows(version: DatasetVersion, rows: Iterator[PlannedRow]) -> _Summary:
+    summary = _Summary()
+    batch: list[DatasetRow] = []
+    for row in rows:
+        batch.append(DatasetRow(version=version, position=summary.rows, **row.fields))
+        summary.add(row)
+        if len(batch) >= INSERT_BATCH:
+            _insert(version, batch, summary.rows)
+            batch = []
     _insert(version, batch, summary.rows)
     return summary
 
@@ -203,7 +221,7 @@ def dataset_version_content_hash(*, version: DatasetVersion) -> str:
 
 
 @transaction.atomic
-def _finish(version: DatasetVersion, summary: _Summary, content_hash: str) -> None:
+def _finish(version: DatasetVersion, summary: _Summary, content_hash: str, manifest_extra: dict[str, Any]) -> None:
     projects = list(version.projects.order_by("pk"))
     version.refresh_from_db()
     version.status = DatasetVersion.Status.FROZEN
@@ -233,6 +251,7 @@ def _finish(version: DatasetVersion, summary: _Summary, content_hash: str) -> No
             "strength_spread_limit": STRENGTH_SPREAD_LIMIT,
             "rating_spread_limit": RATING_SPREAD_LIMIT,
         },
+        **manifest_extra,
     }
     version.stats = {
         "rows": summary.rows,

@@ -183,6 +183,7 @@ def dashboard(request: HttpRequest, project_id: int) -> HttpResponse:
     context = {
         **_nav(request, project),
         "dashboard": data,
+        "pools": quality.pool_counts(project=project),
         "histogram": _histogram(data.histogram),
         "states": _states(data.states),
         "timeline": _timeline(data.over_time),

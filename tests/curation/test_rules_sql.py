@@ -24,6 +24,7 @@ ORIGINS = ["human", "imported"]
 DECISIONS = [[], ["label"], ["exclude"], ["ambiguous"], ["more"], ["label", "exclude"], ["exclude", "more"]]
 FLAGS = ["none", "open", "resolved"]
 MODEL = [None, 0.95, 0.05, 0.5]
+SOURCE_LABELS = [None, 1, -1]
 THRESHOLD = 0.8
 
 
@@ -50,7 +51,9 @@ def build_cases(project) -> list[tuple[Item, str | None, bool, float | None]]:  
     # so that each of their values meets every decision too (a full product would be 3,700 items).
     for index, (strengths, decisions, flag) in enumerate(itertools.product(STRENGTHS, DECISIONS, FLAGS)):
         ratings, origin, p_b = RATINGS[index % 2], ORIGINS[index // 2 % 2], MODEL[index // 4 % 4]
-        item = ItemFactory(project=project)
+        # Gold items and the source's own labels cycle along too (for the pools).
+        source_label, is_gold = SOURCE_LABELS[index // 16 % 3], index % 29 == 0
+        item = ItemFactory(project=project, source_label=source_label, is_gold=is_gold)
         for position, strength in enumerate(strengths):
             given = ratings[position % 2] if ratings else {}
             AnnotationFactory(item=item, strength=strength, origin=origin, ratings=given)
@@ -72,7 +75,8 @@ def python_view(item: Item, decision: str | None, open_flag: bool, p_b: float | 
     state = rules.item_state(summary, decision)
     queued = rules.in_review_queue(summary, decision, open_flag=open_flag, model_contradicts=contradicts)
     found = rules.reasons(summary, open_flag=open_flag, model_contradicts=contradicts)
-    return state, queued, rules.severity(summary, found), {reason.code for reason in found}
+    pool = rules.pool(summary, decision, is_gold=item.is_gold, source_label=item.source_label)
+    return state, queued, rules.severity(summary, found), {reason.code for reason in found}, pool
 
 
 def test_sql_and_python_agree_on_every_state_and_the_queue() -> None:
@@ -83,15 +87,20 @@ def test_sql_and_python_agree_on_every_state_and_the_queue() -> None:
         .annotate(spread=rule_sql.strength_spread(), state=rule_sql.item_state(project))
         .values_list("id", "state")
     )
+    pools = dict(rule_sql.with_pools(Item.objects.filter(project=project), project).values_list("id", "pool"))
     model = ModelScores(scores=ItemScore.objects.all(), threshold=THRESHOLD)
     queue = {row["id"]: row for row in disagreement_queue(project=project, model=model)}
     by_reason = {
         code: {row["id"] for row in disagreement_queue(project=project, model=model, reason=code)} for code in REASONS
     }
-    seen_states, seen_reasons = set(), set()
+    seen_states, seen_reasons, seen_pools = set(), set(), set()
     for item, decision, open_flag, p_b in cases:
-        state, queued, severity, reasons = python_view(item, decision, open_flag, p_b)
+        state, queued, severity, reasons, pool = python_view(item, decision, open_flag, p_b)
         assert states[item.pk] == state, (item.pk, decision)
+        assert pools[item.pk] == pool, (item.pk, state, item.source_label, item.is_gold)
+        seen_pools.add(pool)
+        if item.is_gold:
+            continue  # gold items measure annotators: the review queue leaves them out
         assert (item.pk in queue) == queued, (item.pk, state, open_flag, p_b)
         if queued:
             assert queue[item.pk]["severity"] == pytest.approx(severity), item.pk
@@ -100,9 +109,11 @@ def test_sql_and_python_agree_on_every_state_and_the_queue() -> None:
             assert (item.pk in listed) == (queued and code in reasons), (item.pk, code)
         seen_states.add(state)
     assert seen_states == set(rules.ItemState)
+    assert seen_pools == set(rules.Pool)
     assert seen_reasons == set(REASONS)
     counted = item_states(project=project)
-    assert counted == {str(s): sum(1 for item, *_ in cases if states[item.pk] == s) for s in rules.ItemState}
+    ordinary = [item for item, *_ in cases if not item.is_gold]  # the dashboard counts gold items apart
+    assert counted == {str(s): sum(1 for item in ordinary if states[item.pk] == s) for s in rules.ItemState}
 
 
 def test_the_rules_know_the_decisions_curation_records() -> None:

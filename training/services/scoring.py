@@ -85,13 +85,20 @@ def active_reward_model(project: Project) -> RewardModel | None:
 
 @transaction.atomic
 def scoring_job_create(
-    *, project: Project, created_by: AbstractBaseUser | None, dataset_version: DatasetVersion | None = None
+    *,
+    project: Project,
+    created_by: AbstractBaseUser | None,
+    dataset_version: DatasetVersion | None = None,
+    reward_model: RewardModel | None = None,
 ) -> ScoringJob:
     """A queued job scoring the project's items (only those in `dataset_version`, a frozen version of the project,
-    when given) with its active model; enqueued after the commit."""
-    model = active_reward_model(project)
+    when given) with its active model, or with `reward_model` (a curation round scores with the ensemble it just
+    trained, active or not); enqueued after the commit."""
+    model = reward_model or active_reward_model(project)
     if model is None:
         raise TrainingError("the project has no active reward model: promote a trained model first")
+    if model.project_id != project.pk:
+        raise TrainingError(f"reward model {model.pk} is not a model of {project.name}")
     if dataset_version is not None:
         _check_scorable(project, dataset_version)
     job = ScoringJob(
