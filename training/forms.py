@@ -11,7 +11,7 @@ from annotate.rules import Pool
 from annotate.selectors import label_schema_current
 from concord.forms import form_add_errors
 from curation.models import DatasetVersion
-from training.ml.synergy import CONTRADICTION_ACTIONS, ENSEMBLE_KINDS, CampaignSettings, Decision
+from training.ml.synergy import CONTRADICTION_ACTIONS, ENSEMBLE_KINDS, UNCERTAIN_ACTIONS, CampaignSettings, Decision
 from training.selectors import scorable_versions, trainable_versions
 from training.selectors_campaigns import DecisionFilters
 from training.services.campaigns import OVERRIDES
@@ -129,7 +129,11 @@ class ScoringForm(forms.Form):
 
 # Human-AI synergy campaigns.
 
-SETTINGS_CHOICES = {"ensemble_kind": ENSEMBLE_KINDS, "contradiction_action": CONTRADICTION_ACTIONS}
+SETTINGS_CHOICES = {
+    "ensemble_kind": ENSEMBLE_KINDS,
+    "contradiction_action": CONTRADICTION_ACTIONS,
+    "uncertain_action": UNCERTAIN_ACTIONS,
+}
 
 
 def _settings_field(spec: "dataclasses.Field[Any]") -> forms.Field:

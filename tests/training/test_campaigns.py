@@ -21,7 +21,16 @@ from tests.annotate.factories import AnnotationFactory, ItemFactory, ProjectFact
 from tests.jobs import private_queue
 from tests.locks import held_by_a_live_worker
 from tests.waits import HANG_GUARD_S, wait_for
-from training.ml.synergy import CampaignSettings, Decision, Vote, decide_silver, decide_unlabelled, retrieval_k
+from training.ml.synergy import (
+    CampaignSettings,
+    Decision,
+    Vote,
+    decide_silver,
+    decide_unlabelled,
+    kept_label,
+    retrieval_budget,
+    retrieval_k,
+)
 from training.models import Campaign, CampaignRound, PairDecision, TrainingRun
 from training.selectors import queue_model
 from training.services.campaigns import (
@@ -43,10 +52,12 @@ def toy_item(project, n: int, *, b_wins: bool, **fields) -> Item:  # type: ignor
     return ItemFactory(project=project, prompt=prompt, response_a=a, response_b=b, **fields)
 
 
-def campaign_project(*, gold: int = 24, silver: int = 40, unlabelled: int = 12, flip_every: int = 4):  # type: ignore[no-untyped-def]
+def campaign_project(
+    *, gold: int = 24, silver: int = 40, unlabelled: int = 12, ambiguous: int = 2, flip_every: int = 4
+):  # type: ignore[no-untyped-def]
     """A project with human-verified gold pairs (one annotation each, overlap 1; one of them wrong), silver pairs
-    whose source label is wrong for every `flip_every`-th one, and unlabelled pairs; returns it with the ids of
-    the wrong labels."""
+    whose source label is wrong for every `flip_every`-th one, unlabelled pairs, and silver pairs no model can
+    decide; returns it with the ids of the wrong labels."""
     project = ProjectFactory(overlap=1)
     n = 0
     for _ in range(gold):
@@ -67,6 +78,11 @@ def campaign_project(*, gold: int = 24, silver: int = 40, unlabelled: int = 12, 
         n += 1
     for _ in range(unlabelled):
         toy_item(project, n, b_wins=n % 2 == 0)
+        n += 1
+    for _ in range(ambiguous):
+        # Two answers that tokenise alike: no model can prefer either, so the round routes them to the humans.
+        prompt = [{"role": "user", "content": f"what is the number {n}?"}]
+        ItemFactory(project=project, prompt=prompt, response_a="no.", response_b="no. ", source_label=1)
         n += 1
     return project, flipped
 
@@ -123,7 +139,7 @@ def test_a_campaign_runs_its_rounds_on_a_worker_routes_pairs_first_and_freezes_v
         first = the_round(campaign, 1)
         assert first is not None
         routed = set(PairDecision.objects.filter(round=first, routed=True).values_list("item_id", flat=True))
-        assert 0 < len(routed) <= 4 == first.routed
+        assert 0 < len(routed) == first.routed <= 4
         # While the campaign runs, its ensemble is the model the review queue weighs the humans against: the
         # mislabelled gold pair is there, with the ensemble named.
         model = queue_model(project)
@@ -141,7 +157,7 @@ def test_a_campaign_runs_its_rounds_on_a_worker_routes_pairs_first_and_freezes_v
             assert item.pk in routed
             assert priorities[item.pk] == max(priorities.values())
             priorities.pop(item.pk)
-            truth = 1 if item.response_b.startswith("yes") else -1
+            truth = 1 if item.response_b.startswith("yes") else -1  # the ambiguous pairs: A
             annotation_submit(
                 item=item,
                 annotator=annotator,
@@ -193,10 +209,12 @@ def test_a_campaign_runs_its_rounds_on_a_worker_routes_pairs_first_and_freezes_v
             DatasetRow.Provenance.AI_ACCEPTED,
             DatasetRow.Provenance.AI_FLIPPED,
             DatasetRow.Provenance.AI_LABELLED,
+            DatasetRow.Provenance.IMPORTED,  # uncertain silver, kept with its label (uncertain_action "keep")
         )
         assert 0 <= row.margin <= 1
-        assert 0.5 <= row.weight <= 1
         assert row.labels["ensemble"]["round"] == 1
+        # A kept uncertain row is weighted by the ensemble's belief in its label, which may be below 1/2.
+        assert (0 if row.provenance == DatasetRow.Provenance.IMPORTED else 0.5) <= row.weight <= 1
     decisions = {d.item_id: d for d in PairDecision.objects.filter(round=first)}
     assert {d.pool for d in decisions.values()} == {Pool.SILVER, Pool.UNLABELLED}
     assert sum(sum(by_decision.values()) for by_decision in first.counts.values()) == len(decisions)
@@ -209,7 +227,7 @@ def test_a_campaign_runs_its_rounds_on_a_worker_routes_pairs_first_and_freezes_v
         assert row.item_id in flipped
     for row in ai_rows.filter(provenance=DatasetRow.Provenance.AI_ACCEPTED):
         assert row.item_id not in flipped
-    for row in version.rows.exclude(item_id=mislabelled_pk):
+    for row in version.rows.exclude(item_id=mislabelled_pk).exclude(rejected__startswith="no. "):
         assert row.chosen.startswith("yes"), (row.item_id, row.provenance)
     assert ai_rows.filter(provenance=DatasetRow.Provenance.AI_FLIPPED).exists()
     # Nothing is left at the front of the queue once the campaign is over.
@@ -227,7 +245,7 @@ def decided_round(project, config):  # type: ignore[no-untyped-def]
 
 @pytest.mark.django_db
 def test_a_curator_overrides_a_decision_with_a_reason_and_route_sends_the_pair_to_the_annotators(sent_jobs):
-    project, _ = campaign_project(gold=10, silver=2, unlabelled=1)
+    project, _ = campaign_project(gold=10, silver=2, unlabelled=1, ambiguous=0)
     curator, annotator = member(project, Role.CURATOR), member(project, Role.ANNOTATOR)
     _, round_ = decided_round(project, {"budget_per_round": 1})
     silver = rule_sql.with_pools(Item.objects.filter(project=project), project).filter(pool=Pool.SILVER)
@@ -264,11 +282,11 @@ def test_a_curator_overrides_a_decision_with_a_reason_and_route_sends_the_pair_t
 def test_a_campaign_is_refused_without_enough_gold_or_with_bad_settings_or_while_another_runs(
     sent_jobs, django_capture_on_commit_callbacks
 ):
-    project, _ = campaign_project(gold=4, silver=4, unlabelled=0)
+    project, _ = campaign_project(gold=4, silver=4, unlabelled=0, ambiguous=0)
     admin = member(project, Role.ADMIN)
     with pytest.raises(CampaignError, match="5 gold pairs"):
         campaign_start(project=project, name="c", config={}, created_by=admin)
-    project, _ = campaign_project(gold=12, silver=4, unlabelled=0)
+    project, _ = campaign_project(gold=12, silver=4, unlabelled=0, ambiguous=0)
     with pytest.raises(CampaignError) as refused:
         campaign_start(
             project=project, name="c", config={"accept_threshold": 0.4, "ensemble_size": 1}, created_by=admin
@@ -286,7 +304,7 @@ def test_a_campaign_is_refused_without_enough_gold_or_with_bad_settings_or_while
 
 @pytest.mark.django_db
 def test_a_round_held_by_a_live_worker_is_not_run_twice(sent_jobs):
-    project, _ = campaign_project(gold=10, silver=0, unlabelled=0)
+    project, _ = campaign_project(gold=10, silver=0, unlabelled=0, ambiguous=0)
     campaign = campaign_start(project=project, name="c", config={}, created_by=None)
     round_ = campaign.rounds.get()
     with held_by_a_live_worker((locks.CAMPAIGN_ROUND, round_.pk)):
@@ -309,3 +327,17 @@ def test_decisions_follow_the_thresholds_and_a_second_voter_must_agree_too() -> 
     assert decisions.tolist() == ["ai_label", "unlabelled", "ai_label"]
     assert signs.tolist() == [1, 0, -1]
     assert [retrieval_k(p) for p in (0.1, 0.5, 0.51, 0.9, 0.99)] == [8, 8, 4, 1, 1]
+
+
+def test_what_row_each_decision_gives_and_how_the_budget_is_shared() -> None:
+    keep, leave_out = CampaignSettings(), CampaignSettings(uncertain_action="leave_out")
+    assert kept_label("accept", -1, 0.9, keep) == (-1, 0.9)
+    assert kept_label("flip", -1, 0.2, keep) == (1, pytest.approx(0.8))
+    assert kept_label("ai_label", 0, 0.1, keep) == (-1, pytest.approx(0.9))
+    assert kept_label("uncertain", 1, 0.45, keep) == (1, 0.45)
+    assert kept_label("uncertain", 1, 0.45, leave_out) is None
+    assert kept_label("drop", 1, 0.1, keep) is None
+    assert kept_label("unlabelled", 0, 0.5, keep) is None
+    assert retrieval_budget(10, CampaignSettings(retrieval_share=0.5)) == 5
+    assert retrieval_budget(10, CampaignSettings(retrieval_k=0)) == 0
+    assert ("uncertain_action", "must be keep or leave_out") in CampaignSettings(uncertain_action="x").problems()

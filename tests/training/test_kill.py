@@ -38,6 +38,19 @@ def database_url() -> str:
     return f"postgres://{db['USER']}{password}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
 
 
+def worker_env(training_root: Path, **extra: str) -> dict[str, str]:
+    """A worker's environment: the test database, this test's broker with its short visibility timeout."""
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "concord.settings.test",
+        "DATABASE_URL": database_url(),
+        "CELERY_BROKER_URL": broker_url(),
+        "CELERY_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT_S),
+        "TRAINING_ROOT": str(training_root),
+        **extra,
+    }
+
+
 def start_worker(name: str, queue: str, env: dict[str, str], log_dir: Path) -> subprocess.Popen[bytes]:
     command = [
         sys.executable,
@@ -104,14 +117,7 @@ def test_a_killed_worker_s_run_resumes_from_its_checkpoint_on_another(settings, 
     run = training_run_enqueue(project=project, version=version, config=config, created_by=None)
     out = Path(run.output_dir)
     queue = f"test-kill-{uuid.uuid4().hex}"
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "concord.settings.test",
-        "DATABASE_URL": database_url(),
-        "CELERY_BROKER_URL": broker_url(),
-        "CELERY_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT_S),
-        "TRAINING_ROOT": str(settings.TRAINING_ROOT),
-    }
+    env = worker_env(settings.TRAINING_ROOT)
     workers = [start_worker("first", queue, env, tmp_path)]
     try:
         with celery_app.connection_for_write(broker_url()) as connection:

@@ -23,6 +23,7 @@ import numpy as np
 
 ENSEMBLE_KINDS = ("seeds", "bootstrap")
 CONTRADICTION_ACTIONS = ("flip", "drop")
+UNCERTAIN_ACTIONS = ("keep", "leave_out")
 
 
 class Decision(StrEnum):
@@ -77,10 +78,22 @@ class CampaignSettings:
         default=0.8,
         metadata={"help": "An unlabelled pair gets the ensemble's label when it prefers a side at least this surely."},
     )
+    uncertain_action: str = field(
+        default="keep",
+        metadata={
+            "help": "Uncertain silver pairs the humans do not get: keep (their label, weighted by the ensemble's "
+            "belief in it, as Secrets of RLHF II smooths the uncertain band) or leave_out (as Skywork keeps only "
+            "confident agreements)."
+        },
+    )
     budget_per_round: int = field(default=100, metadata={"help": "Pairs routed to humans per round."})
     total_budget: int = field(default=0, metadata={"help": "Pairs routed to humans in all; 0: no limit."})
     retrieval_k: int = field(
         default=8, metadata={"help": "Neighbours a gold pair the ensemble gets wrong pulls to the humans."}
+    )
+    retrieval_share: float = field(
+        default=0.5,
+        metadata={"help": "Share of a round's budget for neighbours of gold errors; the rest: the most uncertain."},
     )
     max_rounds: int = field(default=3, metadata={"help": "Rounds before the campaign stops."})
     min_gold_gain: float = field(
@@ -123,6 +136,8 @@ class CampaignSettings:
             ("budget_per_round", "" if self.budget_per_round >= 0 else "must not be negative"),
             ("total_budget", "" if self.total_budget >= 0 else "must not be negative"),
             ("retrieval_k", "" if 0 <= self.retrieval_k <= 64 else "must be between 0 and 64"),
+            ("retrieval_share", "" if 0 <= self.retrieval_share <= 1 else "must be between 0 and 1"),
+            ("uncertain_action", "" if self.uncertain_action in UNCERTAIN_ACTIONS else "must be keep or leave_out"),
             ("max_rounds", "" if 1 <= self.max_rounds <= 100 else "must be between 1 and 100"),
             ("min_gold_gain", "" if 0 <= self.min_gold_gain < 1 else "must be in [0, 1)"),
             ("gold_holdout", "" if 0.05 <= self.gold_holdout <= 0.5 else "must be between 0.05 and 0.5"),
@@ -205,6 +220,27 @@ def retrieval_k(p_correct: float, k: int = 8) -> int:
 def uncertainty(p: np.ndarray) -> np.ndarray:
     """How undecided a probability is: 1 at 0.5, 0 at 0 or 1; routing takes the most uncertain first."""
     return 1.0 - np.abs(2.0 * np.asarray(p, dtype=np.float64) - 1.0)
+
+
+def retrieval_budget(budget: int, settings: CampaignSettings) -> int:
+    """Of a round's budget, the pairs for neighbours of gold errors (the rest go to the most uncertain pairs, and
+    to these too when retrieval finds fewer)."""
+    return int(budget * settings.retrieval_share) if settings.retrieval_k > 0 else 0
+
+
+def kept_label(decision: str, label_sign: int, p_agree: float, settings: CampaignSettings) -> tuple[int, float] | None:
+    """What row a decided pair gives: the side it prefers (+1 B, -1 A) and the confidence its weight and margin
+    come from (ai_margin); None when it gives none. For an unlabelled pair p_agree is the probability that B is
+    preferred."""
+    if decision == Decision.ACCEPT:
+        return label_sign, p_agree
+    if decision == Decision.FLIP:
+        return -label_sign, 1.0 - p_agree
+    if decision == Decision.AI_LABEL:
+        return (1, p_agree) if p_agree >= 0.5 else (-1, 1.0 - p_agree)
+    if decision == Decision.UNCERTAIN and settings.uncertain_action == "keep":
+        return label_sign, p_agree
+    return None
 
 
 def round_budget(settings: CampaignSettings, *, spent: int) -> int:

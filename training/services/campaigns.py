@@ -67,7 +67,9 @@ from training.ml.synergy import (
     ai_margin,
     decide_silver,
     decide_unlabelled,
+    kept_label,
     probability,
+    retrieval_budget,
     retrieval_k,
     round_budget,
     stop_reason,
@@ -498,7 +500,8 @@ def _stage_retrieve(round_: CampaignRound) -> str:
     )
     budget = round_budget(settings, spent=spent)
     PairDecision.objects.filter(round=round_, routed=True).update(routed=False, priority=0, retrieved_by=None)
-    pulled = _retrieved(round_, settings, budget) if budget and settings.retrieval_k else []
+    share = retrieval_budget(budget, settings)
+    pulled = _retrieved(round_, settings, share) if share else []
     chosen: dict[int, tuple[int, int | None]] = {}
     for rank, (item_id, query_id) in enumerate(pulled):
         chosen[item_id] = (RETRIEVED_PRIORITY - rank, query_id)
@@ -762,6 +765,7 @@ def _empty_side(ratings: dict[str, Any] | None = None) -> dict[str, Any]:
 
 
 ROW_PROVENANCE = {
+    Decision.UNCERTAIN: DatasetRow.Provenance.IMPORTED,  # kept as it came, weighted by the ensemble's belief
     Decision.ACCEPT: DatasetRow.Provenance.AI_ACCEPTED,
     Decision.FLIP: DatasetRow.Provenance.AI_FLIPPED,
     Decision.AI_LABEL: DatasetRow.Provenance.AI_LABELLED,
@@ -773,7 +777,8 @@ def _decision_rows(
 ) -> Iterator[PlannedRow]:
     """Rows of the pairs the round kept. They train only: a model-decided pair whose prompt falls in a held-out
     split is left out, so held-out gold measures the model on prompts it never saw."""
-    kept = [d.value for d in KEEPING]
+    settings = campaign_settings(round_.campaign)
+    kept = [d.value for d in KEEPING] + ([Decision.UNCERTAIN.value] if settings.uncertain_action == "keep" else [])
     decisions = (
         PairDecision.objects.filter(round=round_)
         .filter(Q(override__in=kept) | Q(override="", decision__in=kept))
@@ -801,18 +806,17 @@ def _decision_rows(
             continue
         if split_for(prompt_hash(decision.item.prompt), seed=seed, fractions=fractions) != "train":
             continue
-        yield _decision_row(round_, decision)
+        row = _decision_row(round_, decision, settings)
+        if row is not None:
+            yield row
 
 
-def _decision_row(round_: CampaignRound, decision: PairDecision) -> PlannedRow:
+def _decision_row(round_: CampaignRound, decision: PairDecision, settings: CampaignSettings) -> PlannedRow | None:
     effective = Decision(decision.effective)
-    if effective == Decision.AI_LABEL:
-        side = 1 if decision.p_agree >= 0.5 else -1
-        confidence = max(decision.p_agree, 1 - decision.p_agree)
-    else:
-        flipped = effective == Decision.FLIP
-        side = -decision.label_sign if flipped else decision.label_sign
-        confidence = 1 - decision.p_agree if flipped else decision.p_agree
+    kept = kept_label(effective, decision.label_sign, decision.p_agree, settings)
+    if kept is None:
+        return None
+    side, confidence = kept
     ensemble = {
         "round": round_.number,
         "decision": decision.decision,
