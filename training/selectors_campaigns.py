@@ -137,6 +137,11 @@ class RoundRow:
     labelled: int  # routed pairs labelled so far (counted now while the round waits for labels)
     gold_se: float | None
     can_close: bool  # waiting for labels: a curator may close it now
+    # What its progress bar and message say: as the worker last wrote them, or while the round waits for the
+    # annotators, counted now (the round itself wakes only once they are done).
+    done: int = 0
+    total: int = 0
+    message: str = ""
 
 
 def round_rows(campaign: Campaign, rounds: list[CampaignRound]) -> list[RoundRow]:
@@ -145,6 +150,11 @@ def round_rows(campaign: Campaign, rounds: list[CampaignRound]) -> list[RoundRow
     for round_ in rounds:
         live = running and not round_.finished
         labelling = live and round_.stage == CampaignRound.Stage.LABEL
+        labelled = routed_labelled(round_) if labelling else round_.routed_labelled
+        done, total, message = round_.done, round_.total, round_.message
+        if labelling and round_.closed_by_id is None:
+            done, total = labelled, round_.routed
+            message = f"Waiting for the annotators: {labelled} of {total} routed pairs labelled"
         counts = [
             PoolCounts(str(pool), [(d, int(per_pool[d])) for d in decision_order(per_pool)])
             for pool, per_pool in sorted((round_.counts or {}).items())
@@ -153,11 +163,14 @@ def round_rows(campaign: Campaign, rounds: list[CampaignRound]) -> list[RoundRow
             RoundRow(
                 round=round_,
                 live=live,
-                percent=min(100, round(100 * round_.done / round_.total)) if live and round_.total else None,
+                percent=min(100, round(100 * done / total)) if live and total else None,
                 counts=counts,
-                labelled=routed_labelled(round_) if labelling else round_.routed_labelled,
+                labelled=labelled,
                 gold_se=standard_error(round_.gold_accuracy, round_.gold_pairs),
                 can_close=labelling and round_.closed_by_id is None,
+                done=done,
+                total=total,
+                message=message,
             )
         )
     return rows

@@ -242,9 +242,11 @@ def test_the_campaign_page_shows_rounds_counts_accuracy_and_plots(login) -> None
     assert "0.700 ± 0.046" in html
     assert "2 of 2 routed pairs labelled" in html  # round 1, finished: as it stood
     assert "0 of 2 routed pairs labelled" in html  # round 2, counted now
-    # Round 2 is live: its message, its progress, and the button to close it.
-    assert "Waiting for the annotators" in html
-    assert 'aria-valuenow="1"' in html
+    # Round 2 is live: its message and progress, counted now (not the stale done=1 the worker last wrote), and
+    # the button to close it.
+    assert "Waiting for the annotators: 0 of 2 routed pairs labelled" in html
+    assert 'aria-valuenow="0">' in html
+    assert 'aria-valuenow="1"' not in html
     assert reverse("training:campaign_round_close", args=[project.pk, campaign.pk, 2]) in html
     assert reverse("training:campaign_round_close", args=[project.pk, campaign.pk, 1]) not in html
     assert reverse("training:campaign_stop", args=[project.pk, campaign.pk]) not in html  # admins only
