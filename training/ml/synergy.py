@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-ENSEMBLE_KINDS = ("seeds", "bootstrap")
+from training.ml.config import ENSEMBLE_KINDS  # the trainer's: a campaign trains its ensembles with it
+
 CONTRADICTION_ACTIONS = ("flip", "drop")
 UNCERTAIN_ACTIONS = ("keep", "leave_out")
 
@@ -120,7 +121,10 @@ class CampaignSettings:
         """Every (field, problem); empty when the settings are in range."""
         checks = [
             ("ensemble_size", "" if self.ensemble_size >= 2 else "an ensemble needs at least 2 members"),
-            ("ensemble_kind", "" if self.ensemble_kind in ENSEMBLE_KINDS else f"one of {', '.join(ENSEMBLE_KINDS)}"),
+            (
+                "ensemble_kind",
+                "" if self.ensemble_kind in ENSEMBLE_KINDS else f"must be one of {', '.join(ENSEMBLE_KINDS)}",
+            ),
             ("epochs", "" if self.epochs >= 1 else "must be at least 1"),
             ("max_length", "" if 8 <= self.max_length <= 8192 else "must be between 8 and 8192"),
             ("batch_size", "" if self.batch_size >= 1 else "must be at least 1"),
