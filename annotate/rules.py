@@ -170,6 +170,9 @@ REASON_LABELS = {
     "rating": "Rating spread > 2",
     "flagged": "Flagged",
     "model": "Model disagrees",
+    # A running curation campaign's ensemble, which the queue weighs the annotators against in the active
+    # model's place (training.selectors.queue_model).
+    "ensemble": "Campaign ensemble disagrees",
 }
 
 
@@ -191,6 +194,7 @@ def reasons(
     model_contradicts: bool = False,
     rating_detail: str = "",
     model_detail: str = "",
+    model_reason: str = "model",
 ) -> list[Reason]:
     """Why an item needs a curator, each reason with its points (before the n / (n + 1) factor)."""
     found = []
@@ -207,7 +211,7 @@ def reasons(
     if open_flag:
         found.append(Reason("flagged", FLAG_POINTS, "open flag"))
     if model_contradicts:
-        found.append(Reason("model", MODEL_POINTS, model_detail))
+        found.append(Reason(model_reason, MODEL_POINTS, model_detail))
     return found
 
 

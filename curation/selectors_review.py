@@ -31,7 +31,10 @@ REASON_FILTERS = {
     "rating": Q(rating_spread__gt=rules.RATING_SPREAD_LIMIT),
     "flagged": Q(open_flag=True),
     "model": Q(model_contradicts=True),
+    "ensemble": Q(model_contradicts=True),
 }
+# The reasons a model's disagreement is given under; which one, the model the view hands in says.
+MODEL_REASONS = ("model", "ensemble")
 QUEUE_PAGE_SIZE = 50
 # What item_label_summary reads from a row: the counted columns and the extra annotations a curator asked for.
 SUMMARY_FIELDS = (*LABEL_COUNTED_FIELDS, "extra_overlap")
@@ -45,8 +48,10 @@ class ModelScores:
 
     scores: QuerySet[Any]
     threshold: float
-    # Who the model is, in the reason's words: the project's active model, or a curation campaign's ensemble.
+    # Who the model is, in the reason's words, and the reason its disagreement is given under: the project's
+    # active model ("model"), or a running curation campaign's ensemble ("ensemble").
     name: str = "model"
+    reason: str = "model"
 
 
 @dataclass
@@ -88,6 +93,8 @@ def disagreement_queue(
         .annotate(severity=rule_sql.severity())
         .filter(rule_sql.in_queue_q())
     )
+    if reason in MODEL_REASONS and (model is None or model.reason != reason):
+        return queue.none().values(*QUEUE_FIELDS)  # that model is not the one the queue weighs now
     if reason in REASON_FILTERS:
         queue = queue.filter(REASON_FILTERS[reason])
     return queue.order_by("-severity", "-annotation_count", "id").values(*QUEUE_FIELDS)
@@ -138,6 +145,7 @@ def queue_entries(
             model_contradicts=row["model_contradicts"],
             rating_detail=", ".join(spreads.get(row["id"], [])),
             model_detail=model_detail(row["model_p_b"], margins.get(row["id"]), model.name if model else "model"),
+            model_reason=model.reason if model else "model",
         )
         entries.append(
             QueueEntry(

@@ -86,7 +86,8 @@ def queue_model(project: Project) -> ModelScores | None:
         model = campaign_round.training_run.reward_model
         threshold = float(campaign_round.campaign.config.get("contradict_threshold", project.model_threshold))
         name = f"campaign {campaign_round.campaign.name!r} round {campaign_round.number} ensemble"
-        return ModelScores(scores=ItemScore.objects.filter(reward_model=model), threshold=threshold, name=name)
+        scores = ItemScore.objects.filter(reward_model=model)
+        return ModelScores(scores=scores, threshold=threshold, name=name, reason="ensemble")
     if not RewardModel.objects.filter(project=project, is_active=True).exists():
         return None
     return ModelScores(scores=active_model_scores(project), threshold=project.model_threshold)

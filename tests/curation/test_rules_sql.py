@@ -110,7 +110,14 @@ def test_sql_and_python_agree_on_every_state_and_the_queue() -> None:
         seen_states.add(state)
     assert seen_states == set(rules.ItemState)
     assert seen_pools == set(rules.Pool)
-    assert seen_reasons == set(REASONS)
+    assert seen_reasons == set(REASONS) - {"ensemble"}
+    # A campaign's ensemble in the model's place: the same items, under their own reason, and none under "model".
+    ensemble = ModelScores(scores=ItemScore.objects.all(), threshold=THRESHOLD, name="ensemble", reason="ensemble")
+    listed = {row["id"] for row in disagreement_queue(project=project, model=ensemble, reason="ensemble")}
+    assert listed == by_reason["model"]
+    assert listed
+    assert not disagreement_queue(project=project, model=ensemble, reason="model").exists()
+    assert not by_reason["ensemble"]
     counted = item_states(project=project)
     ordinary = [item for item, *_ in cases if not item.is_gold]  # the dashboard counts gold items apart
     assert counted == {str(s): sum(1 for item in ordinary if states[item.pk] == s) for s in rules.ItemState}

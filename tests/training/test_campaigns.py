@@ -145,9 +145,10 @@ def test_a_campaign_runs_its_rounds_on_a_worker_routes_pairs_first_and_freezes_v
         model = queue_model(project)
         assert model is not None
         assert "campaign 'toy' round 1 ensemble" in model.name
-        contradicted = [entry for entry in review_queue_page(project=project, reason="model", model=model)[1]]
+        contradicted = [entry for entry in review_queue_page(project=project, reason="ensemble", model=model)[1]]
 
         assert [entry.item.pk for entry in contradicted] == [mislabelled_pk]
+        assert contradicted[0].reasons[0].label == "Campaign ensemble disagrees"
         assert "campaign 'toy' round 1 ensemble prefers B" in contradicted[0].reasons[0].detail
         # The annotators get the routed pairs before any other, highest priority first.
         priorities = dict(Item.objects.filter(pk__in=routed).values_list("pk", "priority"))
