@@ -38,7 +38,7 @@ import numpy as np
 from django.conf import settings as django_settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import connection, transaction
-from django.db.models import Count, F, OuterRef, Q, Subquery, Sum
+from django.db.models import Count, F, Max, Min, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Abs, Now
 from django.utils import timezone
 
@@ -407,14 +407,14 @@ def _stage_decide(round_: CampaignRound) -> str:
         .order_by("id")
     )
     histogram = _Histogram(temperature)
-    done, last = 0, 0
-    while True:
-        # A chunk at a time by id (keyset), each its own short query: no cursor held open over the whole pool,
-        # which PostgreSQL would materialise in full before the first row.
-        chunk = list(rows.filter(id__gt=last)[:DECIDE_CHUNK])
-        if not chunk:
-            break
-        last = chunk[-1][0]
+    done = 0
+    bounds = Item.objects.filter(project=project).aggregate(low=Min("id"), high=Max("id"))
+    low, high = bounds["low"] or 0, bounds["high"] or 0
+    # A range of ids at a time, each its own short query over the primary key: no cursor held open over the whole
+    # pool (PostgreSQL would materialise it in full before the first row), and no chunk query that rescans what
+    # the ones before it read.
+    for start in range(low, high + 1, DECIDE_CHUNK):
+        chunk = list(rows.filter(id__gte=start, id__lt=start + DECIDE_CHUNK))
         done += _decide_chunk(round_, chunk, settings, temperature, histogram)
         _progress(round_, f"Deciding: {done} of {total} pairs", done=done, total=total)
     counts: dict[str, dict[str, int]] = {}
