@@ -15,7 +15,7 @@ from annotate.services.labeling import annotation_submit, assignment_next
 from concord import jobs, locks
 from concord.celery import app as celery_app
 from curation import rule_sql
-from curation.models import DatasetRow, DatasetVersion
+from curation.models import Adjudication, DatasetRow, DatasetVersion
 from curation.selectors_review import review_queue_page
 from tests.annotate.factories import AnnotationFactory, ItemFactory, ProjectFactory, member
 from tests.jobs import private_queue
@@ -38,7 +38,9 @@ from training.services.campaigns import (
     campaign_round_advance,
     campaign_round_close,
     campaign_rounds_check,
+    campaign_rows,
     campaign_start,
+    gold_splits,
     pair_decision_override,
 )
 
@@ -342,3 +344,34 @@ def test_what_row_each_decision_gives_and_how_the_budget_is_shared() -> None:
     assert retrieval_budget(10, CampaignSettings(retrieval_share=0.5)) == 5
     assert retrieval_budget(10, CampaignSettings(retrieval_k=0)) == 0
     assert ("uncertain_action", "must be keep or leave_out") in CampaignSettings(uncertain_action="x").problems()
+
+
+@pytest.mark.django_db
+def test_a_round_s_version_leaves_to_people_the_pairs_they_labelled_or_excluded_since_it_decided() -> None:
+    project, _ = campaign_project(gold=10, silver=3, unlabelled=0, ambiguous=0)
+    curator = member(project, Role.CURATOR)
+    _, round_ = decided_round(project, {"uncertain_action": "leave_out", "gold_holdout": 0.05})
+    silver = list(rule_sql.with_pools(Item.objects.filter(project=project), project).filter(pool=Pool.SILVER))
+    for item in silver:
+        PairDecision.objects.create(
+            round=round_,
+            item=item,
+            pool=Pool.SILVER,
+            label_sign=item.source_label,
+            decision=Decision.FLIP,
+            strength=-1,
+            spread=0,
+            p_agree=0.1,
+        )
+    kept, labelled, excluded = silver
+    Item.objects.filter(pk=labelled.pk).update(extra_overlap=1)  # a curator asked for two opinions
+    AnnotationFactory(item=labelled, strength=2)  # the annotators are at it since: it is theirs (in progress)
+    Adjudication.objects.create(item=excluded, curator=curator, decision="exclude", reason="broken")
+    settings = CampaignSettings.from_dict(round_.campaign.config)
+    rows = list(campaign_rows(round_, with_decisions=True, fractions=gold_splits(settings), seed=0))
+    by_item = {row.fields["item_id"]: row.fields for row in rows}
+    assert by_item[kept.pk]["provenance"] == DatasetRow.Provenance.AI_FLIPPED
+    assert (by_item[kept.pk]["chosen"] == kept.response_b) == (kept.source_label < 0)  # the other side than its label
+    assert labelled.pk not in by_item
+    assert excluded.pk not in by_item
+    assert len(rows) == len(by_item)  # one row per item

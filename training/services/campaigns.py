@@ -42,6 +42,7 @@ from django.db.models import Count, F, Max, Min, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Abs, Now
 from django.utils import timezone
 
+from annotate import rules
 from annotate.models import GoldAnswer, Item, Project
 from annotate.rules import Pool
 from concord import jobs, locks
@@ -772,11 +773,15 @@ def _decision_rows(
     round_: CampaignRound, gold_ids: set[int], fractions: dict[str, float], seed: int
 ) -> Iterator[PlannedRow]:
     """Rows of the pairs the round kept. They train only: a model-decided pair whose prompt falls in a held-out
-    split is left out, so held-out gold measures the model on prompts it never saw."""
+    split is left out, so held-out gold measures the model on prompts it never saw. People come first: a pair
+    Concord's annotators have labelled since the round decided is theirs (a gold row, or with the curators while
+    they disagree), and one a curator excluded stays out."""
     settings = campaign_settings(round_.campaign)
     kept = [d.value for d in KEEPING] + ([Decision.UNCERTAIN.value] if settings.uncertain_action == "keep" else [])
+    excluded = rule_sql.latest_decision_ids(round_.campaign.project, [rules.EXCLUDE, rules.AMBIGUOUS])
     decisions = (
-        PairDecision.objects.filter(round=round_)
+        PairDecision.objects.filter(round=round_, item__human_count=0)
+        .exclude(item_id__in=excluded)
         .filter(Q(override__in=kept) | Q(override="", decision__in=kept))
         .select_related("item")
         .only(
