@@ -272,6 +272,8 @@ class PairDecision(models.Model):
             models.Index(fields=["round", "decision"], name="pair_decision_by_decision"),
             # The decision list pages through a round by strength.
             models.Index(fields=["round", "strength", "id"], name="pair_decision_by_strength"),
+            # The decision list's filter by a curator's decision: overrides are few.
+            models.Index(fields=["round", "override"], name="pair_decision_overridden", condition=~Q(override="")),
             models.Index(fields=["round", "routed"], name="pair_decision_routed", condition=Q(routed=True)),
         ]
 

@@ -371,7 +371,9 @@ def check_the_frozen_version(round_: CampaignRound, overridden: PairDecision) ->
     consensus = set(version.rows.filter(provenance=DatasetRow.Provenance.CONSENSUS).values_list("item_id", flat=True))
     assert routed <= consensus
     row = version.rows.get(item_id=overridden.item_id)
-    assert row.provenance == DatasetRow.Provenance.AI_FLIPPED
+    # A curator's decision, not the ensemble's: it counts fully.
+    assert row.provenance == DatasetRow.Provenance.ADJUDICATED
+    assert (row.weight, row.margin) == (1.0, 1.0)
     assert row.labels["ensemble"]["override"] == "flip"
     # The curator's word is what the version keeps: the side against the pair's silver label.
     item = overridden.item

@@ -348,11 +348,11 @@ def test_what_row_each_decision_gives_and_how_the_budget_is_shared() -> None:
 
 @pytest.mark.django_db
 def test_a_round_s_version_leaves_to_people_the_pairs_they_labelled_or_excluded_since_it_decided() -> None:
-    project, _ = campaign_project(gold=10, silver=3, unlabelled=0, ambiguous=0)
+    project, _ = campaign_project(gold=10, silver=5, unlabelled=0, ambiguous=0)
     curator = member(project, Role.CURATOR)
-    _, round_ = decided_round(project, {"uncertain_action": "leave_out", "gold_holdout": 0.05})
+    _, round_ = decided_round(project, {"uncertain_action": "keep", "gold_holdout": 0.05})
     silver = list(rule_sql.with_pools(Item.objects.filter(project=project), project).filter(pool=Pool.SILVER))
-    for item in silver:
+    decisions = [
         PairDecision.objects.create(
             round=round_,
             item=item,
@@ -363,15 +363,26 @@ def test_a_round_s_version_leaves_to_people_the_pairs_they_labelled_or_excluded_
             spread=0,
             p_agree=0.1,
         )
-    kept, labelled, excluded = silver
+        for item in silver
+    ]
+    kept, labelled, excluded, routed, overridden = silver
     Item.objects.filter(pk=labelled.pk).update(extra_overlap=1)  # a curator asked for two opinions
     AnnotationFactory(item=labelled, strength=2)  # the annotators are at it since: it is theirs (in progress)
     Adjudication.objects.create(item=excluded, curator=curator, decision="exclude", reason="broken")
+    # Routed to the humans, who had not labelled it when the round closed: it waits for a later round.
+    PairDecision.objects.filter(item=routed).update(decision=Decision.UNCERTAIN, routed=True, p_agree=0.5)
+    pair_decision_override(pair_decision=decisions[4], curator=curator, decision="accept", reason="checked it")
     settings = CampaignSettings.from_dict(round_.campaign.config)
     rows = list(campaign_rows(round_, with_decisions=True, fractions=gold_splits(settings), seed=0))
     by_item = {row.fields["item_id"]: row.fields for row in rows}
     assert by_item[kept.pk]["provenance"] == DatasetRow.Provenance.AI_FLIPPED
     assert (by_item[kept.pk]["chosen"] == kept.response_b) == (kept.source_label < 0)  # the other side than its label
+    assert by_item[kept.pk]["weight"] == pytest.approx(0.9)
     assert labelled.pk not in by_item
     assert excluded.pk not in by_item
+    assert routed.pk not in by_item
+    # The curator's word counts fully, under their provenance, on the side of the silver label they accepted.
+    row = by_item[overridden.pk]
+    assert (row["provenance"], row["weight"], row["margin"]) == (DatasetRow.Provenance.ADJUDICATED, 1.0, 1.0)
+    assert (row["chosen"] == overridden.response_b) == (overridden.source_label > 0)
     assert len(rows) == len(by_item)  # one row per item

@@ -29,8 +29,10 @@ end, and campaign_rounds_check (every minute, with the watchdog) sends it for an
 
 import hashlib
 import logging
+import time
 import traceback
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +88,14 @@ logger = logging.getLogger(__name__)
 MIN_GOLD_PAIRS = 10
 DECIDE_CHUNK = 20_000
 EMBED_CHUNK = 4_096
+# The index is saved this often while new pairs are embedded (and at the end): rewriting a large index after
+# every chunk would cost more than embedding it.
+INDEX_SAVE_INTERVAL_S = 300
 HISTOGRAM_BINS = 24
 # Strengths beyond this many temperatures fall in the histogram's end bins (p below 0.25% or above 99.75%).
 HISTOGRAM_SPAN_T = 6.0
+# A round queued this long without a worker's claim is sent again (campaign_rounds_check).
+QUEUED_RESEND_AFTER = timedelta(minutes=10)
 # Priorities of routed pairs: pulled by a gold error first (nearest to the worst errors highest), then the most
 # uncertain silver pairs.
 RETRIEVED_PRIORITY = 2_000_000
@@ -163,6 +170,9 @@ def campaign_settings(campaign: Campaign) -> CampaignSettings:
 def campaign_stop(*, campaign: Campaign, by: AbstractBaseUser) -> Campaign:
     """Stop a running campaign: its unfinished round ends where it is, and its routed pairs go back to the
     ordinary queue. What the finished rounds froze stays."""
+    # The rounds' rows first: a worker routing pairs holds its round's row (_stage_retrieve), so it has either
+    # routed (and the pairs are un-routed below) or finds the campaign stopped.
+    list(CampaignRound.objects.select_for_update().filter(campaign=campaign))
     stopped = Campaign.objects.filter(pk=campaign.pk, status=Campaign.Status.RUNNING).update(
         status=Campaign.Status.STOPPED, stop_reason=f"stopped by {by}", finished_at=timezone.now()
     )
@@ -216,9 +226,9 @@ def pair_decision_override(
         raise CampaignError(f"campaign {round_.campaign.name!r} is {round_.campaign.status}: its rounds are over")
     if round_.stage in (CampaignRound.Stage.FREEZE, CampaignRound.Stage.DONE):
         raise CampaignError(f"round {round_.number} is frozen: override the pair in a later round")
-    if decision == "route" and round_.stage != CampaignRound.Stage.LABEL:
-        # Routing is the retrieve stage's to decide until it has; after it, a curator adds to what it routed.
-        raise CampaignError(errors=[("decision", f"round {round_.number} routes its pairs once it has decided them")])
+    if round_.stage != CampaignRound.Stage.LABEL:
+        # Until then its stages may decide and route its pairs again (a worker's rerun), which would undo it.
+        raise CampaignError(f"round {round_.number} takes overrides once it has decided and routed its pairs")
     DecisionOverride.objects.create(
         pair_decision=locked, curator_id=curator.pk, decision=decision, reason=reason.strip()
     )
@@ -258,6 +268,7 @@ def campaign_round_advance(*, round_: CampaignRound) -> CampaignRound:
 
 
 def _fail(round_: CampaignRound, message: str, detail: str = "") -> None:
+    _unroute(round_)
     CampaignRound.objects.filter(pk=round_.pk).update(
         status=CampaignRound.Status.FAILED, error=(message + ("\n\n" + detail[-3000:] if detail else ""))[:5000]
     )
@@ -361,15 +372,15 @@ def _stage_score(round_: CampaignRound) -> str | None:
     if round_.scoring_job is None:
         run = TrainingRun.objects.select_related("reward_model").get(pk=round_.training_run_id or 0)
         model = run.reward_model
-        with transaction.atomic():
-            job = scoring_job_create(project=round_.campaign.project, created_by=None, reward_model=model)
-            CampaignRound.objects.filter(pk=round_.pk).update(scoring_job=job)
         metrics = (model.model_card or {}).get("metrics") or {}
-        CampaignRound.objects.filter(pk=round_.pk).update(
-            temperature=model_temperature(model),
-            gold_accuracy=run.eval_accuracy,
-            gold_pairs=metrics.get("heldout_pairs") or 0,
-        )
+        with transaction.atomic():  # a worker killed here leaves both or neither
+            job = scoring_job_create(project=round_.campaign.project, created_by=None, reward_model=model)
+            CampaignRound.objects.filter(pk=round_.pk).update(
+                scoring_job=job,
+                temperature=model_temperature(model),
+                gold_accuracy=run.eval_accuracy,
+                gold_pairs=metrics.get("heldout_pairs") or 0,
+            )
         _progress(round_, f"Scoring {job.total} pairs (scoring job {job.pk})", total=job.total)
         return None
     job = round_.scoring_job
@@ -496,6 +507,7 @@ def _stage_retrieve(round_: CampaignRound) -> str:
         or 0
     )
     budget = round_budget(settings, spent=spent)
+    _unroute(round_)  # what an earlier, interrupted attempt routed
     PairDecision.objects.filter(round=round_, routed=True).update(routed=False, priority=0, retrieved_by=None)
     share = retrieval_budget(budget, settings)
     pulled = _retrieved(round_, settings, share) if share else []
@@ -510,11 +522,21 @@ def _stage_retrieve(round_: CampaignRound) -> str:
         decision.routed = True
         decision.priority, decision.retrieved_by = chosen[decision.item_id]
     with transaction.atomic():
+        _hold_running(round_)
         PairDecision.objects.bulk_update(decisions, ["routed", "priority", "retrieved_by"], batch_size=5000)
         _route_items({d.item_id: d.priority for d in decisions}, round_.campaign.project)
         CampaignRound.objects.filter(pk=round_.pk).update(routed=len(decisions), routed_labelled=0)
     _progress(round_, f"Routed {len(decisions)} pairs to the annotators ({len(pulled)} near gold errors)")
     return CampaignRound.Stage.LABEL
+
+
+def _hold_running(round_: CampaignRound) -> None:
+    """Lock the round's row while its campaign runs (campaign_stop locks it too), else stop the stage."""
+    running = CampaignRound.objects.select_for_update(of=("self",)).filter(
+        pk=round_.pk, status=CampaignRound.Status.RUNNING, campaign__status=Campaign.Status.RUNNING
+    )
+    if not running.exists():
+        raise CampaignError(f"round {round_.number}'s campaign was stopped")
 
 
 def _most_uncertain(round_: CampaignRound, *, exclude: list[int], limit: int) -> list[int]:
@@ -534,9 +556,17 @@ def _retrieved(round_: CampaignRound, settings: CampaignSettings, budget: int) -
         gold_items(project)
         .annotate(mean=_scores(model_id, "ensemble_mean"))
         .filter(mean__isnull=False)
-        .values_list("id", "gold", "mean")
+        .values_list("id", "gold", "mean", "prompt")
     )
-    rows = np.array(list(gold), dtype=np.float64).reshape(-1, 3)
+    # Only the gold pairs the ensemble trained on ask for neighbours: held-out gold measures the round, and pairs
+    # humans labelled near its errors would flatter the next round's measure.
+    fractions = gold_splits(settings)
+    train = [
+        (item_id, side, mean)
+        for item_id, side, mean, prompt in gold
+        if split_for(prompt_hash(prompt), seed=settings.seed, fractions=fractions) == "train"
+    ]
+    rows = np.array(train, dtype=np.float64).reshape(-1, 3)
     if not len(rows):
         return []
     p_correct = probability(rows[:, 1] * rows[:, 2], temperature)
@@ -564,7 +594,7 @@ def _pair_index(round_: CampaignRound, project: Project) -> Any:
     index = PairIndex.load(path) if path.exists() else None
     all_ids = np.array(Item.objects.filter(project=project).values_list("id", flat=True), dtype=np.int64)
     missing = index.missing(all_ids) if index is not None else all_ids
-    done = 0
+    done, saved = 0, time.monotonic()
     for start in range(0, len(missing), EMBED_CHUNK):
         ids = missing[start : start + EMBED_CHUNK]
         items = Item.objects.filter(pk__in=ids.tolist()).only("id", "prompt", "context", "response_a", "response_b")
@@ -576,7 +606,11 @@ def _pair_index(round_: CampaignRound, project: Project) -> Any:
         index.add(np.array(present, dtype=np.int64), vectors)
         done += len(ids)
         _progress(round_, f"Embedding new pairs: {done} of {len(missing)}", done=done, total=len(missing))
-        index.save(path)  # a killed worker keeps what it embedded
+        if time.monotonic() - saved >= INDEX_SAVE_INTERVAL_S:
+            index.save(path)  # a killed worker keeps what it embedded until now
+            saved = time.monotonic()
+    if index is not None and len(missing):
+        index.save(path)
     if index is None:
         index = PairIndex.new(encoder.dim)
     return index
@@ -629,7 +663,10 @@ def _stage_label(round_: CampaignRound) -> str | None:
             total=round_.routed,
         )
         return None
-    _unroute(round_)
+    with transaction.atomic():
+        _hold_running(round_)
+        _unroute(round_)
+        CampaignRound.objects.filter(pk=round_.pk).update(stage=CampaignRound.Stage.FREEZE)
     return CampaignRound.Stage.FREEZE
 
 
@@ -641,6 +678,7 @@ def _stage_freeze(round_: CampaignRound) -> str:
         _progress(round_, "Freezing the round's curated version")
         _version_freeze(round_, name=f"{round_.campaign.name}: round {round_.number}", with_decisions=True)
     with transaction.atomic():
+        _hold_running(round_)
         CampaignRound.objects.filter(pk=round_.pk).update(
             stage=CampaignRound.Stage.DONE, status=CampaignRound.Status.DONE, finished_at=timezone.now(), message=""
         )
@@ -677,14 +715,9 @@ def _version_freeze(round_: CampaignRound, *, name: str, with_decisions: bool) -
     field = "version" if with_decisions else "training_version"
     version = getattr(round_, field)
     if version is None:
-        version = dataset_version_create(
-            name=name,
-            projects=[campaign.project],
-            filters=VersionFilters(states=DEFAULT_STATES, splits=fractions, seed=settings.seed),
-            parent=round_.training_version if with_decisions else None,
-            created_by=campaign.created_by,
-        )
-        CampaignRound.objects.filter(pk=round_.pk).update(**{field: version})
+        with transaction.atomic():
+            version = _version_create(round_, name, fractions, settings, with_decisions)
+            CampaignRound.objects.filter(pk=round_.pk).update(**{field: version})
     lineage = {
         "campaign": {"id": campaign.pk, "name": campaign.name, "settings": campaign.config},
         "round": round_.number if with_decisions else 0,
@@ -692,12 +725,30 @@ def _version_freeze(round_: CampaignRound, *, name: str, with_decisions: bool) -
         "training_run": round_.training_run_id if with_decisions else None,
         "previous_version": round_.training_version_id if with_decisions else None,
         "rows": "gold (human consensus, adjudicated, gold answers)"
-        + (" and the round's kept pairs (ai_accepted, ai_flipped, ai_labelled)" if with_decisions else ""),
+        + (
+            " and the round's kept pairs (ai_accepted, ai_flipped, ai_labelled; imported: uncertain silver kept "
+            "with its label; adjudicated: a curator's override)"
+            if with_decisions
+            else ""
+        ),
     }
     return dataset_version_freeze(
         version=version,
         rows=lambda: campaign_rows(round_, with_decisions=with_decisions, fractions=fractions, seed=settings.seed),
         manifest_extra={"curation_round": lineage},
+    )
+
+
+def _version_create(
+    round_: CampaignRound, name: str, fractions: dict[str, float], settings: CampaignSettings, with_decisions: bool
+) -> DatasetVersion:
+    campaign = round_.campaign
+    return dataset_version_create(
+        name=name,
+        projects=[campaign.project],
+        filters=VersionFilters(states=DEFAULT_STATES, splits=fractions, seed=settings.seed),
+        parent=round_.training_version if with_decisions else None,
+        created_by=campaign.created_by,
     )
 
 
@@ -783,6 +834,8 @@ def _decision_rows(
         PairDecision.objects.filter(round=round_, item__human_count=0)
         .exclude(item_id__in=excluded)
         .filter(Q(override__in=kept) | Q(override="", decision__in=kept))
+        # A pair routed to the humans is theirs: unlabelled when the round closed, it waits for a later round.
+        .filter(Q(routed=False) | ~Q(override=""))
         .select_related("item")
         .only(
             "item_id",
@@ -818,6 +871,8 @@ def _decision_row(round_: CampaignRound, decision: PairDecision, settings: Campa
     if kept is None:
         return None
     side, confidence = kept
+    if decision.override:
+        confidence = 1.0  # a curator's decision, not the ensemble's guess: it counts fully
     ensemble = {
         "round": round_.number,
         "decision": decision.decision,
@@ -829,7 +884,7 @@ def _decision_row(round_: CampaignRound, decision: PairDecision, settings: Campa
     fields = _pair_fields(decision.item, side, "train") | {
         "margin": round(float(ai_margin(np.array(confidence))), 4),
         "weight": round(confidence, 4),
-        "provenance": ROW_PROVENANCE[effective],
+        "provenance": DatasetRow.Provenance.ADJUDICATED if decision.override else ROW_PROVENANCE[effective],
         "labels": {"chosen": _empty_side(), "rejected": _empty_side(), "ensemble": ensemble},
     }
     return PlannedRow(fields=fields, state=decision.pool, agreement=1.0, schema_ids=set())
@@ -841,14 +896,23 @@ def _decision_row(round_: CampaignRound, decision: PairDecision, settings: Campa
 def campaign_rounds_check() -> list[int]:
     """Send the task of every waiting round whose training run or scoring job has ended, or whose routed pairs are
     all labelled (or closed): the ends that their jobs' own notice may have missed. Returns the rounds sent."""
+    # A round still queued after the grace period is sent again, at most once an hour (it may simply wait behind
+    # long jobs): its first task may have been lost, and a second delivery is harmless (its lock and claim).
+    now = timezone.now()
+    unsent = Q(status=CampaignRound.Status.QUEUED, created_at__lt=now - QUEUED_RESEND_AFTER) & (
+        Q(recovered_at__isnull=True) | Q(recovered_at__lt=now - timedelta(hours=1))
+    )
     waiting = CampaignRound.objects.filter(
-        status=CampaignRound.Status.WAITING, campaign__status=Campaign.Status.RUNNING
+        Q(status=CampaignRound.Status.WAITING) | unsent, campaign__status=Campaign.Status.RUNNING
     ).select_related("training_run", "scoring_job", "campaign__project")
     sent = []
     for round_ in waiting:
-        if _ready(round_):
-            jobs.send(jobs.CAMPAIGN_ROUND, round_.pk)
-            sent.append(round_.pk)
+        if round_.status == CampaignRound.Status.QUEUED:
+            CampaignRound.objects.filter(pk=round_.pk).update(recovered_at=now)
+        elif not _ready(round_):
+            continue
+        jobs.send(jobs.CAMPAIGN_ROUND, round_.pk)
+        sent.append(round_.pk)
     return sent
 
 
