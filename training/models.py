@@ -265,6 +265,8 @@ class PairDecision(models.Model):
     routed = models.BooleanField(default=False)
     priority = models.PositiveIntegerField(default=0)
     retrieved_by = models.BigIntegerField(null=True, blank=True, help_text="The gold item whose error pulled it.")
+    # Annotations routing added to the item's overlap (its imported labels filled it), taken back when un-routed.
+    overlap_added = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["round", "item"], name="pair_decision_unique_item")]

@@ -37,6 +37,7 @@ from training.services.campaigns import (
     CampaignError,
     campaign_round_advance,
     campaign_round_close,
+    campaign_round_unroute,
     campaign_rounds_check,
     campaign_rows,
     campaign_start,
@@ -253,6 +254,8 @@ def test_a_curator_overrides_a_decision_with_a_reason_and_route_sends_the_pair_t
     _, round_ = decided_round(project, {"budget_per_round": 1})
     silver = rule_sql.with_pools(Item.objects.filter(project=project), project).filter(pool=Pool.SILVER)
     older, routed_item = list(silver.order_by("pk"))
+    # Its imported label fills the overlap (1): routing makes room for one human annotation, and takes it back.
+    AnnotationFactory(item=routed_item, origin="imported", strength=2)
     decision = PairDecision.objects.create(
         round=round_,
         item=routed_item,
@@ -278,7 +281,10 @@ def test_a_curator_overrides_a_decision_with_a_reason_and_route_sends_the_pair_t
     assert [o.decision for o in routed.overrides.all()] == ["route", "flip"]  # the history stays
     # The routed pair comes before the older, ordinary one.
     assert Item.objects.get(pk=routed_item.pk).priority > 0 == Item.objects.get(pk=older.pk).priority
+    assert Item.objects.get(pk=routed_item.pk).extra_overlap == 1
     assert assignment_next(project=project, annotator=annotator) == routed_item
+    campaign_round_unroute(round_=round_)
+    assert Item.objects.filter(pk=routed_item.pk).values_list("priority", "extra_overlap").get() == (0, 0)
 
 
 @pytest.mark.django_db

@@ -41,7 +41,7 @@ from django.conf import settings as django_settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import connection, transaction
 from django.db.models import Count, F, Max, Min, OuterRef, Q, Subquery, Sum
-from django.db.models.functions import Abs, Now
+from django.db.models.functions import Abs, Greatest, Now
 from django.utils import timezone
 
 from annotate import rules
@@ -236,8 +236,9 @@ def pair_decision_override(
     fields = ["override"]
     if decision == "route" and not locked.routed:
         locked.routed, locked.priority = True, RETRIEVED_PRIORITY * 2
-        fields += ["routed", "priority"]
-        _route_items({locked.item_id: locked.priority}, locked.round.campaign.project)
+        added = _route_items({locked.item_id: locked.priority}, locked.round.campaign.project)
+        locked.overlap_added = added.get(locked.item_id, 0)
+        fields += ["routed", "priority", "overlap_added"]
         CampaignRound.objects.filter(pk=locked.round_id).update(routed=F("routed") + 1)
     locked.save(update_fields=fields)
     return locked
@@ -459,16 +460,16 @@ def _decide_chunk(
     decisions[~silver] = decide_unlabelled(p[~silver], spread[~silver], settings)[0]
     histogram.add(strength, decisions)
     # COPY rather than INSERT: a million decisions a round are written in bulk (bench/campaign_scale.py).
-    columns = (
-        "round_id, item_id, pool, label_sign, decision, override, strength, spread, p_agree, votes, routed, priority"
-    )
+    columns = "round_id, item_id, pool, label_sign, decision, override, strength, spread, p_agree, votes"
+    columns += ", routed, priority, overlap_added"
     copy_sql = f"COPY {PairDecision._meta.db_table} ({columns}) FROM STDIN"
     with transaction.atomic(), connection.cursor() as cursor, cursor.cursor.copy(copy_sql) as copy:
         for i in range(len(chunk)):
             pool = Pool.SILVER if silver[i] else Pool.UNLABELLED
             label = int(labels[i]) if silver[i] else 0
             values = (float(strength[i]), float(spread[i]), float(p[i]))
-            copy.write_row((round_.pk, int(ids[i]), pool.value, label, decisions[i], "", *values, "{}", False, 0))
+            row = (round_.pk, int(ids[i]), pool.value, label, decisions[i], "", *values, "{}", False, 0, 0)
+            copy.write_row(row)
     return len(chunk)
 
 
@@ -523,8 +524,11 @@ def _stage_retrieve(round_: CampaignRound) -> str:
         decision.priority, decision.retrieved_by = chosen[decision.item_id]
     with transaction.atomic():
         _hold_running(round_)
-        PairDecision.objects.bulk_update(decisions, ["routed", "priority", "retrieved_by"], batch_size=5000)
-        _route_items({d.item_id: d.priority for d in decisions}, round_.campaign.project)
+        added = _route_items({d.item_id: d.priority for d in decisions}, round_.campaign.project)
+        for decision in decisions:
+            decision.overlap_added = added.get(decision.item_id, 0)
+        fields = ["routed", "priority", "retrieved_by", "overlap_added"]
+        PairDecision.objects.bulk_update(decisions, fields, batch_size=5000)
         CampaignRound.objects.filter(pk=round_.pk).update(routed=len(decisions), routed_labelled=0)
     _progress(round_, f"Routed {len(decisions)} pairs to the annotators ({len(pulled)} near gold errors)")
     return CampaignRound.Stage.LABEL
@@ -629,24 +633,40 @@ def index_path(project: Project, encoder_dir: str) -> Path:
     return Path(django_settings.TRAINING_ROOT) / "embeddings" / f"project-{project.pk}-{encoder}.faiss"
 
 
-def _route_items(priorities: dict[int, int], project: Project) -> None:
+def _route_items(priorities: dict[int, int], project: Project) -> dict[int, int]:
     """Put the items first in the annotators' queue. An item whose imported labels already fill the overlap wants
-    one more annotation, a human one, to be verified."""
+    one more annotation, a human one, to be verified: returns the annotations added to each item's overlap, which
+    un-routing takes back."""
     if not priorities:
-        return
+        return {}
     items = list(
         Item.objects.filter(pk__in=list(priorities)).only("id", "annotation_count", "extra_overlap", "priority")
     )
+    added: dict[int, int] = {}
     for item in items:
         item.priority = priorities[item.pk]
         if item.annotation_count >= project.overlap + item.extra_overlap:
-            item.extra_overlap = item.annotation_count - project.overlap + 1
+            wanted = item.annotation_count - project.overlap + 1
+            added[item.pk] = wanted - item.extra_overlap
+            item.extra_overlap = wanted
     Item.objects.bulk_update(items, ["priority", "extra_overlap"], batch_size=5000)
+    return added
 
 
 def _unroute(round_: CampaignRound) -> None:
-    routed = PairDecision.objects.filter(round=round_, routed=True).values("item_id")
-    Item.objects.filter(pk__in=routed).update(priority=0)
+    campaign_round_unroute(round_=round_)
+
+
+def campaign_round_unroute(*, round_: CampaignRound) -> None:
+    """Send the round's routed pairs back to the ordinary queue, and take back the annotation routing added to
+    the overlap of those no human has labelled yet (one that was labelled used it)."""
+    routed = PairDecision.objects.filter(round=round_, routed=True)
+    Item.objects.filter(pk__in=routed.values("item_id")).update(priority=0)
+    grown = routed.filter(overlap_added__gt=0)
+    for added in set(grown.values_list("overlap_added", flat=True)):
+        unlabelled = grown.filter(overlap_added=added, item__human_count=0).values("item_id")
+        Item.objects.filter(pk__in=unlabelled).update(extra_overlap=Greatest(F("extra_overlap") - added, 0))
+    grown.update(overlap_added=0)
 
 
 # Stage: label.

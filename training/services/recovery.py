@@ -44,11 +44,11 @@ from django.db.models import F
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from annotate.models import Item
 from concord import jobs, locks
 from concord.locks import job_lock
 from training.models import Campaign, CampaignRound, ScoringJob, TrainingRun
 from training.selectors import Job, jobs_to_recover
+from training.services.campaigns import campaign_round_unroute
 from training.services.runs import run_log
 
 logger = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ def _recover(model: type[Job], pk: int, policy: _Policy) -> Recovery | None:
     if isinstance(job, TrainingRun):
         run_log(job, f"watchdog: {reason}; " + ("sent to a worker again" if action == "resent" else action))
     if isinstance(job, CampaignRound) and action == "failed":
-        Item.objects.filter(pk__in=job.decisions.filter(routed=True).values("item_id")).update(priority=0)
+        campaign_round_unroute(round_=job)
         Campaign.objects.filter(pk=job.campaign_id, status=Campaign.Status.RUNNING).update(
             status=Campaign.Status.FAILED, stop_reason=f"round {job.number}: {reason}", finished_at=timezone.now()
         )
