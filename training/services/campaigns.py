@@ -40,7 +40,7 @@ import numpy as np
 from django.conf import settings as django_settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import connection, transaction
-from django.db.models import Count, F, Max, Min, OuterRef, Q, Subquery, Sum
+from django.db.models import Count, F, FilteredRelation, Max, Min, Q, Sum
 from django.db.models.functions import Abs, Greatest, Now
 from django.utils import timezone
 
@@ -77,7 +77,7 @@ from training.ml.synergy import (
     round_budget,
     stop_reason,
 )
-from training.models import Campaign, CampaignRound, DecisionOverride, ItemScore, PairDecision, TrainingRun
+from training.models import Campaign, CampaignRound, DecisionOverride, PairDecision, TrainingRun
 from training.selectors_campaigns import routed_labelled
 from training.services.runs import training_run_enqueue
 from training.services.scoring import model_temperature, scoring_job_create
@@ -179,7 +179,7 @@ def campaign_stop(*, campaign: Campaign, by: AbstractBaseUser) -> Campaign:
     if not stopped:
         raise CampaignError(f"campaign {campaign.name!r} is not running")
     for round_ in CampaignRound.objects.filter(campaign=campaign).exclude(status=CampaignRound.Status.DONE):
-        _unroute(round_)
+        campaign_round_unroute(round_=round_)
         CampaignRound.objects.filter(pk=round_.pk).update(
             status=CampaignRound.Status.FAILED, error=f"Stopped by {by}", finished_at=timezone.now()
         )
@@ -269,7 +269,7 @@ def campaign_round_advance(*, round_: CampaignRound) -> CampaignRound:
 
 
 def _fail(round_: CampaignRound, message: str, detail: str = "") -> None:
-    _unroute(round_)
+    campaign_round_unroute(round_=round_)
     CampaignRound.objects.filter(pk=round_.pk).update(
         status=CampaignRound.Status.FAILED, error=(message + ("\n\n" + detail[-3000:] if detail else ""))[:5000]
     )
@@ -397,8 +397,15 @@ def _round_model_id(round_: CampaignRound) -> int:
     return TrainingRun.objects.select_related("reward_model").get(pk=round_.training_run_id or 0).reward_model.pk
 
 
-def _scores(model_id: int, field: str) -> Subquery:
-    return Subquery(ItemScore.objects.filter(reward_model_id=model_id, item=OuterRef("pk")).values(field)[:1])
+def _scored(items: Any, model_id: int) -> Any:
+    """The items the round's model scored, joined to their score (one join, not a subquery per column): its
+    members' mean margin towards B as `mean`, their spread as `std`."""
+    score = FilteredRelation("model_scores", condition=Q(model_scores__reward_model_id=model_id))
+    return (
+        items.annotate(score=score)
+        .filter(score__isnull=False)
+        .annotate(mean=F("score__ensemble_mean"), std=F("score__ensemble_std"))
+    )
 
 
 # Stage: decide.
@@ -413,12 +420,7 @@ def _stage_decide(round_: CampaignRound) -> str:
         pool__in=[Pool.SILVER, Pool.UNLABELLED]
     )
     total = pool.count()
-    rows = (
-        pool.annotate(mean=_scores(model_id, "ensemble_mean"), std=_scores(model_id, "ensemble_std"))
-        .filter(mean__isnull=False)
-        .values_list("id", "pool", "silver", "mean", "std")
-        .order_by("id")
-    )
+    rows = _scored(pool, model_id).values_list("id", "pool", "silver", "mean", "std").order_by("id")
     histogram = _Histogram(temperature)
     done = 0
     bounds = Item.objects.filter(project=project).aggregate(low=Min("id"), high=Max("id"))
@@ -508,7 +510,7 @@ def _stage_retrieve(round_: CampaignRound) -> str:
         or 0
     )
     budget = round_budget(settings, spent=spent)
-    _unroute(round_)  # what an earlier, interrupted attempt routed
+    campaign_round_unroute(round_=round_)  # what an earlier, interrupted attempt routed
     PairDecision.objects.filter(round=round_, routed=True).update(routed=False, priority=0, retrieved_by=None)
     share = retrieval_budget(budget, settings)
     pulled = _retrieved(round_, settings, share) if share else []
@@ -556,12 +558,7 @@ def _retrieved(round_: CampaignRound, settings: CampaignSettings, budget: int) -
 
     project, temperature = round_.campaign.project, round_.temperature or 1.0
     model_id = _round_model_id(round_)
-    gold = (
-        gold_items(project)
-        .annotate(mean=_scores(model_id, "ensemble_mean"))
-        .filter(mean__isnull=False)
-        .values_list("id", "gold", "mean", "prompt")
-    )
+    gold = _scored(gold_items(project), model_id).values_list("id", "gold", "mean", "prompt")
     # Only the gold pairs the ensemble trained on ask for neighbours: held-out gold measures the round, and pairs
     # humans labelled near its errors would flatter the next round's measure.
     fractions = gold_splits(settings)
@@ -653,10 +650,6 @@ def _route_items(priorities: dict[int, int], project: Project) -> dict[int, int]
     return added
 
 
-def _unroute(round_: CampaignRound) -> None:
-    campaign_round_unroute(round_=round_)
-
-
 def campaign_round_unroute(*, round_: CampaignRound) -> None:
     """Send the round's routed pairs back to the ordinary queue, and take back the annotation routing added to
     the overlap of those no human has labelled yet (one that was labelled used it)."""
@@ -685,7 +678,7 @@ def _stage_label(round_: CampaignRound) -> str | None:
         return None
     with transaction.atomic():
         _hold_running(round_)
-        _unroute(round_)
+        campaign_round_unroute(round_=round_)
         CampaignRound.objects.filter(pk=round_.pk).update(stage=CampaignRound.Stage.FREEZE)
     return CampaignRound.Stage.FREEZE
 
