@@ -65,6 +65,11 @@ class Project(models.Model):
         help_text="How sure the active reward model must be (its calibrated probability of the other side) before "
         "its disagreement with the annotators sends an item to the review queue.",
     )
+    # What the items' review columns (Item.review_severity, model_probability_b) were last computed for: the rules'
+    # version and the reward model and threshold the queue weighs annotators against (curation.services.review_state).
+    # Emptied when a setting the review rules read changes, so the next look at the queue recomputes them.
+    review_key = models.CharField(max_length=200, blank=True, default="")
+    review_model_threshold = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -206,6 +211,13 @@ class Item(models.Model):
     rating_spread = models.PositiveSmallIntegerField(
         default=0, help_text="The widest max - min of one attribute of one response over the annotations."
     )
+    # The review queue's view of the item, kept by curation.services.review_state whenever its labels, a curator's
+    # decision, a flag or the queue's reward model change, so that any page of the queue, by any reason, is an index
+    # scan: its severity while it is in the queue (NULL when it is not), the reasons as bits (REVIEW_REASON_BITS) and
+    # the queue model's probability that B wins.
+    review_severity = models.FloatField(null=True, blank=True)
+    review_reasons = models.PositiveSmallIntegerField(default=0)
+    model_probability_b = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -221,11 +233,32 @@ class Item(models.Model):
                 condition=Q(is_gold=False, priority__gt=0),
             ),
             models.Index(fields=["project", "id"], name="item_gold", condition=Q(is_gold=True)),
+            # A project's items in id order: pages of the items list, chunks of whole-project passes.
+            models.Index(fields=["project", "id"], name="item_by_project"),
+            # The distinct sources of a project, read by skipping through it (curation.selectors_review).
+            models.Index(fields=["project", "source"], name="item_source"),
+            # The review queue, most severe first: only the items in it, so a small partial index.
+            models.Index(
+                fields=["project", "-review_severity", "-annotation_count", "id"],
+                name="item_review_order",
+                condition=Q(review_severity__isnull=False),
+                # A filter by reason and its count read the index alone.
+                include=["review_reasons"],
+            ),
+            # The items a curator asked more annotations of: few, and the largest ask bounds the open items' scan
+            # (annotate.selectors.progress_for_annotator).
+            models.Index(
+                fields=["project", "extra_overlap"], name="item_extra_asked", condition=Q(extra_overlap__gt=0)
+            ),
         ]
 
     def __str__(self) -> str:
         return f"Item {self.pk} of project {self.project_id}"
 
+
+# The bit of each review reason (annotate.rules.REASON_LABELS) in Item.review_reasons; the model's two reasons share
+# one bit: which of them it is depends on the model the queue weighs annotators against.
+REVIEW_REASON_BITS = {"sign": 1, "strength": 2, "rating": 4, "flagged": 8, "model": 16, "ensemble": 16}
 
 # Item fields counted from its annotations, never set by hand.
 LABEL_COUNTED_FIELDS = (

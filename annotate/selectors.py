@@ -1,17 +1,21 @@
 """Reads: what pages and exports show."""
 
 import copy
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.cache import cache
-from django.db.models import Exists, F, OuterRef, Prefetch, QuerySet
+from django.core.paginator import Page, Paginator
+from django.db import connection
+from django.db.models import Exists, F, Max, OuterRef, Prefetch, QuerySet
 
 from .labels import DEFAULT_SCHEMA
-from .models import Annotation, Assignment, ImportBatch, Item, LabelSchema, Membership, Project, Role
-from .rules import LabelSummary, sign
+from .models import Annotation, Assignment, GoldAnswer, ImportBatch, Item, LabelSchema, Membership, Project, Role
+from .rules import LabelSummary
 
 
 def projects_with_roles(user: AbstractBaseUser) -> list[tuple[Project, str]]:
@@ -22,11 +26,17 @@ def projects_with_roles(user: AbstractBaseUser) -> list[tuple[Project, str]]:
     return [(membership.project, membership.role) for membership in memberships]
 
 
+# The label page counts what is left for an annotator up to this many items: past it, "1000+" says enough, and the
+# count stays one bounded index scan however big the project is.
+REMAINING_CAP = 1000
+
+
 @dataclass(frozen=True)
 class Progress:
     done: int
     skipped: int
-    remaining: int
+    remaining: int  # at most REMAINING_CAP
+    remaining_capped: bool = False  # more than REMAINING_CAP are left
 
     @property
     def total(self) -> int:
@@ -34,27 +44,43 @@ class Progress:
 
     @property
     def percent(self) -> int:
+        if self.remaining_capped:
+            return round(100 * self.done / (self.done + REMAINING_CAP + 1))
         return round(100 * self.done / self.total) if self.total else 100
 
 
 def progress_for_annotator(*, project: Project, annotator: AbstractBaseUser) -> Progress:
-    """Items this annotator has done, skipped, and could still be given in this project."""
-    mine = Assignment.objects.filter(item__project=project, annotator_id=annotator.pk)
+    """Items this annotator has done, skipped, and could still be given in this project (counted up to
+    REMAINING_CAP). Each count is bounded: the annotator's own rows, and open items walked in the queue's index
+    order (item_queue_order) until REMAINING_CAP + 1 are found."""
     done = Annotation.objects.filter(item__project=project, annotator_id=annotator.pk).count()
-    skipped = mine.filter(status=Assignment.Status.SKIPPED).count()
+    skipped = Assignment.objects.filter(
+        item__project=project, annotator_id=annotator.pk, status=Assignment.Status.SKIPPED
+    ).count()
     finished_by_me = Assignment.objects.filter(
         item=OuterRef("pk"),
         annotator_id=annotator.pk,
         status__in=[Assignment.Status.SUBMITTED, Assignment.Status.SKIPPED],
     )
     annotated_by_me = Annotation.objects.filter(item=OuterRef("pk"), annotator_id=annotator.pk)
-    remaining = (
-        Item.objects.filter(project=project, is_gold=False, annotation_count__lt=F("extra_overlap") + project.overlap)
+    # A bound the index can use: no item wants more than the overlap plus the largest extra a curator asked for.
+    most_wanted = project.overlap + (
+        Item.objects.filter(project=project, extra_overlap__gt=0).aggregate(most=Max("extra_overlap"))["most"] or 0
+    )
+    open_for_me = (
+        Item.objects.filter(project=project, is_gold=False, annotation_count__lt=most_wanted)
+        .filter(annotation_count__lt=F("extra_overlap") + project.overlap)
         .exclude(Exists(finished_by_me))
         .exclude(Exists(annotated_by_me))
-        .count()
+        .order_by("annotation_count", "id")
     )
-    return Progress(done=done, skipped=skipped, remaining=remaining)
+    remaining = open_for_me[: REMAINING_CAP + 1].count()
+    return Progress(
+        done=done,
+        skipped=skipped,
+        remaining=min(remaining, REMAINING_CAP),
+        remaining_capped=remaining > REMAINING_CAP,
+    )
 
 
 @dataclass(frozen=True)
@@ -62,15 +88,49 @@ class ProjectCounts:
     items: int
     complete: int
     annotations: int
+    counted_at: float = 0.0  # POSIX seconds
+
+    @property
+    def age_s(self) -> float:
+        return max(0.0, time.time() - self.counted_at)
 
 
-def project_counts(*, project: Project) -> ProjectCounts:
+# A project with at most this many items is counted, and its review queue recomputed, within the request that needs
+# it; a bigger one on a worker, while pages show the last figures with their age.
+SMALL_PROJECT_ITEMS = 20_000
+
+
+def project_is_small(*, project: Project) -> bool:
+    """At most SMALL_PROJECT_ITEMS items: one bounded index scan, whatever the size of the project."""
+    return (
+        not Item.objects.filter(project=project).order_by("pk")[SMALL_PROJECT_ITEMS : SMALL_PROJECT_ITEMS + 1].exists()
+    )
+
+
+# A project's counts are read from the cache (a worker counts them: annotate.services.project_counts) and counted
+# again once older than this.
+PROJECT_COUNTS_FRESH_S = 60
+
+
+def project_counts_cache_key(project_id: int) -> str:
+    return f"concord:project-counts:{project_id}"
+
+
+def project_counts_count(*, project: Project) -> ProjectCounts:
+    """Count the project's items, complete items and annotations now: a scan of the project."""
     items = Item.objects.filter(project=project)
     return ProjectCounts(
         items=items.count(),
         complete=items.filter(annotation_count__gte=F("extra_overlap") + project.overlap).count(),
         annotations=Annotation.objects.filter(item__project=project).count(),
+        counted_at=time.time(),
     )
+
+
+def project_counts(*, project: Project) -> ProjectCounts | None:
+    """The project's counts as last counted (None: never yet); see PROJECT_COUNTS_FRESH_S."""
+    cached = cache.get(project_counts_cache_key(project.pk))
+    return ProjectCounts(**cached) if cached else None
 
 
 def item_label_summary(item: Item | Mapping[str, Any], *, overlap: int) -> LabelSummary:
@@ -210,31 +270,66 @@ class GoldScore:
 
 def gold_scores(*, project: Project) -> list[GoldScore]:
     """Each annotator's accuracy on the project's gold items: the preference's sign must match, and each
-    expected rating counts as right within one point (HelpSteer2's annotators differ by about that much)."""
-    tallies: dict[str, list[int]] = {}
-    rows = (
-        Annotation.objects.filter(item__project=project, item__is_gold=True, origin=Annotation.Origin.HUMAN)
-        .select_related("annotator", "item__gold_answer")
-        .order_by("annotator__username", "id")
-    )
-    for annotation in rows.iterator(chunk_size=2000):
-        expected = annotation.item.gold_answer
-        tally = tallies.setdefault(annotation.annotator.get_username(), [0, 0, 0, 0])
-        if annotation.strength is not None:
-            tally[0] += 1
-            tally[1] += sign(annotation.strength) == expected.preference_sign
-        for side, values in (expected.ratings or {}).items():
-            for name, value in values.items():
-                given = annotation.ratings.get(side, {}).get(name)
-                if given is not None:
-                    tally[2] += 1
-                    tally[3] += abs(given - value) <= 1
-    return [GoldScore(name, *tally) for name, tally in tallies.items()]
+    expected rating counts as right within one point (HelpSteer2's annotators differ by about that much).
+
+    One GROUP BY in the database over the gold items' human annotations (the partial index item_gold, then each
+    item's annotations), the ratings compared with jsonb operators: its cost grows with the gold annotations,
+    never with the project."""
+    user = get_user_model()
+    username: str = getattr(user._meta.get_field(user.USERNAME_FIELD), "column", user.USERNAME_FIELD)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            GOLD_SCORES_SQL.format(
+                annotation=Annotation._meta.db_table,
+                item=Item._meta.db_table,
+                gold=GoldAnswer._meta.db_table,
+                user=user._meta.db_table,
+                username=connection.ops.quote_name(username),
+            ),
+            {"project": project.pk, "human": Annotation.Origin.HUMAN},
+        )
+        return [GoldScore(name, *tallies) for name, *tallies in cursor.fetchall()]
+
+
+# Per annotator: preferences given, of those with the expected sign, expected ratings the annotation gave (a number
+# for the same response and attribute), of those within one point.
+GOLD_SCORES_SQL = """
+SELECT u.{username},
+       count(a.strength),
+       count(*) FILTER (WHERE sign(a.strength) = g.preference_sign),
+       coalesce(sum(r.checked), 0)::int,
+       coalesce(sum(r.within), 0)::int
+FROM {annotation} a
+JOIN {item} i ON i.id = a.item_id
+JOIN {gold} g ON g.item_id = a.item_id
+JOIN {user} u ON u.id = a.annotator_id
+CROSS JOIN LATERAL (
+    SELECT count(*) AS checked,
+           count(*) FILTER (WHERE abs((a.ratings -> side.key -> expected.key)::text::numeric
+                                      - expected.value::text::numeric) <= 1) AS within
+    FROM jsonb_each(CASE jsonb_typeof(g.ratings) WHEN 'object' THEN g.ratings ELSE '{{}}' END) AS side
+    CROSS JOIN LATERAL jsonb_each(CASE jsonb_typeof(side.value) WHEN 'object' THEN side.value ELSE '{{}}' END)
+        AS expected
+    WHERE jsonb_typeof(a.ratings -> side.key -> expected.key) = 'number' AND jsonb_typeof(expected.value) = 'number'
+) r
+WHERE i.project_id = %(project)s AND i.is_gold AND a.origin = %(human)s
+GROUP BY u.{username}
+ORDER BY u.{username}
+"""
 
 
 def items_for_curator(*, project: Project, gold_only: bool = False) -> QuerySet[Item]:
     items = Item.objects.filter(project=project).select_related("gold_answer").order_by("id")
     return items.filter(is_gold=True) if gold_only else items
+
+
+def items_page(*, project: Project, gold_only: bool, page: Any, per_page: int) -> Page[Item]:
+    """One page of the project's items in id order. The page's ids come first from the index alone (item_by_project:
+    a deep page skips index entries, not rows), then its items by id."""
+    ids = items_for_curator(project=project, gold_only=gold_only).values_list("pk", flat=True)
+    id_page: Page[int] = Paginator(ids, per_page).get_page(page)
+    items = list(items_for_curator(project=project).filter(pk__in=list(id_page.object_list)))
+    return Page(items, id_page.number, id_page.paginator)  # type: ignore[arg-type]
 
 
 def item_annotations(*, item: Item) -> QuerySet[Annotation]:

@@ -7,6 +7,7 @@ from celery import shared_task
 
 from annotate.models import ImportBatch
 from annotate.services.imports import item_import
+from annotate.services.project_counts import project_counts_refresh
 
 logger = logging.getLogger(__name__)
 
@@ -19,3 +20,9 @@ def import_batch_run(batch_id: int) -> None:
         logger.warning("Import batch %s does not exist (deleted before it ran?)", batch_id)
         return
     item_import(batch=batch, path=Path(batch.upload.path))
+
+
+@shared_task
+def project_counts_refresh_task(project_id: int) -> None:
+    """Count a big project's items and annotations for its home page. Safe to run twice."""
+    project_counts_refresh(project_id=project_id)

@@ -17,6 +17,7 @@ EXPORT = 2
 TRAINING = 3
 SCORING = 4
 CAMPAIGN_ROUND = 5
+REVIEW_SYNC = 6  # by project id
 
 
 @contextmanager

@@ -169,3 +169,40 @@ class ExportJob(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_format_display()} of {self.version} ({self.status})"
+
+
+class ProjectQuality(models.Model):
+    """A project's annotator-quality statistics (agreement, Dawid-Skene reliabilities, gold accuracy, speed),
+    computed by a worker and kept here, one row per project, so the annotators page reads one row instead of
+    every annotation. The row is also the refresh's job: what was asked for last and how far it got."""
+
+    Status = JobStatus
+
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="quality")
+    # The refresh asked for last. `force`: compute even when no label changed since the last result; `again`:
+    # asked while one was running, so another follows it.
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    force = models.BooleanField(default=False)
+    again = models.BooleanField(default=False)
+    requested_at = models.DateTimeField()
+    started_at = models.DateTimeField(null=True, blank=True)
+    heard_at = models.DateTimeField(null=True, blank=True, help_text="The running refresh's last progress.")
+    step = models.PositiveSmallIntegerField(default=0)
+    steps = models.PositiveSmallIntegerField(default=0)
+    step_name = models.CharField(max_length=100, blank=True)
+    error = models.TextField(blank=True)
+    # The last result (curation.selectors_quality.QualityReport as JSON), and what it was computed over.
+    report = models.JSONField(null=True, blank=True)
+    computed_at = models.DateTimeField(null=True, blank=True)
+    compute_seconds = models.FloatField(default=0)
+    annotation_count = models.PositiveIntegerField(default=0)
+    # What the labels looked like (annotations, gold answers, weights): a refresh that finds it unchanged keeps
+    # the result and only records when it looked (checked_at).
+    fingerprint = models.CharField(max_length=64, blank=True)
+    checked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "project qualities"
+
+    def __str__(self) -> str:
+        return f"Quality of {self.project} ({self.status})"

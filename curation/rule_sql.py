@@ -34,20 +34,27 @@ from curation.models import Adjudication, ItemFlag
 _FLOAT: FloatField = FloatField()
 
 
-def latest_decision_ids(project: Project, decisions: Sequence[str]) -> QuerySet[Adjudication, int]:
-    """Ids of the project's items whose latest decision is one of `decisions`."""
+def latest_decision_ids(
+    project: Project, decisions: Sequence[str], within: Q | None = None
+) -> QuerySet[Adjudication, int]:
+    """Ids of the project's items whose latest decision is one of `decisions`; `within`, a condition on item_id,
+    narrows them to the items a statement is about (one item on a submit), so the set is not built for the whole
+    project."""
     newer = Adjudication.objects.filter(item=OuterRef("item")).filter(
         Q(created_at__gt=OuterRef("created_at")) | Q(created_at=OuterRef("created_at"), id__gt=OuterRef("id"))
     )
     return (
         Adjudication.objects.filter(item__project=project, decision__in=list(decisions))
+        .filter(within or Q())
         .exclude(Exists(newer))
         .values_list("item_id", flat=True)
     )
 
 
-def open_flag_ids(project: Project) -> QuerySet[ItemFlag, int]:
-    return ItemFlag.objects.filter(item__project=project, resolved=False).values_list("item_id", flat=True)
+def open_flag_ids(project: Project, within: Q | None = None) -> QuerySet[ItemFlag, int]:
+    """Ids of the project's items with an open flag (`within`: as latest_decision_ids)."""
+    flags = ItemFlag.objects.filter(item__project=project, resolved=False).filter(within or Q())
+    return flags.values_list("item_id", flat=True)
 
 
 def strength_spread() -> ExpressionWrapper:
@@ -64,15 +71,19 @@ def disputed_q() -> Q:
     return sign_split_q() | Q(spread__gt=rules.STRENGTH_SPREAD_LIMIT) | Q(rating_spread__gt=rules.RATING_SPREAD_LIMIT)
 
 
-def item_state(project: Project) -> Case:
-    """annotate.rules.item_state as a CASE over the item's columns; needs the `spread` annotation."""
+def item_state(project: Project, within: Q | None = None) -> Case:
+    """annotate.rules.item_state as a CASE over the item's columns; needs the `spread` annotation. `within`: as
+    latest_decision_ids."""
     wanted = F("extra_overlap") + project.overlap
-    more = Q(pk__in=latest_decision_ids(project, [rules.MORE]))
+    more = Q(pk__in=latest_decision_ids(project, [rules.MORE], within))
     imported_only = Q(annotation_count__gt=0, human_count=0)
     complete = Q(annotation_count__gte=wanted) | (imported_only & ~more)
     return Case(
-        When(Q(pk__in=latest_decision_ids(project, [rules.EXCLUDE, rules.AMBIGUOUS])), then=Value(ItemState.EXCLUDED)),
-        When(Q(pk__in=latest_decision_ids(project, [rules.LABEL])), then=Value(ItemState.ADJUDICATED)),
+        When(
+            Q(pk__in=latest_decision_ids(project, [rules.EXCLUDE, rules.AMBIGUOUS], within)),
+            then=Value(ItemState.EXCLUDED),
+        ),
+        When(Q(pk__in=latest_decision_ids(project, [rules.LABEL], within)), then=Value(ItemState.ADJUDICATED)),
         When(annotation_count=0, then=Value(ItemState.UNLABELLED)),
         When(~complete, then=Value(ItemState.IN_PROGRESS)),
         When(disputed_q(), then=Value(ItemState.DISPUTED)),
@@ -119,6 +130,17 @@ def _points(condition: Q, points: float) -> Case:
 def in_queue_q() -> Q:
     """annotate.rules.in_review_queue, over the `state`, `open_flag` and `model_contradicts` annotations."""
     return Q(open_flag=True) | Q(state=ItemState.DISPUTED) | Q(state=ItemState.AGREED, model_contradicts=True)
+
+
+# Each review reason (annotate.rules.reasons) as a condition over the `spread`, `open_flag` and `model_contradicts`
+# annotations.
+REASON_Q = {
+    "sign": sign_split_q(),
+    "strength": Q(spread__gt=rules.STRENGTH_SPREAD_LIMIT),
+    "rating": Q(rating_spread__gt=rules.RATING_SPREAD_LIMIT),
+    "flagged": Q(open_flag=True),
+    "model": Q(model_contradicts=True),
+}
 
 
 def boolean(condition: Q) -> ExpressionWrapper:

@@ -2,22 +2,33 @@
 
 Annotations are read in one streamed query (human and imported ones with a strength) and aggregated in numpy:
 a units x annotators matrix of strengths, NaN where an annotator did not label an item.
+
+The annotators page and the dashboard show a QualityReport that a worker computed (quality_report, run by
+curation.services.quality) and cached in the project's ProjectQuality row: the annotators' figures and, in the
+same pass, the dashboard's (items by state and by pool, the strengths' histogram, agreement per day). The pages
+read that row (quality_page with the project's memberships, dashboard_page), never the annotations.
 """
 
+import dataclasses
+import hashlib
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from django.contrib.auth import get_user_model
-from django.db.models import Count, Q
+from django.db.models import Case, Count, F, FloatField, Func, Max, Q, When
 
-from annotate.models import Annotation, Assignment, Item, Membership, Project, Role
+from annotate.models import Annotation, Assignment, GoldAnswer, Item, Membership, Project, Role
 from annotate.rules import ItemState, Pool
 from annotate.selectors import gold_scores
 from curation import rule_sql
 from curation.aggregation import DawidSkene, sign_dawid_skene
 from curation.metrics import fleiss_kappa, krippendorff_alpha, modal_units, pairwise_agreement
+from curation.models import Adjudication, ProjectQuality
 
 # Outlier rules, shown on the quality page.
 FAST_FRACTION = 1 / 3
@@ -50,6 +61,23 @@ class LabelTable:
         matrix[self.row_item, self.row_annotator] = self.strength
         return matrix
 
+    @property
+    def compact(self) -> npt.NDArray[np.float64]:
+        """The strengths as `matrix` holds them, but with each row's values packed to the left (compacted)."""
+        return compacted(self.row_item, self.strength, len(self.item_ids))
+
+
+def compacted(rows: npt.NDArray[np.int64], values: npt.NDArray[np.float64], units: int) -> npt.NDArray[np.float64]:
+    """A units x k matrix (k: the most values one unit has) of each unit's values, in no particular column, NaN
+    after them. Agreement measures (alpha, pairwise agreement, Fleiss' kappa) count values per unit and never ask
+    which coder gave which, so they read it as they read units x coders, at k/coders of the memory (3 of 100)."""
+    order = np.argsort(rows, kind="stable")
+    ordered = rows[order]
+    slot = np.arange(len(ordered)) - np.searchsorted(ordered, ordered, side="left")
+    matrix = np.full((units, int(slot.max()) + 1 if len(slot) else 0), np.nan)
+    matrix[ordered, slot] = values[order]
+    return matrix
+
 
 def label_table(*, project: Project, chunk_size: int = 5000) -> LabelTable:
     rows = (
@@ -59,15 +87,24 @@ def label_table(*, project: Project, chunk_size: int = 5000) -> LabelTable:
             strength__isnull=False,
         )
         .order_by()
-        .values_list("item_id", "annotator_id", "strength", "ratings", "seconds_spent", "origin", "created_at")
+        # Numbers from the database rather than datetimes and origins to convert per row (a million rows).
+        .annotate(
+            human_seconds=Case(
+                When(origin=Annotation.Origin.HUMAN, then=F("seconds_spent")), default=None, output_field=FloatField()
+            ),
+            created_epoch=Func(
+                F("created_at"), template="EXTRACT(EPOCH FROM %(expressions)s)::float8", output_field=FloatField()
+            ),
+        )
+        .values_list("item_id", "annotator_id", "strength", "ratings", "human_seconds", "created_epoch")
     )
     items, annotators, strengths, seconds, created, ratings = [], [], [], [], [], []
-    for item_id, annotator_id, strength, given, spent, origin, created_at in rows.iterator(chunk_size=chunk_size):
+    for item_id, annotator_id, strength, given, spent, created_at in rows.iterator(chunk_size=chunk_size):
         items.append(item_id)
         annotators.append(annotator_id)
         strengths.append(strength)
-        seconds.append(spent if origin == Annotation.Origin.HUMAN else np.nan)
-        created.append(created_at.timestamp())
+        seconds.append(spent)  # None (NaN below) for imported annotations
+        created.append(created_at)
         ratings.append(given or {})
     item_ids, row_item = np.unique(np.asarray(items, dtype=np.int64), return_inverse=True)
     annotator_ids, row_annotator = np.unique(np.asarray(annotators, dtype=np.int64), return_inverse=True)
@@ -102,7 +139,7 @@ class ProjectAgreement:
 
 
 def agreement_of(table: LabelTable) -> ProjectAgreement:
-    matrix = table.matrix
+    matrix = table.compact
     signs = np.sign(matrix)
     modal = modal_units(signs)
     return ProjectAgreement(
@@ -117,20 +154,20 @@ def agreement_of(table: LabelTable) -> ProjectAgreement:
 
 
 def _attribute_agreement(table: LabelTable) -> list[AttributeAgreement]:
-    """Ordinal alpha per rating attribute; the units are (item, response) pairs."""
-    cells: dict[str, tuple[list[int], list[int], list[float]]] = {}
-    for index, given in enumerate(table.ratings):
-        for side, values in given.items():
-            unit = 2 * int(table.row_item[index]) + (side == "b")
-            for name, value in values.items():
-                units, coders, found = cells.setdefault(name, ([], [], []))
-                units.append(unit)
-                coders.append(int(table.row_annotator[index]))
-                found.append(float(value))
+    """Ordinal alpha per rating attribute; the units are (item, response) pairs. One pass over the annotations
+    per (response, attribute), each a list comprehension, rather than Python code per rating."""
+    sides = sorted({side for given in table.ratings for side in given})
+    names = sorted({name for given in table.ratings for values in given.values() for name in values})
     result = []
-    for name, (units, coders, found) in sorted(cells.items()):
-        matrix = np.full((2 * len(table.item_ids), len(table.annotator_ids)), np.nan)
-        matrix[units, coders] = found
+    for name in names:
+        units, found = [], []
+        for side in sides:
+            # NaN where this annotation did not rate this attribute of this response (None becomes NaN).
+            values = np.array([(given.get(side) or {}).get(name) for given in table.ratings], dtype=np.float64)
+            present = ~np.isnan(values)
+            units.append(2 * table.row_item[present] + (side == "b"))
+            found.append(values[present])
+        matrix = compacted(np.concatenate(units), np.concatenate(found), 2 * len(table.item_ids))
         pairable = int(((~np.isnan(matrix)).sum(axis=1) >= 2).sum())
         result.append(AttributeAgreement(name, _finite(krippendorff_alpha(matrix, "ordinal")), pairable))
     return result
@@ -159,11 +196,42 @@ class AnnotatorQuality:
 
 
 @dataclass(frozen=True)
+class AgreementPoint:
+    day: date
+    items: int
+    agreement: float
+
+
+@dataclass(frozen=True)
+class DashboardFigures:
+    """The dashboard's figures, computed in the same refresh as the annotators': items by state (gold items left
+    out) and by pool (gold items in), how many annotations gave each strength, and agreement per day."""
+
+    states: dict[str, int]
+    pools: dict[str, int]
+    histogram: dict[int, int]
+    over_time: list[AgreementPoint]
+
+
+@dataclass(frozen=True)
 class QualityReport:
     agreement: ProjectAgreement
     annotators: list[AnnotatorQuality]
     median_seconds: float | None
     mean_agreement: float | None
+    labels: int = 0  # annotations with a preference it was computed over
+    dashboard: DashboardFigures | None = None  # None in a report cached before the dashboard's figures were
+
+
+# The steps of quality_report, for the progress a worker reports while it computes one.
+QUALITY_STEPS = (
+    "reading the labels",
+    "agreement",
+    "Dawid-Skene",
+    "gold accuracy, skips, item states and pools",
+    "each annotator",
+)
+Progress = Callable[[int, str], None]  # (step number from 1, its name)
 
 
 def _leave_one_out(table: LabelTable, weights: npt.NDArray[np.float64]) -> tuple[np.ndarray, np.ndarray]:
@@ -180,7 +248,12 @@ def _leave_one_out(table: LabelTable, weights: npt.NDArray[np.float64]) -> tuple
     return np.sign(table.strength) == np.sign(others_mean), compared
 
 
-def quality_report(*, project: Project) -> QualityReport:
+def quality_report(*, project: Project, progress: Progress | None = None) -> QualityReport:
+    """Every figure of the annotators page and the dashboard, from every annotation of the project: a worker's
+    job (a minute or so on a big project), whose result ProjectQuality caches. `progress` hears of each step as
+    it starts."""
+    tell = progress or (lambda step, name: None)
+    tell(1, QUALITY_STEPS[0])
     table = label_table(project=project)
     members = {
         user_id: (membership_id, weight, paused)
@@ -191,10 +264,17 @@ def quality_report(*, project: Project) -> QualityReport:
     ids = sorted(set(table.annotator_ids.tolist()) | set(members))
     names = dict(get_user_model().objects.filter(pk__in=ids).values_list("pk", "username"))
     weights = np.array([members.get(int(a), (None, 1.0, False))[1] for a in table.annotator_ids], dtype=np.float64)
+    tell(2, QUALITY_STEPS[1])
+    agreement = agreement_of(table)
+    histogram, over_time = strength_histogram(table), agreement_over_time(table)
     agrees, compared = _leave_one_out(table, weights)
+    tell(3, QUALITY_STEPS[2])
     reliability = _reliability(table)
+    tell(4, QUALITY_STEPS[3])
     gold = {score.annotator: score.preference_accuracy for score in gold_scores(project=project)}
     finished = _finished_counts(project=project)
+    states, pools = state_and_pool_counts(project=project)
+    tell(5, QUALITY_STEPS[4])
     column = {int(a): i for i, a in enumerate(table.annotator_ids)}
     annotators = []
     for annotator_id in ids:
@@ -220,13 +300,158 @@ def quality_report(*, project: Project) -> QualityReport:
         )
     human_seconds = table.seconds[~np.isnan(table.seconds)]
     report = QualityReport(
-        agreement=agreement_of(table),
+        agreement=agreement,
         annotators=annotators,
         median_seconds=float(np.median(human_seconds)) if len(human_seconds) else None,
         mean_agreement=_mean([a.agreement for a in annotators if a.compared >= MIN_COMPARED]),
+        labels=len(table.strength),
+        dashboard=DashboardFigures(states=states, pools=pools, histogram=histogram, over_time=over_time),
     )
     _flag_outliers(report)
     return report
+
+
+def quality_report_dump(report: QualityReport) -> dict[str, Any]:
+    """The report as JSON for ProjectQuality.report (every figure is a finite float, an int, a string or None)."""
+    return {**dataclasses.asdict(report), "dashboard": _dashboard_dump(report.dashboard)}
+
+
+def quality_report_load(data: dict[str, Any]) -> QualityReport:
+    return QualityReport(
+        agreement=_agreement_load(data["agreement"]),
+        annotators=[AnnotatorQuality(**annotator) for annotator in data["annotators"]],
+        median_seconds=data["median_seconds"],
+        mean_agreement=data["mean_agreement"],
+        labels=data.get("labels", 0),
+        dashboard=_dashboard_load(data.get("dashboard")),
+    )
+
+
+def quality_report_has_dashboard(data: dict[str, Any] | None) -> bool:
+    """Whether a cached report holds the dashboard's figures (one cached before them does not)."""
+    return data is not None and data.get("dashboard") is not None
+
+
+def _agreement_load(data: dict[str, Any]) -> ProjectAgreement:
+    attributes = [AttributeAgreement(**attribute) for attribute in data["attributes"]]
+    return ProjectAgreement(**{**data, "attributes": attributes})
+
+
+def _dashboard_dump(figures: DashboardFigures | None) -> dict[str, Any] | None:
+    """Counts as [key, count] pairs, since jsonb keeps neither the order of keys nor integer keys; days as ISO
+    dates."""
+    if figures is None:
+        return None
+    return {
+        "states": list(figures.states.items()),
+        "pools": list(figures.pools.items()),
+        "histogram": sorted(figures.histogram.items()),
+        "over_time": [[point.day.isoformat(), point.items, point.agreement] for point in figures.over_time],
+    }
+
+
+def _dashboard_load(data: dict[str, Any] | None) -> DashboardFigures | None:
+    if data is None:
+        return None
+    return DashboardFigures(
+        states={str(state): int(count) for state, count in data["states"]},
+        pools={str(pool): int(count) for pool, count in data["pools"]},
+        histogram={int(value): int(count) for value, count in data["histogram"]},
+        over_time=[AgreementPoint(date.fromisoformat(day), items, value) for day, items, value in data["over_time"]],
+    )
+
+
+def quality_fingerprint(*, project: Project) -> str:
+    """A digest of what the report depends on: the annotations (how many, the last change), skips, gold answers
+    and the members' weights; for the dashboard's states and pools also the items (how many, the newest, how many
+    gold), the overlap and the curators' decisions. A worker compares it with the cached report's to skip
+    recomputing an unchanged project. Read on the worker: it counts the project's annotations and items."""
+    annotations = Annotation.objects.filter(item__project=project).aggregate(n=Count("id"), last=Max("updated_at"))
+    skips = Assignment.objects.filter(item__project=project, status=Assignment.Status.SKIPPED).count()
+    gold = GoldAnswer.objects.filter(item__project=project).order_by("item_id")
+    members = Membership.objects.filter(project=project).order_by("user_id")
+    items = Item.objects.filter(project=project).aggregate(n=Count("id"), last=Max("id"))
+    decisions = Adjudication.objects.filter(item__project=project).aggregate(n=Count("id"), last=Max("id"))
+    last: datetime | None = annotations["last"]
+    state = [
+        annotations["n"],
+        last.isoformat() if last else None,
+        skips,
+        list(gold.values_list("item_id", "preference_sign", "ratings")),
+        list(members.values_list("user_id", "weight", "role")),
+        [items["n"], items["last"], Item.objects.filter(project=project, is_gold=True).count(), project.overlap],
+        [decisions["n"], decisions["last"]],
+    ]
+    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class CachedFigures:
+    """A page of figures a worker cached: the project's ProjectQuality row (the figures' age, what a refresh is
+    doing; None before the first request)."""
+
+    quality: ProjectQuality | None
+
+    @property
+    def in_flight(self) -> bool:
+        return self.quality is not None and self.quality.status in (
+            ProjectQuality.Status.QUEUED,
+            ProjectQuality.Status.RUNNING,
+        )
+
+    @property
+    def percent(self) -> int:
+        """How far the refresh on its way has got, by steps finished."""
+        quality = self.quality
+        if quality is None or not quality.steps or quality.status != ProjectQuality.Status.RUNNING:
+            return 0
+        return round(100 * max(quality.step - 1, 0) / quality.steps)
+
+    @property
+    def checked_since(self) -> datetime | None:
+        """When a worker last found the labels unchanged since the figures were computed."""
+        quality = self.quality
+        if quality is None or quality.checked_at is None or quality.computed_at is None:
+            return None
+        return quality.checked_at if quality.checked_at > quality.computed_at else None
+
+    @property
+    def stamp(self) -> str:
+        """Which result is shown, so that a poll can tell when a newer one is ready."""
+        computed = self.quality.computed_at if self.quality is not None else None
+        return str(round(computed.timestamp() * 1_000_000)) if computed else ""
+
+
+@dataclass(frozen=True)
+class QualityPage(CachedFigures):
+    """What the annotators page shows: the cached report (None until a worker has computed one), and every
+    annotator with their current weight and pause merged in."""
+
+    report: QualityReport | None
+    annotators: list[AnnotatorQuality]
+
+
+def quality_page(*, project: Project, quality: ProjectQuality | None) -> QualityPage:
+    """The cached report with the members as they are now: one query over the project's memberships, whatever
+    the number of annotations. Members who joined since the report was computed are listed without figures."""
+    report = quality_report_load(quality.report) if quality is not None and quality.report is not None else None
+    cached = {annotator.annotator_id: annotator for annotator in report.annotators} if report else {}
+    members = (
+        Membership.objects.filter(project=project)
+        .filter(Q(role=Role.ANNOTATOR) | Q(user_id__in=list(cached)))
+        .values_list("user_id", "id", "weight", "is_paused", "user__username")
+    )
+    live = {user_id: (membership_id, weight, paused, name) for user_id, membership_id, weight, paused, name in members}
+    annotators = []
+    for annotator_id in sorted(set(cached) | set(live)):
+        shown = cached.get(annotator_id) or AnnotatorQuality(
+            annotator_id, "?", None, 1.0, False, 0, 0, None, None, None, None
+        )
+        membership_id, weight, paused, name = live.get(annotator_id, (None, 1.0, False, shown.username))
+        annotators.append(
+            dataclasses.replace(shown, username=name, membership_id=membership_id, weight=weight, paused=paused)
+        )
+    return QualityPage(quality=quality, report=report, annotators=annotators)
 
 
 def _sign_model(table: LabelTable) -> DawidSkene:
@@ -315,42 +540,53 @@ def item_states(*, project: Project) -> dict[str, int]:
     return {str(state): count for state, count in counts.items()}
 
 
-def pool_counts(*, project: Project) -> dict[str, int]:
-    """How many of the project's items (gold ones too) are in each pool (annotate.rules.pool): gold, with humans,
-    silver, unlabelled, excluded; counted in one GROUP BY (curation.rule_sql mirrors the rule)."""
-    rows = (
+def _state_pool_rows(project: Project) -> list[dict[str, Any]]:
+    """The project's items counted by (is_gold, state, pool) in one GROUP BY (curation.rule_sql mirrors the
+    rules): one pass over the items for both the states and the pools."""
+    return list(
         rule_sql.with_pools(Item.objects.filter(project=project), project)
-        .values("pool")
+        .values("is_gold", "state", "pool")
         .annotate(count=Count("id"))
         .order_by()
     )
-    counts = dict.fromkeys(Pool, 0)
-    for row in rows:
-        counts[Pool(row["pool"])] = row["count"]
-    return {str(pool): count for pool, count in counts.items()}
 
 
-@dataclass(frozen=True)
-class AgreementPoint:
-    day: date
-    items: int
-    agreement: float
+def state_and_pool_counts(*, project: Project) -> tuple[dict[str, int], dict[str, int]]:
+    """item_states and pool_counts from one pass over the items (a worker's, for the cached dashboard)."""
+    states, pools = dict.fromkeys(ItemState, 0), dict.fromkeys(Pool, 0)
+    for row in _state_pool_rows(project):
+        if not row["is_gold"]:
+            states[ItemState(row["state"])] += row["count"]
+        pools[Pool(row["pool"])] += row["count"]
+    return {str(state): n for state, n in states.items()}, {str(pool): n for pool, n in pools.items()}
+
+
+def pool_counts(*, project: Project) -> dict[str, int]:
+    """How many of the project's items (gold ones too) are in each pool (annotate.rules.pool): gold, with humans,
+    silver, unlabelled, excluded; counted now (a scan of the project: pages read pool_counts_cached)."""
+    return state_and_pool_counts(project=project)[1]
 
 
 def agreement_over_time(table: LabelTable) -> list[AgreementPoint]:
-    """Pairwise sign agreement of the items whose last annotation came on each day (UTC)."""
-    matrix = np.sign(table.matrix)
-    pairable = (~np.isnan(matrix)).sum(axis=1) >= 2
-    last = np.full(len(table.item_ids), -np.inf)
+    """Pairwise sign agreement of the items whose last annotation came on each day (UTC), from the label triples:
+    per item how many preferred each side and when its last label came, then per day the agreeing pairs over all
+    pairs (metrics.pairwise_agreement pooled over that day's items), without an items x annotators matrix."""
+    units = len(table.item_ids)
+    side = np.sign(table.strength).astype(np.int64) + 1  # 0: A, 1: tie, 2: B
+    sides = np.bincount(3 * table.row_item + side, minlength=3 * units).reshape(units, 3)
+    per_item = sides.sum(axis=1)
+    pairable = per_item >= 2
+    last = np.full(units, -np.inf)
     np.maximum.at(last, table.row_item, table.created)
-    days = (last // 86400).astype(np.int64)
-    points = []
-    for day in np.unique(days[pairable]):
-        rows = matrix[pairable & (days == day)]
-        value = pairwise_agreement(rows)
-        if not np.isnan(value):
-            points.append(AgreementPoint(date.fromordinal(date(1970, 1, 1).toordinal() + int(day)), len(rows), value))
-    return points
+    days, slot = np.unique((last[pairable] // 86400).astype(np.int64), return_inverse=True)
+    items = np.bincount(slot, minlength=len(days))
+    agreeing = np.bincount(slot, weights=(sides * (sides - 1)).sum(axis=1)[pairable], minlength=len(days))
+    pairs = np.bincount(slot, weights=(per_item * (per_item - 1))[pairable], minlength=len(days))
+    epoch = date(1970, 1, 1).toordinal()
+    return [
+        AgreementPoint(date.fromordinal(epoch + int(day)), int(n), float(agree / total))
+        for day, n, agree, total in zip(days, items, agreeing, pairs, strict=True)
+    ]
 
 
 def strength_histogram(table: LabelTable) -> dict[int, int]:
@@ -360,10 +596,9 @@ def strength_histogram(table: LabelTable) -> dict[int, int]:
 
 
 @dataclass(frozen=True)
-class Dashboard:
-    states: dict[str, int]
-    histogram: dict[int, int]
-    over_time: list[AgreementPoint]
+class Dashboard(DashboardFigures):
+    """The dashboard's figures with the project's agreement, as a worker computed them."""
+
     agreement: ProjectAgreement
 
     @property
@@ -381,11 +616,30 @@ class Dashboard:
         return round(100 * self.complete / self.items) if self.items else 0
 
 
-def project_dashboard(*, project: Project) -> Dashboard:
-    table = label_table(project=project)
-    return Dashboard(
-        states=item_states(project=project),
-        histogram=strength_histogram(table),
-        over_time=agreement_over_time(table),
-        agreement=agreement_of(table),
-    )
+@dataclass(frozen=True)
+class DashboardPage(CachedFigures):
+    """What the dashboard shows: the cached figures (None until a worker has computed them)."""
+
+    dashboard: Dashboard | None
+
+
+def dashboard_page(*, quality: ProjectQuality | None) -> DashboardPage:
+    """The dashboard from the project's cached report: one row read, whatever the size of the project."""
+    data = quality.report if quality is not None else None
+    figures = _dashboard_load(data.get("dashboard")) if data is not None else None
+    if data is None or figures is None:
+        return DashboardPage(quality=quality, dashboard=None)
+    dashboard = Dashboard(**_fields(figures), agreement=_agreement_load(data["agreement"]))
+    return DashboardPage(quality=quality, dashboard=dashboard)
+
+
+def _fields(figures: DashboardFigures) -> dict[str, Any]:
+    return {f.name: getattr(figures, f.name) for f in dataclasses.fields(figures)}
+
+
+def pool_counts_cached(*, quality: ProjectQuality | None) -> dict[str, int] | None:
+    """The pool counts a worker last computed for the project (None before the first): for pages that show them
+    with their age (quality.computed_at) instead of counting a project of a million items per request."""
+    data = quality.report if quality is not None else None
+    figures = _dashboard_load(data.get("dashboard")) if data is not None else None
+    return figures.pools if figures is not None else None

@@ -15,30 +15,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.paginator import Page, Paginator
-from django.db.models import FloatField, OuterRef, Q, QuerySet, Subquery, Value
+from django.db import connection
+from django.db.models import F, QuerySet
 
 from annotate import rules
-from annotate.models import LABEL_COUNTED_FIELDS, Annotation, Item, Membership, Project
+from annotate.models import LABEL_COUNTED_FIELDS, REVIEW_REASON_BITS, Annotation, Item, Membership, Project
 from annotate.selectors import item_label_summary
-from curation import rule_sql
 from curation.aggregation import SpanConsensus, majority_sign, mean_strength, ratings_consensus, spans_merge
 from curation.models import Adjudication
 
 REASONS = rules.REASON_LABELS
-REASON_FILTERS = {
-    "sign": rule_sql.sign_split_q(),
-    "strength": Q(spread__gt=rules.STRENGTH_SPREAD_LIMIT),
-    "rating": Q(rating_spread__gt=rules.RATING_SPREAD_LIMIT),
-    "flagged": Q(open_flag=True),
-    "model": Q(model_contradicts=True),
-    "ensemble": Q(model_contradicts=True),
-}
 # The reasons a model's disagreement is given under; which one, the model the view hands in says.
 MODEL_REASONS = ("model", "ensemble")
 QUEUE_PAGE_SIZE = 50
 # What item_label_summary reads from a row: the counted columns and the extra annotations a curator asked for.
 SUMMARY_FIELDS = (*LABEL_COUNTED_FIELDS, "extra_overlap")
-QUEUE_FIELDS = ("id", *SUMMARY_FIELDS, "open_flag", "model_p_b", "model_contradicts", "severity")
+QUEUE_FIELDS = ("id", *SUMMARY_FIELDS, "review_reasons", "review_severity", "model_probability_b")
 
 
 @dataclass(frozen=True)
@@ -52,6 +44,9 @@ class ModelScores:
     # active model ("model"), or a running curation campaign's ensemble ("ensemble").
     name: str = "model"
     reason: str = "model"
+    # Which scores these are (the model and the scoring that wrote them): when it changes, the items' review
+    # columns are recomputed (curation.services.review_state.review_queue_sync).
+    key: str = ""
 
 
 @dataclass
@@ -64,40 +59,27 @@ class QueueEntry:
     model_margin: float | None = None
 
 
-def _model_probability(model: ModelScores | None) -> Subquery | Value:
-    """The model's probability that B wins, per item: what the queue filters and orders by. (Its margin, only
-    shown, is read for a page's rows alone: queue_entries.)"""
-    if model is None:
-        return Value(None, output_field=FloatField())
-    score = model.scores.filter(item_id=OuterRef("pk"))
-    return Subquery(score.values("probability_b")[:1], output_field=FloatField())
-
-
 def disagreement_queue(
     *, project: Project, reason: str = "", source: str = "", model: ModelScores | None = None
 ) -> QuerySet[Item, dict[str, Any]]:
-    """The queue in SQL: the items annotate.rules.in_review_queue takes, most severe first, as rows of their
-    summary columns, reasons' flags and severity (QUEUE_FIELDS); narrowed to one reason or source if asked."""
-    items = Item.objects.filter(project=project, is_gold=False)
-    if source:
-        items = items.filter(source=source)
-    contradicts = rule_sql.model_contradicts_q(model.threshold) if model is not None else Q(pk__in=[])
-    queue = (
-        items.annotate(
-            spread=rule_sql.strength_spread(),
-            open_flag=rule_sql.boolean(Q(pk__in=rule_sql.open_flag_ids(project))),
-            state=rule_sql.item_state(project),
-            model_p_b=_model_probability(model),
-        )
-        .annotate(model_contradicts=rule_sql.boolean(contradicts))
-        .annotate(severity=rule_sql.severity())
-        .filter(rule_sql.in_queue_q())
-    )
+    """The queue: the items annotate.rules.in_review_queue takes, most severe first, as rows of their summary
+    columns, reasons and severity (QUEUE_FIELDS); narrowed to one reason or source if asked.
+
+    It reads the review columns curation.services.review_state keeps on each item (through the partial index
+    item_review_order), as computed for the model the project's review_key names: the view brings them up to
+    date with the queue model first (training.services.review_sync)."""
     if reason in MODEL_REASONS and (model is None or model.reason != reason):
-        return queue.none().values(*QUEUE_FIELDS)  # that model is not the one the queue weighs now
-    if reason in REASON_FILTERS:
-        queue = queue.filter(REASON_FILTERS[reason])
-    return queue.order_by("-severity", "-annotation_count", "id").values(*QUEUE_FIELDS)
+        return Item.objects.none().values(*QUEUE_FIELDS)  # that model is not the one the queue weighs now
+    queue = Item.objects.filter(project=project, review_severity__isnull=False)
+    if source:
+        queue = queue.filter(source=source)
+    if reason in REVIEW_REASON_BITS:
+        queue = queue.alias(reason_bit=F("review_reasons").bitand(REVIEW_REASON_BITS[reason])).filter(reason_bit__gt=0)
+    return queue.order_by("-review_severity", "-annotation_count", "id").values(*QUEUE_FIELDS)
+
+
+def _has_reason(row: Mapping[str, Any], code: str) -> bool:
+    return bool(row["review_reasons"] & REVIEW_REASON_BITS[code])
 
 
 def rating_spreads(item_ids: Iterable[int]) -> dict[int, list[str]]:
@@ -141,10 +123,12 @@ def queue_entries(
         summary = item_label_summary(row, overlap=project.overlap)
         found = rules.reasons(
             summary,
-            open_flag=row["open_flag"],
-            model_contradicts=row["model_contradicts"],
+            open_flag=_has_reason(row, "flagged"),
+            model_contradicts=_has_reason(row, "model") and model is not None,
             rating_detail=", ".join(spreads.get(row["id"], [])),
-            model_detail=model_detail(row["model_p_b"], margins.get(row["id"]), model.name if model else "model"),
+            model_detail=model_detail(
+                row["model_probability_b"], margins.get(row["id"]), model.name if model else "model"
+            ),
             model_reason=model.reason if model else "model",
         )
         entries.append(
@@ -153,7 +137,7 @@ def queue_entries(
                 annotations=summary.annotations,
                 severity=round(rules.severity(summary, found), 2),
                 reasons=found,
-                model_probability_b=row["model_p_b"],
+                model_probability_b=row["model_probability_b"],
                 model_margin=margins.get(row["id"]),
             )
         )
@@ -169,14 +153,23 @@ def review_queue_page(
     return row_page, queue_entries(project=project, rows=list(row_page.object_list), model=model)
 
 
+_SOURCES_SQL = """
+WITH RECURSIVE found(source) AS (
+    (SELECT source FROM {item} WHERE project_id = %(project)s AND source > '' ORDER BY source LIMIT 1)
+    UNION ALL
+    SELECT (SELECT source FROM {item} WHERE project_id = %(project)s AND source > found.source ORDER BY source LIMIT 1)
+    FROM found WHERE found.source IS NOT NULL
+)
+SELECT source FROM found WHERE source IS NOT NULL
+"""
+
+
 def project_sources(*, project: Project) -> list[str]:
-    return list(
-        Item.objects.filter(project=project)
-        .exclude(source="")
-        .values_list("source", flat=True)
-        .distinct()
-        .order_by("source")
-    )
+    """The project's distinct sources, in order: one index probe per source (a loose index scan over item_source),
+    where DISTINCT would read every item."""
+    with connection.cursor() as cursor:
+        cursor.execute(_SOURCES_SQL.format(item=Item._meta.db_table), {"project": project.pk})
+        return [row[0] for row in cursor.fetchall()]
 
 
 @dataclass(frozen=True)

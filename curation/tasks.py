@@ -5,6 +5,7 @@ import logging
 from celery import shared_task
 
 from curation.models import DatasetVersion, ExportJob
+from curation.services.quality import project_quality_refresh
 from curation.services.version_exports import export_job_run as export_job_run_service
 from curation.services.versions import VersionError, dataset_version_freeze
 
@@ -32,3 +33,9 @@ def export_job_run(job_id: int) -> None:
         logger.warning("Export job %s does not exist (deleted before it ran?)", job_id)
         return
     export_job_run_service(job=job)
+
+
+@shared_task
+def project_quality_refresh_run(quality_id: int) -> None:
+    """Compute a project's annotator-quality statistics. Safe to run twice: only a queued refresh is claimed."""
+    project_quality_refresh(quality_id=quality_id)

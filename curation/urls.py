@@ -10,6 +10,7 @@ urlpatterns = [
     path("projects/<int:project_id>/review/items/<int:item_id>/", review.adjudicate, name="adjudicate"),
     path("projects/<int:project_id>/items/<int:item_id>/flag/", review.item_flag, name="item_flag"),
     path("projects/<int:project_id>/quality/", quality.annotator_quality, name="annotator_quality"),
+    path("projects/<int:project_id>/quality/refresh/", quality.quality_refresh, name="quality_refresh"),
     path(
         "projects/<int:project_id>/quality/members/<int:membership_id>/pause/",
         quality.member_pause,

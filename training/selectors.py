@@ -87,10 +87,18 @@ def queue_model(project: Project) -> ModelScores | None:
         threshold = float(campaign_round.campaign.config.get("contradict_threshold", project.model_threshold))
         name = f"campaign {campaign_round.campaign.name!r} round {campaign_round.number} ensemble"
         scores = ItemScore.objects.filter(reward_model=model)
-        return ModelScores(scores=scores, threshold=threshold, name=name, reason="ensemble")
-    if not RewardModel.objects.filter(project=project, is_active=True).exists():
+        key = f"model {model.pk} scoring {campaign_round.scoring_job_id}"
+        return ModelScores(scores=scores, threshold=threshold, name=name, reason="ensemble", key=key)
+    active = RewardModel.objects.filter(project=project, is_active=True).values_list("pk", flat=True).first()
+    if active is None:
         return None
-    return ModelScores(scores=active_model_scores(project), threshold=project.model_threshold)
+    return ModelScores(scores=active_model_scores(project), threshold=project.model_threshold, key=_scores_key(active))
+
+
+def _scores_key(reward_model_id: int) -> str:
+    """Which scores a model has: the model and its latest finished scoring job (ModelScores.key)."""
+    scored = ScoringJob.objects.filter(reward_model_id=reward_model_id, status=ScoringJob.Status.DONE)
+    return f"model {reward_model_id} scoring {scored.order_by('-pk').values_list('pk', flat=True).first()}"
 
 
 @dataclass(frozen=True)

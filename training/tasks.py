@@ -8,6 +8,7 @@ from celery import shared_task
 
 from training.models import CampaignRound, ScoringJob, TrainingRun
 from training.services.campaigns import campaign_round_advance, campaign_rounds_notify
+from training.services.review_sync import review_queue_sync_send
 from training.services.runs import training_run_execute
 from training.services.scoring import scoring_run
 
@@ -43,6 +44,8 @@ def scoring_task(job_id: int) -> None:
         job.refresh_from_db()
         if job.finished:
             campaign_rounds_notify(scoring_job=job)
+            # The review queue weighs the annotators against these scores now: its columns follow at once.
+            review_queue_sync_send(project_id=job.project_id)
 
 
 @shared_task

@@ -18,7 +18,8 @@ from django_htmx.middleware import HtmxDetails
 from annotate.access import project_for_member, role_in_project
 from annotate.models import Project, Role
 from concord.forms import form_add_errors
-from curation.selectors_quality import pool_counts
+from curation.selectors_quality import pool_counts_cached
+from curation.services.quality import project_quality_ensure
 from training.forms import CampaignForm, DecisionFilterForm, OverrideForm
 from training.models import Campaign, CampaignRound
 from training.selectors_campaigns import (
@@ -98,10 +99,14 @@ def campaign_list(request: HttpRequest, project_id: int) -> HttpResponse:
 
 
 def _campaign_list(request: HttpRequest, project: Project, form: CampaignForm, status: int = 200) -> HttpResponse:
+    # The pool counts a worker cached with the dashboard's figures (asked for when due), shown with their age:
+    # counting them here would scan every item of the project per page load.
+    quality = project_quality_ensure(project=project)
     context = {
         **_nav(request, project),
         "campaigns": list(campaigns_for_project(project)[:100]),
-        "pools": pool_counts(project=project),
+        "pools": pool_counts_cached(quality=quality),
+        "pools_at": quality.computed_at,
         "form": form,
     }
     return render(request, "training/campaign_list.html", context, status=status)

@@ -35,12 +35,15 @@ from .core import (
     Ranking,
     Record,
     Response,
+    canonical_prompt,
+    content_digest,
     content_hash,
     group_hash,
     group_pairs,
     json_object,
     json_type,
     pair_hash,
+    storable,
 )
 from .finegrained import parse_finegrained
 from .helpsteer2 import parse_helpsteer2
@@ -63,6 +66,8 @@ __all__ = [
     "Ranking",
     "Record",
     "Response",
+    "canonical_prompt",
+    "content_digest",
     "content_hash",
     "group_hash",
     "group_pairs",
@@ -130,14 +135,18 @@ def parse_records(source: Iterable[tuple[int, Any]], *, format: str) -> Iterator
     line or record, at the first bad one."""
     parse = _spec(format).parse
     unit = getattr(source, "unit", "line")
+    decoded = getattr(source, "decoded", False)
     position = [0, 0]  # the number of the object being parsed, and how many there have been
 
     def objects() -> Objects:
         for number, value in source:
-            position[:] = [number, position[1] + 1]
-            obj = value if getattr(source, "decoded", False) else json_object(value, number)
+            position[0] = number
+            position[1] += 1
+            obj = value if decoded else json_object(value, number)
             if not isinstance(obj, dict):
                 raise ImportFormatError(f"expected a JSON object, got {json_type(obj)}", line=number, unit=unit)
+            if decoded:  # json_object has checked lines
+                storable(obj)
             yield number, obj
 
     try:

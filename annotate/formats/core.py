@@ -4,12 +4,14 @@ import gzip
 import hashlib
 import itertools
 import json
+import re
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import IO, Any
 
 import ijson
+import orjson
 
 Turn = dict[str, str]
 
@@ -18,6 +20,9 @@ GZIP_MAGIC = b"\x1f\x8b"
 UTF8_BOM = b"\xef\xbb\xbf"
 # A line longer than this is refused rather than read into memory.
 MAX_LINE_BYTES = 64 * 1024 * 1024
+# The JSON escapes of text no database column can hold: U+0000, and a surrogate (unpaired, once json.loads has
+# joined the pairs).
+_UNSTORABLE_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
 EXTERNAL_ID_MAX_CHARS = 200
 SOURCE_MAX_CHARS = 200
 # Project.PairMode values; formats name them without importing the model.
@@ -187,20 +192,41 @@ def group_pairs(count: int, mode: str) -> list[tuple[int, int]]:
 # Identities: an item's content hash is unique within its project, so importing a file twice adds nothing.
 
 
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def _digest(value: Any) -> str:
-    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(_canonical(value).encode()).hexdigest()
+
+
+def canonical_prompt(prompt: list[Turn]) -> str:
+    """The prompt as _digest writes it (sorted keys, no spaces, non-ASCII kept): valid JSON, which the importer
+    stores as it is, and the prompt in content_digest's input."""
+    if all(
+        type(turn) is dict and len(turn) == 2 and type(turn.get("role")) is str and type(turn.get("content")) is str
+        for turn in prompt
+    ):
+        # orjson writes strings exactly as json.dumps(ensure_ascii=False) does (tests check every character),
+        # several times faster; hashing was most of an import's time.
+        return orjson.dumps(prompt, option=orjson.OPT_SORT_KEYS).decode()
+    return _canonical(prompt)
 
 
 def content_hash(prompt: list[Turn], response_a: str, response_b: str, *, context: str = "", identity: str = "") -> str:
     """Identity of an item: the prompt and the two responses as an unordered pair, so A/B swapped is the same."""
-    value: dict[str, Any] = {"prompt": prompt, "responses": sorted([response_a, response_b])}
+    return content_digest(canonical_prompt(prompt), response_a, response_b, context=context, identity=identity)
+
+
+def content_digest(prompt: str, response_a: str, response_b: str, *, context: str = "", identity: str = "") -> str:
+    """content_hash of a prompt written by canonical_prompt: the digest of the value's canonical JSON."""
+    value: dict[str, Any] = {"prompt": orjson.Fragment(prompt), "responses": sorted([response_a, response_b])}
     # Only when present, so that items imported before contexts and identities existed keep their hashes.
     if context:
         value["context"] = context
     if identity:
         value["identity"] = identity
-    return _digest(value)
+    return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def group_hash(record: GroupRecord) -> str:
@@ -329,7 +355,35 @@ def json_object(text: str, line_no: int) -> dict[str, Any]:
         raise ImportFormatError(f"invalid JSON: {error.msg} (column {error.colno})", line=line_no) from None
     if not isinstance(obj, dict):
         raise ImportFormatError(f"expected a JSON object, got {json_type(obj)}", line=line_no)
+    if "\\u" in text and _UNSTORABLE_ESCAPE.search(text):
+        storable(obj)
     return obj
+
+
+def storable(obj: Mapping[str, Any]) -> None:
+    """Refuse, naming the field, text PostgreSQL cannot store: the character U+0000, and unpaired surrogates
+    (JSON can write both as escapes; neither is text a database can hold)."""
+    for name, value in obj.items():
+        if problem := _unstorable(name):
+            raise ImportFormatError(f"a field's name holds {problem}, which cannot be stored")
+        if problem := _unstorable(value):
+            raise ImportFormatError(f"field '{name}' holds {problem}, which cannot be stored")
+
+
+def _unstorable(value: Any) -> str | None:
+    if isinstance(value, str):
+        if "\x00" in value:
+            return "the character U+0000"
+        try:
+            value.encode()
+        except UnicodeEncodeError as error:
+            return f"an unpaired surrogate (U+{ord(value[error.start]):04X})"
+        return None
+    if isinstance(value, dict):
+        return next(filter(None, (_unstorable(item) for pair in value.items() for item in pair)), None)
+    if isinstance(value, list):
+        return next(filter(None, (_unstorable(item) for item in value)), None)
+    return None
 
 
 def json_type(value: Any) -> str:

@@ -7,6 +7,7 @@ from django.db import transaction
 
 from annotate.labels import LabelError, ratings_errors
 from annotate.models import GoldAnswer, Item
+from annotate.services.label_summary import items_changed_send
 from annotate.services.schemas import label_schema_ensure
 
 
@@ -34,6 +35,7 @@ def gold_answer_set(
         },
     )
     Item.objects.filter(pk=item.pk).update(is_gold=True)
+    items_changed_send(item_ids=[item.pk])
     return answer
 
 
@@ -42,6 +44,7 @@ def gold_answer_remove(*, item: Item) -> None:
     """Back to an ordinary item: it re-enters the queue under the project's overlap."""
     GoldAnswer.objects.filter(item=item).delete()
     Item.objects.filter(pk=item.pk).update(is_gold=False)
+    items_changed_send(item_ids=[item.pk])
 
 
 def _check_ratings(*, item: Item, ratings: dict[str, Any]) -> None:

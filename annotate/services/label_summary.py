@@ -13,6 +13,7 @@ from django.db.models import Count, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 
 from annotate.models import Annotation, Item
+from annotate.signals import items_changed
 
 # Items per UPDATE when every item of a project is refreshed.
 REFRESH_CHUNK = 5000
@@ -73,6 +74,17 @@ def item_label_summaries_refresh(*, item_ids: Iterable[int]) -> None:
     sql = _REFRESH_SQL.format(item=Item._meta.db_table, annotation=Annotation._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(sql, [ids])
+    items_changed_send(item_ids=ids)
+
+
+def items_changed_send(*, item_ids: list[int]) -> None:
+    """Tell the apps built on annotate (annotate.signals.items_changed) that these items changed, project by
+    project."""
+    by_project: dict[int, list[int]] = {}
+    for item_id, project_id in Item.objects.filter(pk__in=item_ids).order_by("pk").values_list("pk", "project_id"):
+        by_project.setdefault(project_id, []).append(item_id)
+    for project_id, ids in by_project.items():
+        items_changed.send(sender=Item, project_id=project_id, item_ids=ids)
 
 
 def items_lock(*, item_ids: Iterable[int]) -> None:

@@ -44,10 +44,15 @@ def project_update(*, project: Project, **settings: Any) -> Project:
     unknown = set(settings) - set(PROJECT_SETTINGS)
     if unknown:
         raise TypeError(f"not project settings: {', '.join(sorted(unknown))}")
+    fields = list(settings)
+    if "overlap" in settings and settings["overlap"] != project.overlap:
+        # Which items are complete changed, so the review queue's columns are recomputed on its next look.
+        settings["review_key"] = ""
+        fields.append("review_key")
     for name, value in settings.items():
         setattr(project, name, value)
     project.full_clean()
-    project.save(update_fields=list(settings))
+    project.save(update_fields=fields)
     return project
 
 

@@ -5,7 +5,6 @@ import json
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -14,7 +13,7 @@ from annotate.access import item_for_curator, project_for_member
 from annotate.forms import RatingsField
 from annotate.labels import LabelError
 from annotate.models import Item, Role
-from annotate.selectors import gold_scores, item_annotations, items_for_curator
+from annotate.selectors import gold_scores, item_annotations, items_page
 from annotate.services.gold import gold_answer_remove, gold_answer_set
 from concord.forms import form_add_errors
 from training.selectors import item_model_view
@@ -38,9 +37,7 @@ class GoldForm(forms.Form):
 def item_list(request: HttpRequest, project_id: int) -> HttpResponse:
     project = project_for_member(request.user, project_id, min_role=Role.CURATOR)
     gold_only = request.GET.get("gold") == "1"
-    page = Paginator(items_for_curator(project=project, gold_only=gold_only), ITEMS_PER_PAGE).get_page(
-        request.GET.get("page")
-    )
+    page = items_page(project=project, gold_only=gold_only, page=request.GET.get("page"), per_page=ITEMS_PER_PAGE)
     context = {"project": project, "page": page, "gold_only": gold_only, "scores": gold_scores(project=project)}
     return render(request, "annotate/items.html", context)
 

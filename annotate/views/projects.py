@@ -7,7 +7,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from annotate.access import membership_in_project, project_for_member, require_staff, role_in_project
 from annotate.forms import MemberForm, ProjectForm
 from annotate.models import Membership, Role
-from annotate.selectors import progress_for_annotator, project_counts, projects_with_roles
+from annotate.selectors import progress_for_annotator, projects_with_roles
+from annotate.services.project_counts import project_counts_current
 from annotate.services.projects import (
     MembershipError,
     membership_remove,
@@ -35,7 +36,7 @@ def project_queue(request: HttpRequest, project_id: int) -> HttpResponse:
         "is_admin": role == Role.ADMIN,
         "is_curator": role in (Role.CURATOR, Role.ADMIN),
         "progress": progress_for_annotator(project=project, annotator=request.user),  # type: ignore[arg-type]
-        "counts": project_counts(project=project),
+        "counts": project_counts_current(project=project),
     }
     return render(request, "annotate/queue.html", context)
 

@@ -62,13 +62,27 @@ TEMPLATES = [
     },
 ]
 
+# Each process keeps its connections in a psycopg pool (Django's native pooling) of at most one per web thread
+# (CONCORD_WEB_THREADS, set by concord/gunicorn.conf.py): a request takes one when it first queries and hands it
+# back when it ends, however it ends (a client that went away included), so the web server holds at most
+# workers x threads connections. CONCORD_DB_POOL=0 turns the pool off (then DATABASE_CONN_MAX_AGE applies); a
+# process that queries from more threads than that (a threaded Celery pool, a script) raises
+# CONCORD_DB_POOL_MAX_SIZE, or a thread waits CONCORD_DB_POOL_TIMEOUT seconds for a connection and then fails.
+DATABASE_POOL = env_bool("CONCORD_DB_POOL", True)
 DATABASES = {
     "default": dj_database_url.parse(
         env_str("DATABASE_URL", "postgres://concord@127.0.0.1:55432/concord"),
-        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
-        conn_health_checks=True,
+        # Django refuses persistent connections beside a pool: the pool keeps them.
+        conn_max_age=0 if DATABASE_POOL else env_int("DATABASE_CONN_MAX_AGE", 60),
+        conn_health_checks=True,  # with the pool: a connection is checked when it is taken
     )
 }
+if DATABASE_POOL:
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env_int("CONCORD_DB_POOL_MIN_SIZE", 1),
+        "max_size": env_int("CONCORD_DB_POOL_MAX_SIZE", env_int("CONCORD_WEB_THREADS", 4)),
+        "timeout": env_int("CONCORD_DB_POOL_TIMEOUT", 30),
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -130,7 +144,7 @@ CONCORD_MIN_HELDOUT_PAIRS = env_int("CONCORD_MIN_HELDOUT_PAIRS", 50)
 CONCORD_EMBEDDING_MODEL = env_str("CONCORD_EMBEDDING_MODEL", "")
 CONCORD_MAX_RECOVERIES = env_int("CONCORD_MAX_RECOVERIES", 3)
 CONCORD_RECOVERY_GRACE_S = env_int("CONCORD_RECOVERY_GRACE_S", 120)
-CELERY_IMPORTS = ["training.watchdog_tasks"]
+CELERY_IMPORTS = ["training.watchdog_tasks", "training.review_tasks"]
 CELERY_BEAT_SCHEDULE = {
     "recover-stale-jobs": {
         "task": "training.watchdog_tasks.stale_jobs_recover_task",

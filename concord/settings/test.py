@@ -3,6 +3,7 @@
 import os
 
 from .base import *  # noqa: F403
+from .env import env_bool, env_int
 
 DEBUG = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
@@ -17,3 +18,9 @@ CELERY_TASK_ROUTES = {"training.tasks.*": {"queue": "test-gpu"}}
 # Two test runs on one PostgreSQL server (two checkouts, say) each need their own test database.
 if os.environ.get("TEST_DATABASE_NAME"):
     DATABASES["default"]["TEST"] = {"NAME": os.environ["TEST_DATABASE_NAME"]}  # noqa: F405
+# No connection pool unless asked for: tests hold one connection per thread for as long as they like (threads
+# racing for the queue, say), which a pool sized for web threads would make wait. tests/test_serving.py asks for
+# one in the web server it starts (CONCORD_DB_POOL=1), as `make run` serves.
+if not env_bool("CONCORD_DB_POOL", False):
+    DATABASES["default"].get("OPTIONS", {}).pop("pool", None)  # noqa: F405
+    DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60)  # noqa: F405

@@ -17,6 +17,7 @@ from annotate.models import Item
 from annotate.selectors import label_schema_current
 from concord.errors import FieldError, ServiceError
 from curation.models import Adjudication, ItemFlag
+from curation.services.review_state import items_review_refresh
 
 MAX_MORE = 20
 MAX_REASON_CHARS = 5000
@@ -105,6 +106,7 @@ def adjudication_record(
         Item.objects.filter(pk=item.pk).update(extra_overlap=F("extra_overlap") + more)
         item.refresh_from_db(fields=["extra_overlap"])
     ItemFlag.objects.filter(item=item, resolved=False).update(resolved=True)
+    items_review_refresh(project_id=item.project_id, item_ids=[item.pk])
     return adjudication
 
 
@@ -117,6 +119,9 @@ def item_flag_raise(*, item: Item, user: AbstractBaseUser, reason: str) -> ItemF
         raise AdjudicationError(errors=[("reason", "say what is wrong with this item")])
     if len(reason) > MAX_FLAG_REASON_CHARS:
         raise AdjudicationError(errors=[("reason", f"at most {MAX_FLAG_REASON_CHARS} characters")])
+    # The item's row lock first, as every writer of what its review columns read takes it: the refresh below then
+    # judges the item as a concurrent submit left it.
+    Item.objects.select_for_update().filter(pk=item.pk).values_list("pk", flat=True).get()
     flag, created = ItemFlag.objects.select_for_update().get_or_create(
         item=item, raised_by_id=user.pk, defaults={"reason": reason}
     )
@@ -124,4 +129,5 @@ def item_flag_raise(*, item: Item, user: AbstractBaseUser, reason: str) -> ItemF
         # created_at marks when it was raised, so a reopened flag dates from now.
         ItemFlag.objects.filter(pk=flag.pk).update(resolved=False, reason=reason, created_at=timezone.now())
         flag.refresh_from_db()
+    items_review_refresh(project_id=item.project_id, item_ids=[item.pk])
     return flag

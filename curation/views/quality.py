@@ -1,6 +1,8 @@
 """Curator pages on the annotators and the data: annotator quality (with pause and weight) and a dashboard.
 
-Charts are inline SVG drawn by the templates from numbers computed here, so no data is ever marked safe.
+Charts are inline SVG drawn by the templates from numbers computed here, so no data is ever marked safe. Both
+pages show statistics a worker computed and cached in one refresh (curation.services.quality): a request reads
+that row (and the annotators page the memberships), and at most asks for a refresh.
 """
 
 from dataclasses import dataclass
@@ -10,16 +12,28 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseStopPolling
+from django_htmx.middleware import HtmxDetails
 
 from annotate.access import project_for_member, role_in_project
 from annotate.models import Project, Role
 from curation import selectors_quality as quality
 from curation.access import membership_for_curator
-from curation.services.quality import membership_pause, membership_weight_set
+from curation.services.quality import (
+    membership_pause,
+    membership_weight_set,
+    project_quality_ensure,
+    project_quality_request,
+)
 
 # Plot area of the charts, in SVG user units.
 WIDTH, HEIGHT, LEFT, BOTTOM, TOP = 560, 240, 48, 28, 12
+
+
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails
 
 
 class WeightForm(forms.Form):
@@ -53,9 +67,9 @@ def _y(fraction: float) -> float:
     return round(HEIGHT - BOTTOM - fraction * (HEIGHT - BOTTOM - TOP), 1)
 
 
-def _scatter(report: quality.QualityReport) -> dict[str, object]:
+def _scatter(annotators: list[quality.AnnotatorQuality]) -> dict[str, object]:
     """Median seconds per item (x) against agreement with the consensus (y), one point per annotator."""
-    shown = [a for a in report.annotators if a.agreement is not None and a.median_seconds is not None]
+    shown = [a for a in annotators if a.agreement is not None and a.median_seconds is not None]
     top = max([a.median_seconds or 0 for a in shown] + [1.0]) * 1.1
     points = [Point(_x((a.median_seconds or 0) / top), _y(a.agreement or 0), a.username, bool(a.flags)) for a in shown]
     x_ticks = [Tick(_x(i / 4), f"{top * i / 4:.0f}") for i in range(5)]
@@ -65,9 +79,24 @@ def _scatter(report: quality.QualityReport) -> dict[str, object]:
 
 @require_GET
 @login_required
-def annotator_quality(request: HttpRequest, project_id: int) -> HttpResponse:
+def annotator_quality(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
+    """The annotators page, from the statistics a worker cached (a refresh is asked for when due). While one is
+    on its way, htmx polls the `status` partial; once it is over, a poll reloads the page if the figures changed."""
     project = project_for_member(request.user, project_id, min_role=Role.CURATOR)
-    report = quality.quality_report(project=project)
+    page = quality.quality_page(project=project, quality=project_quality_ensure(project=project))
+    context = {**_nav(request, project), "page": page, "report": page.report, "scatter": _scatter(page.annotators)}
+    template = "curation/quality.html"
+    if not request.htmx:
+        return render(request, template, {**context, **_page_extras()})
+    if page.in_flight:
+        return render(request, f"{template}#status", context)
+    response = HttpResponseStopPolling(render_to_string(f"{template}#status", context, request=request))
+    if request.GET.get("shown", "") != page.stamp:
+        response["HX-Refresh"] = "true"  # newer figures than the page shows
+    return response
+
+
+def _page_extras() -> dict[str, object]:
     rules = {
         "fast": round(100 * quality.FAST_FRACTION),
         "margin": quality.LOW_AGREEMENT_MARGIN,
@@ -75,9 +104,24 @@ def annotator_quality(request: HttpRequest, project_id: int) -> HttpResponse:
         "skip": round(100 * quality.HIGH_SKIP_RATE),
         "min_compared": quality.MIN_COMPARED,
     }
-    context = {**_nav(request, project), "report": report, "scatter": _scatter(report), "rules": rules}
-    context["frame"] = {"width": WIDTH, "height": HEIGHT, "left": LEFT, "bottom": HEIGHT - BOTTOM, "top": TOP}
-    return render(request, "curation/quality.html", context)
+    frame = {"width": WIDTH, "height": HEIGHT, "left": LEFT, "bottom": HEIGHT - BOTTOM, "top": TOP}
+    return {"rules": rules, "frame": frame}
+
+
+# The pages a "refresh now" may come from (its `back` field), and where it returns: the same refresh serves both.
+REFRESH_BACK = {"dashboard": "curation:dashboard", "annotators": "curation:annotator_quality"}
+
+
+@require_POST
+@login_required
+def quality_refresh(request: HttpRequest, project_id: int) -> HttpResponse:
+    """A curator's "refresh now" on the annotators page or the dashboard: a worker computes the statistics of
+    both again, changed labels or not."""
+    project = project_for_member(request.user, project_id, min_role=Role.CURATOR)
+    project_quality_request(project=project, force=True)
+    messages.success(request, "A worker is computing the statistics again; this page shows them when it is done.")
+    back = REFRESH_BACK.get(request.POST.get("back", ""), REFRESH_BACK["annotators"])
+    return redirect(back, project_id=project.pk)
 
 
 @require_POST
@@ -177,16 +221,31 @@ def _timeline(points: list[quality.AgreementPoint]) -> dict[str, object]:
 
 @require_GET
 @login_required
-def dashboard(request: HttpRequest, project_id: int) -> HttpResponse:
+def dashboard(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
+    """The dashboard, from the figures a worker cached with the annotators page's (a refresh is asked for when
+    due). While one is on its way, htmx polls the `status` partial; once it is over, a poll reloads the page if
+    the figures changed."""
     project = project_for_member(request.user, project_id, min_role=Role.CURATOR)
-    data = quality.project_dashboard(project=project)
-    context = {
-        **_nav(request, project),
-        "dashboard": data,
-        "pools": quality.pool_counts(project=project),
+    page = quality.dashboard_page(quality=project_quality_ensure(project=project))
+    context: dict[str, object] = {**_nav(request, project), "page": page, "dashboard": page.dashboard}
+    template = "curation/dashboard.html"
+    if not request.htmx:
+        return render(request, template, {**context, **_dashboard_charts(page.dashboard)})
+    if page.in_flight:
+        return render(request, f"{template}#status", context)
+    response = HttpResponseStopPolling(render_to_string(f"{template}#status", context, request=request))
+    if request.GET.get("shown", "") != page.stamp:
+        response["HX-Refresh"] = "true"  # newer figures than the page shows
+    return response
+
+
+def _dashboard_charts(data: quality.Dashboard | None) -> dict[str, object]:
+    if data is None:
+        return {}
+    return {
+        "pools": data.pools,
         "histogram": _histogram(data.histogram),
         "states": _states(data.states),
         "timeline": _timeline(data.over_time),
         "frame": {"width": WIDTH, "height": HEIGHT, "left": LEFT, "bottom": HEIGHT - BOTTOM, "top": TOP},
     }
-    return render(request, "curation/dashboard.html", context)

@@ -23,6 +23,7 @@ from curation.selectors_review import REASONS, item_consensus, project_sources, 
 from curation.services.adjudication import MAX_MORE, AdjudicationError, adjudication_record, item_flag_raise
 from curation.services.quality import project_model_threshold_set
 from training.selectors import item_model_view, queue_model
+from training.services.review_sync import review_queue_bring_up_to_date
 
 COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 NO_COLOR = "#bbbbbb"
@@ -77,6 +78,7 @@ def review_queue(request: HttpRequest, project_id: int) -> HttpResponse:
     reason = reason if reason in REASONS else ""
     source = request.GET.get("source", "")
     model = queue_model(project)  # training's scores, handed to the queue: curation does not read training
+    up_to_date = review_queue_bring_up_to_date(project=project)
     page, entries = review_queue_page(
         project=project, reason=reason, source=source, page=request.GET.get("page"), model=model
     )
@@ -89,6 +91,7 @@ def review_queue(request: HttpRequest, project_id: int) -> HttpResponse:
         "sources": project_sources(project=project),
         "source": source,
         "model": model,
+        "up_to_date": up_to_date,
         "threshold_form": ThresholdForm(initial={"threshold": project.model_threshold}),
         **_nav_context(request, project),
     }

@@ -1,4 +1,7 @@
-"""The annotator-quality page, its pause and weight forms, and the dashboard, through HTTP and the selectors."""
+"""The annotator-quality page, its pause and weight forms, and the dashboard, through HTTP and the selectors.
+
+The annotators page shows what a worker computed (curation.services.quality); `computed` plays the worker: it
+opens the page, which asks for a refresh, and runs the task the page sent, as a worker would."""
 
 import pytest
 from django.urls import reverse
@@ -8,9 +11,28 @@ from annotate.rules import ItemState
 from annotate.services.labeling import assignment_next
 from curation.models import Adjudication
 from curation.selectors_quality import item_states, quality_report
+from curation.services.quality import QUALITY_REFRESH
+from curation.tasks import project_quality_refresh_run
 from tests.annotate.factories import AnnotationFactory, ItemFactory, ProjectFactory, member
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def computed(login, sent_jobs, django_capture_on_commit_callbacks):  # type: ignore[no-untyped-def]
+    """A curator's client for the project's annotators page, once a worker has run the refresh it asked for."""
+
+    def _computed(project):  # type: ignore[no-untyped-def]
+        client = login(member(project, Role.CURATOR))
+        with django_capture_on_commit_callbacks(execute=True):
+            assert client.get(reverse("curation:annotator_quality", args=[project.pk])).status_code == 200
+        while sent_jobs:
+            name, quality_id = sent_jobs.pop(0)
+            assert name == QUALITY_REFRESH
+            project_quality_refresh_run(quality_id)
+        return client
+
+    return _computed
 
 
 @pytest.fixture
@@ -46,8 +68,8 @@ def test_curators_see_the_pages_annotators_do_not_and_outsiders_get_404(login, p
     assert login(stranger).get(url).status_code == 404
 
 
-def test_the_quality_page_flags_the_fast_contrarian(login, project, team) -> None:  # type: ignore[no-untyped-def]
-    response = login(member(project, Role.CURATOR)).get(reverse("curation:annotator_quality", args=[project.pk]))
+def test_the_quality_page_flags_the_fast_contrarian(computed, project, team) -> None:  # type: ignore[no-untyped-def]
+    response = computed(project).get(reverse("curation:annotator_quality", args=[project.pk]))
     html = response.content.decode()
     assert "fast and low agreement" in html
     assert html.count('class="dot flagged"') == 1
@@ -64,12 +86,13 @@ def test_the_quality_page_flags_the_fast_contrarian(login, project, team) -> Non
     assert by_name["fast"].reliability < 0.5 < by_name["careful0"].reliability
 
 
-def test_names_are_escaped_in_the_table_and_the_chart(login, project) -> None:  # type: ignore[no-untyped-def]
+def test_names_are_escaped_in_the_table_and_the_chart(computed, project) -> None:  # type: ignore[no-untyped-def]
     sneaky = member(project, username="<script>x</script>")
     other = member(project, username="plain")
     for _ in range(6):
         _label(project, [sneaky, other], [1, 1])
-    html = login(member(project, Role.CURATOR)).get(reverse("curation:annotator_quality", args=[project.pk]))
+    html = computed(project).get(reverse("curation:annotator_quality", args=[project.pk]))
+    assert 'class="dot"' in html.content.decode()  # the chart is drawn
     assert "<script>x</script>" not in html.content.decode()
     assert "&lt;script&gt;x&lt;/script&gt;" in html.content.decode()
 
@@ -136,7 +159,7 @@ def test_writes_refuse_get_annotators_and_foreign_memberships(login, project) ->
     assert not mine.is_paused
 
 
-def test_items_by_state_on_a_small_project(login, project) -> None:  # type: ignore[no-untyped-def]
+def test_items_by_state_on_a_small_project(computed, project) -> None:  # type: ignore[no-untyped-def]
     a, b = member(project), member(project)
     curator = member(project, Role.CURATOR)
     _label(project, [a], [2])  # in progress
@@ -164,7 +187,7 @@ def test_items_by_state_on_a_small_project(login, project) -> None:  # type: ign
         ItemState.EXCLUDED: 1,
     }
     assert item_states(project=project) == expected
-    html = login(curator).get(reverse("curation:dashboard", args=[project.pk])).content.decode()
+    html = computed(project).get(reverse("curation:dashboard", args=[project.pk])).content.decode()
     assert 'data-state="disputed">2<' in html
     assert "6 of 9" in html  # items past labelling (imported ones count as labelled), the gold one left out
 

@@ -12,6 +12,7 @@ from curation import rule_sql
 from curation.models import Adjudication, DatasetVersion, ItemFlag
 from curation.selectors_quality import item_states
 from curation.selectors_review import REASONS, ModelScores, disagreement_queue
+from curation.services.review_state import review_queue_sync
 from tests.annotate.factories import AnnotationFactory, ItemFactory, ProjectFactory, UserFactory
 from training.models import ItemScore, RewardModel, TrainingRun
 
@@ -89,6 +90,7 @@ def test_sql_and_python_agree_on_every_state_and_the_queue() -> None:
     )
     pools = dict(rule_sql.with_pools(Item.objects.filter(project=project), project).values_list("id", "pool"))
     model = ModelScores(scores=ItemScore.objects.all(), threshold=THRESHOLD)
+    review_queue_sync(project=project, model=model)
     queue = {row["id"]: row for row in disagreement_queue(project=project, model=model)}
     by_reason = {
         code: {row["id"] for row in disagreement_queue(project=project, model=model, reason=code)} for code in REASONS
@@ -103,7 +105,7 @@ def test_sql_and_python_agree_on_every_state_and_the_queue() -> None:
             continue  # gold items measure annotators: the review queue leaves them out
         assert (item.pk in queue) == queued, (item.pk, state, open_flag, p_b)
         if queued:
-            assert queue[item.pk]["severity"] == pytest.approx(severity), item.pk
+            assert queue[item.pk]["review_severity"] == pytest.approx(severity), item.pk
             seen_reasons |= reasons
         for code, listed in by_reason.items():
             assert (item.pk in listed) == (queued and code in reasons), (item.pk, code)
@@ -113,6 +115,7 @@ def test_sql_and_python_agree_on_every_state_and_the_queue() -> None:
     assert seen_reasons == set(REASONS) - {"ensemble"}
     # A campaign's ensemble in the model's place: the same items, under their own reason, and none under "model".
     ensemble = ModelScores(scores=ItemScore.objects.all(), threshold=THRESHOLD, name="ensemble", reason="ensemble")
+    review_queue_sync(project=project, model=ensemble)
     listed = {row["id"] for row in disagreement_queue(project=project, model=ensemble, reason="ensemble")}
     assert listed == by_reason["model"]
     assert listed

@@ -13,6 +13,7 @@ from annotate.rules import Pool
 from concord import jobs
 from curation.models import Adjudication
 from curation.selectors_quality import pool_counts
+from curation.tasks import project_quality_refresh_run
 from tests.annotate.factories import AnnotationFactory, ItemFactory, MembershipFactory, ProjectFactory, member
 from training.ml.synergy import CampaignSettings, Decision
 from training.models import Campaign, CampaignRound, DecisionOverride, PairDecision
@@ -453,7 +454,9 @@ def test_a_frozen_round_offers_no_override(login, decisions) -> None:  # type: i
 # Pools.
 
 
-def test_pool_counts_appear_on_the_dashboard_and_the_campaign_list(login) -> None:  # type: ignore[no-untyped-def]
+def test_pool_counts_appear_on_the_dashboard_and_the_campaign_list(  # type: ignore[no-untyped-def]
+    login, sent_jobs, django_capture_on_commit_callbacks
+) -> None:
     project = gold_project(gold=4, silver=3, unlabelled=2)
     curator_user = member(project, Role.CURATOR)
     disputed = ItemFactory(project=project)
@@ -466,7 +469,13 @@ def test_pool_counts_appear_on_the_dashboard_and_the_campaign_list(login) -> Non
     expected = {"gold": 5, "with humans": 1, "silver": 3, "unlabelled": 2, "excluded": 1}
     assert pool_counts(project=project) == expected
     curator = login(curator_user)
+    # Both pages show the counts a worker cached: the first view asks for them, the worker computes them.
+    with django_capture_on_commit_callbacks(execute=True):
+        assert 'data-testid="pools-pending"' in curator.get(list_url(project)).content.decode()
+    [(_, quality_id)] = sent_jobs
+    project_quality_refresh_run(quality_id)
     for url in (reverse("curation:dashboard", args=[project.pk]), list_url(project)):
         html = curator.get(url).content.decode()
         for pool, count in expected.items():
             assert f'data-pool="{pool}">{count}<' in html, (url, pool)
+    assert 'data-testid="pools-age">0\xa0minutes ago<' in html, "the campaign list says how old they are"

@@ -479,6 +479,7 @@ def test_progress_counts_an_ensemble_s_members_in_one_run_and_is_throttled(monke
 @pytest.mark.django_db
 def test_items_the_annotators_agree_on_enter_the_queue_when_the_model_confidently_disagrees() -> None:
     from curation.selectors_review import disagreement_queue
+    from training.services.review_sync import review_queue_bring_up_to_date
 
     project = ProjectFactory()
     model = make_model(make_run(project, frozen_version(project, count=4), status="succeeded"))
@@ -490,6 +491,7 @@ def test_items_the_annotators_agree_on_enter_the_queue_when_the_model_confidentl
     ItemScore.objects.create(
         item=agreed, reward_model=model, reward_a=1.0, reward_b=-2.0, margin=-3.0, probability_b=0.05
     )
+    assert review_queue_bring_up_to_date(project=project)  # a small project: in this call
     queued = {row["id"] for row in disagreement_queue(project=project, reason="model", model=queue_model(project))}
     assert agreed.pk in queued
     assert agreed.pk in {row["id"] for row in disagreement_queue(project=project, model=queue_model(project))}
