@@ -222,14 +222,17 @@ def warm(project: Any) -> list[tuple[str, float]]:
     from curation.services.quality import project_quality_refresh, project_quality_request
     from training.services.review_sync import review_queue_sync_run
 
+    def review_columns() -> None:
+        from annotate.models import Project
+
+        Project.objects.filter(pk=project.pk).update(review_key="")  # from scratch, as for a new model
+        review_queue_sync_run(project_id=project.pk)
+
     def quality() -> None:
         project_quality_refresh(quality_id=project_quality_request(project=project, force=True).pk)
 
     jobs = [
-        (
-            "the review queue's columns for the active model (training.review_tasks)",
-            lambda: review_queue_sync_run(project_id=project.pk),
-        ),
+        ("every item's review columns for the active model (training.review_tasks)", review_columns),
         ("the annotators page's and dashboard's figures (curation.tasks)", quality),
         ("the project's counts (annotate.tasks)", lambda: project_counts_refresh(project_id=project.pk)),
     ]
