@@ -4,6 +4,11 @@ Each streams the version's rows in position order a chunk at a time (memory hold
 version's size) into a temporary file under MEDIA_ROOT, which is renamed into place when it is complete, and
 keeps rows_done on the ExportJob row as it goes. Files are served by a view that checks membership, never by a
 public media URL.
+
+A chunk is one query by position (an index range scan: no server-side cursor, which Django would hold open
+across transactions by materialising the whole result first), written with one call: a text format joins the
+chunk's lines, Parquet makes it one row group. Outside a transaction a thread reads the next chunk on a
+connection of its own meanwhile (curation.services.version_rows.read_ahead).
 """
 
 import csv
@@ -11,23 +16,24 @@ import gzip
 import io
 import json
 import logging
+import math
 import secrets
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
+from functools import partial
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.db import transaction
-from django.db.models import TextField
-from django.db.models.functions import Cast
+from django.db import connection, transaction
 from django.utils import timezone
 
 from concord import jobs, locks
 from concord.jobs import enqueue_on_commit
 from concord.locks import job_lock
 from curation.models import DatasetRow, DatasetVersion, ExportJob
+from curation.services.version_rows import read_ahead, reading_ahead_pays
 from curation.services.versions import VersionError
 
 logger = logging.getLogger(__name__)
@@ -36,13 +42,17 @@ ROW_CHUNK = 2000
 EXPORT_DIR = "exports/versions"
 EXTENSIONS = {"trl": "jsonl", "parquet": "parquet", "fine": "jsonl", "csv": "csv"}
 ROW_FIELDS = DatasetRow.CONTENT_FIELDS
-# A field version_rows reads besides a row's own: its prompt as PostgreSQL stores it, JSON text.
-PROMPT_JSON = "prompt_json"
+JSON_FIELDS = ("prompt", "annotation_ids", "labels")
+# Fields version_rows reads besides a row's own: a JSON field as PostgreSQL writes it, JSON text; a text field
+# as a JSON string, which PostgreSQL escapes as json.dumps(text, ensure_ascii=False) does (a test holds them to it).
+PROMPT_JSON, IDS_JSON, LABELS_JSON = (f"{name}_json" for name in JSON_FIELDS)
+CHOSEN_JSON, REJECTED_JSON = "chosen_json", "rejected_json"
 CSV_FIELDS = ("item_id", "split", "prompt", "context", "chosen", "rejected", "margin", "weight", "provenance", "source")
 # OWASP CSV injection: a cell a spreadsheet would read as a formula starts with one of these.
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 Progress = Callable[[int], None]
+Row = TypeVar("Row")
 
 
 @transaction.atomic
@@ -104,15 +114,77 @@ def _progress(job: ExportJob) -> Progress:
 
 
 def version_rows(
-    *, version: DatasetVersion, fields: tuple[str, ...] = ROW_FIELDS, chunk_size: int = ROW_CHUNK
+    *, version: DatasetVersion, fields: tuple[str, ...] = ROW_FIELDS, chunk_size: int | None = None
 ) -> Iterator[dict[str, Any]]:
     """The version's rows as dicts of `fields`, in position order, read from the database a chunk at a time
-    (a server-side cursor: memory holds one chunk). PROMPT_JSON among the fields: the prompt as stored JSON text."""
-    rows = DatasetRow.objects.filter(version=version).order_by("position")
-    if PROMPT_JSON in fields:
-        rows = rows.annotate(**{PROMPT_JSON: Cast("prompt", TextField())})
-    for values in rows.values_list(*fields).iterator(chunk_size=chunk_size):
-        yield dict(zip(fields, values, strict=True))
+    (memory holds one chunk). A JSON field is read as the model reads it; PROMPT_JSON, IDS_JSON or LABELS_JSON
+    among the fields: that field as PostgreSQL writes it, JSON text; CHOSEN_JSON or REJECTED_JSON: that text as a
+    JSON string."""
+    for chunk in version_row_chunks(version=version, fields=fields, chunk_size=chunk_size):
+        yield from chunk
+
+
+# The columns are named by the caller's fields, each checked against the row's (_column).
+_CHUNK_SQL = (
+    "SELECT position, {columns} FROM {table} WHERE version_id = %s AND position > %s ORDER BY position LIMIT %s"
+)
+
+
+def version_row_chunks(
+    *, version: DatasetVersion, fields: tuple[str, ...] = ROW_FIELDS, chunk_size: int | None = None
+) -> Iterator[list[dict[str, Any]]]:
+    """version_rows a chunk (ROW_CHUNK rows unless told) at a time."""
+    for chunk in version_value_chunks(version=version, fields=fields, chunk_size=chunk_size):
+        yield [dict(zip(fields, values, strict=True)) for values in chunk]
+
+
+def version_value_chunks(
+    *, version: DatasetVersion, fields: tuple[str, ...] = ROW_FIELDS, chunk_size: int | None = None
+) -> Iterator[list[tuple[Any, ...]]]:
+    """version_row_chunks with each row a tuple of its `fields`' values: each chunk one query, the rows after the
+    last one's by position, read one chunk ahead by a thread of its own where that pays (read_ahead)."""
+    chunk_size = chunk_size or ROW_CHUNK
+    reads = partial(_value_chunks, version.pk, fields, chunk_size)
+    if not reading_ahead_pays(-(-version.row_count // chunk_size)):
+        yield from reads()
+        return
+    with read_ahead(reads) as read:
+        yield from read
+
+
+def _value_chunks(version_id: int, fields: tuple[str, ...], chunk_size: int) -> Iterator[list[tuple[Any, ...]]]:
+    columns = ", ".join(_column(field) for field in fields)
+    sql = _CHUNK_SQL.format(columns=columns, table=DatasetRow._meta.db_table)
+    parsed = [index for index, field in enumerate(fields) if field in JSON_FIELDS]
+    after = -1
+    while True:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [version_id, after, chunk_size])
+            rows = cursor.fetchall()
+        if not rows:
+            return
+        after = rows[-1][0]
+        yield [_values(values, parsed) for values in rows] if parsed else [values[1:] for values in rows]
+        if len(rows) < chunk_size:
+            return
+
+
+def _column(field: str) -> str:
+    if field in JSON_FIELDS or field in (PROMPT_JSON, IDS_JSON, LABELS_JSON):
+        return f"{field.removesuffix('_json')}::text"
+    if field in (CHOSEN_JSON, REJECTED_JSON):
+        return f"to_json({field.removesuffix('_json')})::text"
+    if field not in ROW_FIELDS:
+        raise ValueError(f"a dataset row has no field {field!r}")
+    return field
+
+
+def _values(values: tuple[Any, ...], parsed: list[int]) -> tuple[Any, ...]:
+    """A row's values after its position, its JSON fields decoded as the model decodes them."""
+    row = list(values[1:])
+    for index in parsed:
+        row[index] = json.loads(row[index])
+    return tuple(row)
 
 
 def version_export_file(*, version: DatasetVersion, format: str, path: Path, progress: Progress | None = None) -> int:
@@ -139,14 +211,15 @@ def version_export(
         raise VersionError("only a frozen version can be exported")
     if format == "parquet":
         # Imported here: pyarrow is large, and only this export needs it.
-        from curation.services.version_parquet import rows_write
+        from curation.services.version_parquet import FIELDS, ROW_GROUP, chunks_write
 
-        return rows_write(_counting(version_rows(version=version), progress), path, row_group_size=ROW_CHUNK)
+        chunks = version_value_chunks(version=version, fields=FIELDS, chunk_size=ROW_GROUP)
+        return chunks_write(_counting(chunks, progress), path)
     if format not in TEXT_WRITERS:
         raise ValueError(f"unknown export format {format!r}")
     fields, write = TEXT_WRITERS[format]
     with _text_sink(path, gz=path.suffix == ".gz" if gz is None else gz) as sink:
-        return write(_counting(version_rows(version=version, fields=fields), progress), sink)
+        return write(_counting(version_row_chunks(version=version, fields=fields), progress), sink)
 
 
 @contextmanager
@@ -160,10 +233,13 @@ def _text_sink(path: Path, *, gz: bool) -> Iterator[io.TextIOBase]:
             yield text
 
 
-def _counting(rows: Iterator[dict[str, Any]], progress: Progress | None) -> Iterator[dict[str, Any]]:
-    for done, row in enumerate(rows, start=1):
-        yield row
-        if progress is not None and done % ROW_CHUNK == 0:
+def _counting(chunks: Iterator[list[Row]], progress: Progress | None) -> Iterator[list[Row]]:
+    """The chunks, publishing the count of rows done after each whole ROW_CHUNK of them."""
+    done = 0
+    for chunk in chunks:
+        yield chunk
+        done += len(chunk)
+        if progress is not None and chunk and done % ROW_CHUNK == 0:
             progress(done)
 
 
@@ -171,19 +247,32 @@ def _counting(rows: Iterator[dict[str, Any]], progress: Progress | None) -> Iter
 # format is the row itself, which is also what a training run reads (training.ml.data.example_from_row).
 
 _encode = json.JSONEncoder(ensure_ascii=False).encode
+_string = json.encoder.encode_basestring  # what _encode makes of a str, without its dispatch
 
 
 def trl_line(row: dict[str, Any]) -> str:
     """A row in TRL's conversational preference format with an explicit prompt, plus its margin and split, as a
     JSON line. A row read with PROMPT_JSON carries the prompt as PostgreSQL stores it (JSON text), which goes into
-    the line as it is: decoding it and encoding it again was a third of the export's time."""
+    the line as it is: decoding it and encoding it again was a third of the export's time. Likewise the responses
+    of a row read with CHOSEN_JSON and REJECTED_JSON, escaped by the database (on the connection that reads ahead,
+    while this one writes)."""
     prompt = row[PROMPT_JSON] if PROMPT_JSON in row else _encode(row["prompt"])
-    chosen, rejected = _encode(row["chosen"]), _encode(row["rejected"])
+    chosen = row[CHOSEN_JSON] if CHOSEN_JSON in row else _string(row["chosen"])
+    rejected = row[REJECTED_JSON] if REJECTED_JSON in row else _string(row["rejected"])
+    split = _SPLITS.get(row["split"]) or _string(row["split"])
     return (
         f'{{"prompt": {prompt}, "chosen": [{{"role": "assistant", "content": {chosen}}}], '
         f'"rejected": [{{"role": "assistant", "content": {rejected}}}], '
-        f'"margin": {_encode(row["margin"])}, "split": {_encode(row["split"])}}}\n'
+        f'"margin": {_number(row["margin"])}, "split": {split}}}\n'
     )
+
+
+_SPLITS = {split: _string(split) for split in DatasetRow.Split.values}
+
+
+def _number(value: float) -> str:
+    """_encode of a float (a row's margin is one)."""
+    return float.__repr__(value) if math.isfinite(value) else _encode(value)
 
 
 def trl_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -191,20 +280,20 @@ def trl_row(row: dict[str, Any]) -> dict[str, Any]:
     return dict(json.loads(trl_line(row)))
 
 
-def _write_trl(rows: Iterator[dict[str, Any]], sink: io.TextIOBase) -> int:
+def _write_trl(chunks: Iterator[list[dict[str, Any]]], sink: io.TextIOBase) -> int:
     count = 0
-    for row in rows:
-        sink.write(trl_line(row))
-        count += 1
+    for chunk in chunks:
+        sink.write("".join([trl_line(row) for row in chunk]))
+        count += len(chunk)
     return count
 
 
-def _write_json_lines(rows: Iterable[dict[str, Any]], sink: io.TextIOBase) -> int:
+def _write_json_lines(chunks: Iterable[list[dict[str, Any]]], sink: io.TextIOBase) -> int:
     count = 0
     dumps = json.JSONEncoder(ensure_ascii=False).encode
-    for row in rows:
-        sink.write(dumps(row) + "\n")
-        count += 1
+    for chunk in chunks:
+        sink.write("".join([dumps(row) + "\n" for row in chunk]))
+        count += len(chunk)
     return count
 
 
@@ -229,19 +318,20 @@ def csv_row(row: dict[str, Any]) -> list[Any]:
     return [csv_cell(values[name]) for name in CSV_FIELDS]
 
 
-def _write_csv(rows: Iterator[dict[str, Any]], sink: io.TextIOBase) -> int:
+def _write_csv(chunks: Iterator[list[dict[str, Any]]], sink: io.TextIOBase) -> int:
     writer = csv.writer(sink)
     writer.writerow(CSV_FIELDS)
     count = 0
-    for row in rows:
-        writer.writerow(csv_row(row))
-        count += 1
+    for chunk in chunks:
+        writer.writerows([csv_row(row) for row in chunk])
+        count += len(chunk)
     return count
 
 
 # Each text format: the row fields it reads, and its writer.
-TEXT_WRITERS: dict[str, tuple[tuple[str, ...], Callable[[Iterator[dict[str, Any]], io.TextIOBase], int]]] = {
-    "trl": ((PROMPT_JSON, "chosen", "rejected", "margin", "split"), _write_trl),
+Writer = Callable[[Iterator[list[dict[str, Any]]], io.TextIOBase], int]
+TEXT_WRITERS: dict[str, tuple[tuple[str, ...], Writer]] = {
+    "trl": ((PROMPT_JSON, CHOSEN_JSON, REJECTED_JSON, "margin", "split"), _write_trl),
     "fine": (ROW_FIELDS, _write_json_lines),
     "csv": (CSV_FIELDS, _write_csv),
 }

@@ -20,21 +20,33 @@ Provenance "imported" when every annotation came with an import, else "human_con
 Agreement is the share of the item's strengths on the chosen side; the minimum agreement applies to consensus rows
 only (a curator's label stands on its own). The margin is the mean of the strengths each divided by the top of its
 scale, measured towards the chosen side, never below 0.
+
+How they are read, at a million items: the database picks the items whose state is one the filters take
+(annotate.rules.item_state as curation.rule_sql has it in SQL, over each item's label summary columns), then hands
+over a chunk of them at a time, each with its annotations aggregated into one JSON array; no model instance is
+built per item or annotation. The consensus, agreement, margin and labels are computed from those annotations.
 """
 
 import hashlib
 import json
+import queue
 import struct
-from collections.abc import Iterator
+import threading
+from array import array
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, NamedTuple, TypeVar
 
-from django.db.models import F, Prefetch, Q
+from django.contrib.auth import get_user_model
+from django.db import connection, connections
 
 from annotate.models import Annotation, Item, Membership, Project
-from annotate.rules import ItemState, item_state, label_summary, sign
+from annotate.rules import ItemState, sign
 from annotate.selectors import SCALE_MAX, annotation_scale, label_schema_current, schema_scales
 from concord.errors import FieldError
+from curation import rule_sql
 from curation.aggregation import (
     CONSENSUS_RULES,
     NO_CONSENSUS,
@@ -49,7 +61,8 @@ from curation.selectors_quality import sign_posteriors
 STATES = (ItemState.AGREED.value, ItemState.ADJUDICATED.value, ItemState.DISPUTED.value)
 DEFAULT_STATES = (ItemState.AGREED.value, ItemState.ADJUDICATED.value)
 SPLITS = ("train", "validation", "test")
-ITEM_CHUNK = 1000
+ITEM_CHUNK = 2000
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -105,7 +118,12 @@ class VersionFilters:
 
 def prompt_hash(prompt: Any) -> str:
     """The hash that groups rows by prompt: canonical JSON of the prompt turns."""
-    return hashlib.sha256(canonical_json(prompt).encode()).hexdigest()
+    return prompt_json_hash(canonical_json(prompt))
+
+
+def prompt_json_hash(prompt_json: str) -> str:
+    """prompt_hash of a prompt already in canonical JSON."""
+    return hashlib.sha256(prompt_json.encode()).hexdigest()
 
 
 def split_for(prompt_digest: str, *, seed: int, fractions: dict[str, float]) -> str:
@@ -123,25 +141,74 @@ def split_for(prompt_digest: str, *, seed: int, fractions: dict[str, float]) -> 
 
 
 def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _canonical(value)
+
+
+# json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False), its encoder made once.
+_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 
 
 @dataclass(frozen=True)
 class PlannedRow:
     """A row about to be written: its DatasetRow fields (split included, position not yet), and what the version's
-    manifest and stats count of it."""
+    manifest and stats count of it. `prompt_json`, when the maker has it: the prompt in canonical JSON."""
 
     fields: dict[str, Any]
     state: str
     agreement: float
     schema_ids: set[int]
+    prompt_json: str | None = None
+
+
+@dataclass(slots=True)
+class ItemFacts:
+    """What a row needs of an item, read straight from the database (no model instance): its texts, and what
+    the rules read besides its annotations. `metadata` holds only the labels' scales an import recorded."""
+
+    pk: int
+    prompt: Any
+    prompt_json: str  # the prompt in canonical JSON: what prompt_hash hashes and the row's content hash covers
+    context: str
+    response_a: str
+    response_b: str
+    source: str
+    is_gold: bool
+    extra_overlap: int
+    metadata: dict[str, Any]
+
+
+class Label(NamedTuple):
+    """One annotation as the rules read it, from the database's JSON (no model instance)."""
+
+    pk: int
+    annotator_id: int
+    strength: int | None
+    origin: str
+    schema_id: int | None
+    ratings: Any
+    spans: Any
+    missing: Any
+    username: str | None  # imported annotations only: an import records their scale by annotator name
+
+    @property
+    def annotator(self) -> "Label":
+        """annotate.selectors.annotation_scale reads annotation.annotator.username."""
+        return self
+
+
+class Decision(NamedTuple):
+    """An adjudicated item's final label: its latest curator decision's strength and ratings."""
+
+    strength: int | None
+    ratings: dict[str, Any]
 
 
 @dataclass
 class Candidate:
     """A qualifying item, before it has a position and a split."""
 
-    item: Item
+    item: ItemFacts
+    labels: list[Label]
     state: str
     provenance: str
     a_wins: bool
@@ -152,12 +219,12 @@ class Candidate:
     schema_ids: set[int]
 
     def planned(self, *, split: str) -> PlannedRow:
-        return PlannedRow(self.row_fields(split=split), self.state, self.agreement, self.schema_ids)
+        fields = self.row_fields(split=split)
+        return PlannedRow(fields, self.state, self.agreement, self.schema_ids, self.item.prompt_json)
 
     def row_fields(self, *, split: str) -> dict[str, Any]:
         item = self.item
         chosen, rejected = ("a", "b") if self.a_wins else ("b", "a")
-        annotations = list(item.annotations.all())
         return {
             "item_id": item.pk,
             "split": split,
@@ -169,29 +236,51 @@ class Candidate:
             "weight": self.weight,
             "provenance": self.provenance,
             "source": item.source,
-            "annotation_ids": sorted(a.pk for a in annotations),
+            "annotation_ids": sorted(label.pk for label in self.labels),
             "labels": {
-                "chosen": _side_labels(annotations, chosen, self.ratings.get(chosen)),
-                "rejected": _side_labels(annotations, rejected, self.ratings.get(rejected)),
+                "chosen": _side_labels(self.labels, chosen, self.ratings.get(chosen)),
+                "rejected": _side_labels(self.labels, rejected, self.ratings.get(rejected)),
             },
         }
 
 
-def _side_labels(annotations: list[Annotation], side: str, ratings: dict[str, Any] | None) -> dict[str, Any]:
+def _side_labels(annotations: list[Label], side: str, ratings: dict[str, Any] | None) -> dict[str, Any]:
     """One response's labels: the mean of each rating (or the adjudicated ratings), and every annotator's spans
     and missing-information entries on it, each with the annotation it came from."""
-    if ratings is None:
-        values: dict[str, list[float]] = {}
-        for annotation in annotations:
-            for name, value in (annotation.ratings or {}).get(side, {}).items():
-                if isinstance(value, int | float):
-                    values.setdefault(name, []).append(value)
-        ratings = {name: round(sum(v) / len(v), 4) for name, v in sorted(values.items())}
     return {
-        "ratings": ratings,
+        "ratings": _mean_ratings(annotations, side) if ratings is None else ratings,
         "spans": [{**s, "annotation_id": a.pk} for a in annotations for s in a.spans if s.get("response") == side],
         "missing": [{**m, "annotation_id": a.pk} for a in annotations for m in a.missing if m.get("response") == side],
     }
+
+
+def _mean_ratings(annotations: list[Label], side: str) -> dict[str, float]:
+    """Each attribute's mean rating of one response over the annotations that rate it with a number, rounded to
+    4 places, by name."""
+    values: dict[str, list[float]] = {}
+    for annotation in annotations:
+        for name, value in (annotation.ratings or {}).get(side, {}).items():
+            if isinstance(value, _NUMBER):
+                found = values.get(name)
+                if found is None:
+                    values[name] = [value]
+                else:
+                    found.append(value)
+    return {name: mean4(found) for name, found in sorted(values.items())}
+
+
+def mean4(values: list[float]) -> float:
+    """round(sum(values) / len(values), 4), by integer arithmetic where that is exact: whole-number values (as
+    ratings are) and fewer than 32 of them. Then k = the nearest integer to 10^4 x the mean is never a tie (a
+    tie needs 2^5 to divide the count), the double nearest the mean is far closer to it than to any tie, and
+    k / 10^4 is the double nearest the rounded decimal, as round's is."""
+    total, count = sum(values), len(values)
+    if type(total) is int and count < 32 and -(2**40) < total < 2**40:
+        return (20000 * total + count) // (2 * count) / 10000
+    return round(total / count, 4)
+
+
+_NUMBER = (int, float)
 
 
 @dataclass(frozen=True)
@@ -219,62 +308,171 @@ def _context(project: Project, rule: str) -> _ProjectContext:
     )
 
 
-def candidates(*, project: Project, filters: VersionFilters, chunk_size: int = ITEM_CHUNK) -> Iterator[Candidate]:
-    """The project's items that qualify under `filters`, in id order, streamed a chunk at a time."""
+def candidates(*, project: Project, filters: VersionFilters, chunk_size: int | None = None) -> Iterator[Candidate]:
+    """The project's items that qualify under `filters`, in id order, read a chunk at a time."""
+    for chunk in candidate_chunks(project=project, filters=filters, chunk_size=chunk_size):
+        yield from chunk
+
+
+def candidate_chunks(
+    *, project: Project, filters: VersionFilters, chunk_size: int | None = None
+) -> Iterator[Iterator[Candidate]]:
+    """candidates, a chunk (ITEM_CHUNK items unless told) at a time: taking a chunk reads its items in one query
+    (read_ahead: a thread on a connection of its own reads the next chunk meanwhile), and making its
+    candidates runs none, so a writer may keep a COPY open meanwhile."""
+    chunk_size = chunk_size or ITEM_CHUNK
     context = _context(project, filters.consensus)
-    chunk: list[Item] = []
-    for item in _candidate_items(project, filters).iterator(chunk_size=chunk_size):
-        chunk.append(item)
-        if len(chunk) >= chunk_size:
-            yield from _chunk_candidates(chunk, filters, context)
-            chunk = []
-    yield from _chunk_candidates(chunk, filters, context)
+    ids, states = qualifying_items(project=project, filters=filters)
+    chunks = [
+        (ids[start : start + chunk_size], states[start : start + chunk_size])
+        for start in range(0, len(ids), chunk_size)
+    ]
+    reads = partial(map, _facts, chunks)
+    with read_ahead(reads) if reading_ahead_pays(len(chunks)) else nullcontext(reads()) as read:
+        for (chunk_ids, codes), rows in zip(chunks, read, strict=True):
+            chunk_states = dict(zip(chunk_ids, (STATES[code] for code in codes), strict=True))
+            yield _chunk_candidates((_record(row, chunk_states) for row in rows), filters, context)
 
 
-def _candidate_items(project: Project, filters: VersionFilters) -> Any:
-    """A superset of the items that may qualify (complete, imported-only, or decided), with their annotations;
-    annotate.rules decides on each from its annotations themselves."""
-    decided = Adjudication.objects.filter(item__project=project).values("item_id")
-    annotations = (
-        Annotation.objects.select_related("annotator")
-        .only(
-            "id",
-            "item_id",
-            "annotator_id",
-            "strength",
-            "origin",
-            "schema_id",
-            "ratings",
-            "spans",
-            "missing",
-            "annotator__username",
-        )
-        .order_by("id")
-    )
+@contextmanager
+def read_ahead(reads: Callable[[], Iterator[T]]) -> Iterator[Iterator[T]]:
+    """What `reads()` yields, taken by a thread on a database connection of its own one step ahead of the
+    caller, so the database reads the next chunk while Python works on this one. Only for reads outside a
+    transaction (reading_ahead_pays): another connection does not see what this one has not committed."""
+    ready: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+    end = object()
+
+    def offer(entry: tuple[Any, BaseException | None]) -> None:
+        while not stop.is_set():
+            try:
+                ready.put(entry, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def read() -> None:
+        try:
+            for chunk in reads():
+                if stop.is_set():
+                    return
+                offer((chunk, None))
+            offer((end, None))
+        except BaseException as error:  # the caller raises it
+            offer((end, error))
+        finally:
+            connections.close_all()  # this thread's own
+
+    def taken() -> Iterator[T]:
+        while True:
+            chunk, error = ready.get()
+            if error is not None:
+                raise error
+            if chunk is end:
+                return
+            yield chunk
+
+    thread = threading.Thread(target=read, name="read-ahead", daemon=True)
+    thread.start()
+    try:
+        yield taken()
+    finally:
+        stop.set()
+        thread.join()
+
+
+def reading_ahead_pays(chunks: int) -> bool:
+    """Whether read_ahead may read these many chunks: more than one, outside a transaction (a version frozen in
+    a request is one chunk, and a second connection would buy nothing)."""
+    return chunks > 1 and not connection.in_atomic_block
+
+
+def qualifying_items(*, project: Project, filters: VersionFilters) -> "tuple[array[int], bytes]":
+    """The ids, in order, of the project's items (of the filters' sources) whose state is one the filters take,
+    and each one's state (its index in STATES): annotate.rules.item_state as curation.rule_sql has it in SQL over
+    the items' label summary columns, which the services keep in step with the annotations. One pass over the
+    project's items, kept compact (a million items in 9 MB)."""
     items = (
         Item.objects.filter(project=project)
-        .filter(
-            Q(annotation_count__gte=F("extra_overlap") + project.overlap)
-            | Q(annotation_count__gt=0, human_count=0)
-            | Q(pk__in=decided)
-        )
-        .prefetch_related(Prefetch("annotations", queryset=annotations))
-        .order_by("id")
+        .annotate(spread=rule_sql.strength_spread(), state=rule_sql.item_state(project))
+        .filter(state__in=list(filters.states))
     )
-    return items.filter(source__in=filters.sources) if filters.sources else items
+    if filters.sources:
+        items = items.filter(source__in=filters.sources)
+    ids, states = array("q"), bytearray()
+    for pk, state in items.order_by("pk").values_list("pk", "state").iterator(chunk_size=10_000):
+        ids.append(pk)
+        states.append(STATES.index(state))
+    return ids, bytes(states)
 
 
-def _chunk_candidates(chunk: list[Item], filters: VersionFilters, context: _ProjectContext) -> Iterator[Candidate]:
-    if not chunk:
-        return
-    latest = {
-        adjudication.item_id: adjudication
-        for adjudication in Adjudication.objects.filter(item_id__in=[item.pk for item in chunk])
-        .order_by("item_id", "-created_at", "-id")
-        .distinct("item_id")
-    }
-    for item in chunk:
-        candidate = _candidate(item, latest.get(item.pk), filters, context)
+# One row per item, in id order: its texts, its annotations in id order as one JSON array of [id, annotator,
+# strength, origin, schema, ratings, spans, missing, username (imported annotations only)], and, for an item
+# whose state is adjudicated, its latest decision's strength and ratings.
+_FACTS_SQL = """
+SELECT item.id, item.prompt::text, item.context, item.response_a, item.response_b, item.source, item.is_gold,
+       item.extra_overlap, (item.metadata -> 'imported_labels')::text, labels.list, latest.strength,
+       latest.ratings::text
+FROM unnest(%s::bigint[], %s::boolean[]) AS target(id, decided)
+JOIN {item} AS item ON item.id = target.id
+LEFT JOIN LATERAL (
+    SELECT json_agg(json_build_array(
+               a.id, a.annotator_id, a.strength, a.origin, a.schema_id, a.ratings, a.spans, a.missing,
+               CASE WHEN a.origin = 'imported' THEN (SELECT person.username FROM {user} AS person
+                                                     WHERE person.id = a.annotator_id) END
+           ) ORDER BY a.id)::text AS list
+    FROM {annotation} AS a WHERE a.item_id = item.id
+) AS labels ON true
+LEFT JOIN LATERAL (
+    SELECT decision.strength, decision.ratings FROM {adjudication} AS decision
+    WHERE target.decided AND decision.item_id = item.id ORDER BY decision.created_at DESC, decision.id DESC LIMIT 1
+) AS latest ON true
+ORDER BY item.id
+"""
+
+
+@dataclass(frozen=True)
+class ItemRecord:
+    """An item as the database hands it over: its facts, its annotations and its state (annotate.rules), with
+    the latest curator decision of an adjudicated one."""
+
+    item: ItemFacts
+    labels: list[Label]
+    state: str
+    decision: Decision | None
+
+
+def _facts(chunk: "tuple[array[int], bytes]") -> list[tuple[Any, ...]]:
+    """The _FACTS_SQL rows of a chunk of qualifying items (ids, states), in one query on this thread's
+    connection."""
+    sql = _FACTS_SQL.format(
+        item=Item._meta.db_table,
+        annotation=Annotation._meta.db_table,
+        adjudication=Adjudication._meta.db_table,
+        user=get_user_model()._meta.db_table,
+    )
+    ids, codes = chunk
+    adjudicated = STATES.index(ItemState.ADJUDICATED)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [list(ids), [code == adjudicated for code in codes]])
+        return cursor.fetchall()
+
+
+def _record(row: tuple[Any, ...], states: dict[int, str]) -> ItemRecord:
+    """A _FACTS_SQL row as an ItemRecord: JSON decoded as the models decode it, the prompt also in canonical JSON."""
+    pk, prompt_text, context, a, b, source, gold, extra, imported, labels, strength, ratings = row
+    prompt = json.loads(prompt_text)
+    metadata = {} if imported is None else {"imported_labels": json.loads(imported)}
+    item = ItemFacts(pk, prompt, canonical_json(prompt), context, a, b, source, gold, extra, metadata)
+    decision = Decision(strength, json.loads(ratings)) if ratings is not None else None
+    return ItemRecord(item, [Label(*entry) for entry in json.loads(labels)] if labels else [], states[pk], decision)
+
+
+def _chunk_candidates(
+    records: Iterator[ItemRecord], filters: VersionFilters, context: _ProjectContext
+) -> Iterator[Candidate]:
+    for record in records:
+        candidate = _candidate(record, context)
         if candidate is not None and _passes(candidate, filters):
             yield candidate
 
@@ -285,30 +483,24 @@ def _passes(candidate: Candidate, filters: VersionFilters) -> bool:
     return candidate.state == ItemState.ADJUDICATED or candidate.agreement >= filters.min_agreement - 1e-9
 
 
-def _candidate(
-    item: Item, adjudication: Adjudication | None, filters: VersionFilters, context: _ProjectContext
-) -> Candidate | None:
-    everything = list(item.annotations.all())
-    summary = label_summary(
-        [(a.origin, a.strength, a.ratings) for a in everything], wanted=context.project.overlap + item.extra_overlap
-    )
-    state = item_state(summary, adjudication.decision if adjudication is not None else None)
-    if state not in filters.states:
-        return None
+def _candidate(record: ItemRecord, context: _ProjectContext) -> Candidate | None:
+    item, everything, state = record.item, record.labels, record.state
     schema_ids = {a.schema_id for a in everything if a.schema_id is not None}
     rated = [a for a in everything if a.strength is not None]
     if state == ItemState.ADJUDICATED:
-        assert adjudication is not None
-        return _adjudicated(item, adjudication, rated, context, schema_ids)
+        assert record.decision is not None
+        return _adjudicated(item, everything, record.decision, rated, context, schema_ids)
     consensus = _consensus(item, rated, context)
     agreement = _agreement(rated, consensus.side)
     if consensus.side == 0 or agreement == 0:
         # A tie or nothing to go on: no chosen response. Nor a side no annotator took (Dawid-Skene may infer one).
         return None
+    imported_only = bool(everything) and all(a.origin != Annotation.Origin.HUMAN for a in everything)
     return Candidate(
         item=item,
+        labels=everything,
         state=state,
-        provenance=DatasetRow.Provenance.IMPORTED if summary.imported_only else DatasetRow.Provenance.CONSENSUS,
+        provenance=DatasetRow.Provenance.IMPORTED if imported_only else DatasetRow.Provenance.CONSENSUS,
         a_wins=consensus.side < 0,
         margin=_margin(item, rated, consensus.side, context),
         agreement=agreement,
@@ -319,13 +511,19 @@ def _candidate(
 
 
 def _adjudicated(
-    item: Item, adjudication: Adjudication, rated: list[Annotation], context: _ProjectContext, schema_ids: set[int]
+    item: ItemFacts,
+    everything: list[Label],
+    adjudication: Decision,
+    rated: list[Label],
+    context: _ProjectContext,
+    schema_ids: set[int],
 ) -> Candidate | None:
     side = sign(adjudication.strength or 0)
     if side == 0:
         return None  # a tie: no chosen response
     return Candidate(
         item=item,
+        labels=everything,
         state=ItemState.ADJUDICATED,
         provenance=DatasetRow.Provenance.ADJUDICATED,
         a_wins=side < 0,
@@ -337,7 +535,7 @@ def _adjudicated(
     )
 
 
-def _consensus(item: Item, rated: list[Annotation], context: _ProjectContext) -> Consensus:
+def _consensus(item: ItemFacts, rated: list[Label], context: _ProjectContext) -> Consensus:
     strengths = [float(a.strength or 0) for a in rated]
     if context.rule == "weighted":
         # Imported annotators are not members: their labels count fully.
@@ -348,15 +546,18 @@ def _consensus(item: Item, rated: list[Annotation], context: _ProjectContext) ->
     return mean_consensus(strengths)
 
 
-def _margin(item: Item, rated: list[Annotation], side: int, context: _ProjectContext) -> float:
+def _margin(item: ItemFacts, rated: list[Label], side: int, context: _ProjectContext) -> float:
     """The mean strength towards the chosen side, each divided by the top of its scale, never below 0."""
-    normalised = [
-        (a.strength or 0) / SCALE_MAX.get(annotation_scale(a, item, context.scales) or "seven", 3) for a in rated
-    ]
+    normalised = [(a.strength or 0) / SCALE_MAX.get(_scale(a, item, context.scales) or "seven", 3) for a in rated]
     return round(max(0.0, side * sum(normalised) / len(normalised)), 4) if normalised else 0.0
 
 
-def _agreement(annotations: list[Annotation], side: int) -> float:
+# annotate.selectors.annotation_scale reads an annotation's origin, schema and annotator's name and its item's
+# metadata, which a Label and ItemFacts carry as the models do.
+_scale: Callable[[Any, Any, dict[int, str]], str | None] = annotation_scale
+
+
+def _agreement(annotations: list[Label], side: int) -> float:
     if not annotations:
         return 1.0
     return round(sum(sign(a.strength or 0) == side for a in annotations) / len(annotations), 4)

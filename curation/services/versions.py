@@ -1,23 +1,26 @@
 """Dataset versions: a draft holds its filters; freezing copies its rows once, after which nothing changes it.
 
-Freezing claims the version (DRAFT or FAILED -> FREEZING, a compare-and-swap), writes rows in batches with the
-count of rows written on the version as it goes (progress a page can poll), hashes the stored rows in position
-order, and records the manifest and stats. Rows are copies: later annotations, adjudications or deleted items
-never reach a frozen version, and every service here refuses to change one.
+Freezing claims the version (DRAFT or FAILED -> FREEZING, a compare-and-swap), writes rows with COPY in batches
+with the count of rows written on the version as it goes (progress a page can poll), hashes the rows in position
+order as it writes them (the same sha256 dataset_version_content_hash computes from the stored rows), and records
+the manifest and stats. Rows are copies: later annotations, adjudications or deleted items never reach a frozen
+version, and every service here refuses to change one.
 """
 
 import hashlib
+import json
 import logging
+import math
 import subprocess
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from functools import partial
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from annotate.models import Item, LabelSchema, Project
@@ -28,17 +31,18 @@ from concord.jobs import enqueue_on_commit
 from concord.locks import job_lock
 from curation.models import DatasetRow, DatasetVersion
 from curation.services.version_rows import (
+    Candidate,
     PlannedRow,
     VersionFilters,
-    candidates,
+    candidate_chunks,
     canonical_json,
-    prompt_hash,
+    prompt_json_hash,
     split_for,
 )
 
 logger = logging.getLogger(__name__)
 
-INSERT_BATCH = 1000
+INSERT_BATCH = 5000
 HASH_CHUNK = 2000
 HISTOGRAM_BINS = 10
 # Versions drawn from at most this many candidate items are frozen in the request that asks; larger ones by a
@@ -136,17 +140,16 @@ def dataset_version_freeze(
         if not dataset_version_claim(version=version):
             version.refresh_from_db()
             raise VersionError(f"version {version.pk} is {version.status}, not a draft; it cannot be frozen again")
-        return _freeze_claimed(version, rows or partial(_filtered_rows, version), manifest_extra or {})
+        return _freeze_claimed(version, rows, manifest_extra or {})
 
 
 def _freeze_claimed(
-    version: DatasetVersion, rows: Callable[[], Iterator[PlannedRow]], manifest_extra: dict[str, Any]
+    version: DatasetVersion, rows: Callable[[], Iterator[PlannedRow]] | None, manifest_extra: dict[str, Any]
 ) -> DatasetVersion:
     try:
         # Rows of an earlier, failed or killed attempt go first.
         DatasetRow.objects.filter(version=version).delete()
-        summary = _write_rows(version, rows())
-        content_hash = dataset_version_content_hash(version=version)
+        summary, content_hash = _write(version, rows)
         _finish(version, summary, content_hash, manifest_extra)
     except Exception as error:
         logger.exception("Freezing dataset version %s failed", version.pk)
@@ -181,33 +184,142 @@ class _Summary:
         self.schema_ids |= row.schema_ids
 
 
-def _filtered_rows(version: DatasetVersion) -> Iterator[PlannedRow]:
-    """The rows the version's filters select, each with the split of its prompt."""
+def _filtered_chunks(version: DatasetVersion) -> Iterator[Iterator[PlannedRow]]:
+    """The rows the version's filters select, each with the split of its prompt, a chunk of items at a time
+    (candidate_chunks: a chunk is read when it is taken, and making its rows reads nothing)."""
     filters = VersionFilters.from_json(version.filters)
     for project in version.projects.order_by("pk"):
-        for candidate in candidates(project=project, filters=filters):
-            split = split_for(prompt_hash(candidate.item.prompt), seed=filters.seed, fractions=filters.splits)
-            yield candidate.planned(split=split)
+        for chunk in candidate_chunks(project=project, filters=filters):
+            yield (candidate.planned(split=_split(candidate, filters)) for candidate in chunk)
 
 
-def _write_rows(version: DatasetVersion, rows: Iterator[PlannedRow]) -> _Summary:
-    summary = _Summary()
-    batch: list[DatasetRow] = []
+def _split(candidate: Candidate, filters: VersionFilters) -> str:
+    return split_for(prompt_json_hash(candidate.item.prompt_json), seed=filters.seed, fractions=filters.splits)
+
+
+def _batches(rows: Iterator[PlannedRow]) -> Iterator[list[PlannedRow]]:
+    """A caller's rows, INSERT_BATCH at a time, each batch taken whole before it is written: making them may
+    query the database, which a connection cannot do while its COPY is open."""
+    batch: list[PlannedRow] = []
     for row in rows:
-        batch.append(DatasetRow(version=version, position=summary.rows, **row.fields))
-        summary.add(row)
+        batch.append(row)
         if len(batch) >= INSERT_BATCH:
-            _insert(version, batch, summary.rows)
+            yield batch
             batch = []
-    _insert(version, batch, summary.rows)
-    return summary
+    yield batch
 
 
-def _insert(version: DatasetVersion, batch: list[DatasetRow], written: int) -> None:
-    with transaction.atomic():
-        DatasetRow.objects.bulk_create(batch)
-        # The count of rows written so far is the freeze's progress; the version is not frozen until _finish.
-        DatasetVersion.objects.filter(pk=version.pk).update(row_count=written)
+def _write(version: DatasetVersion, rows: Callable[[], Iterator[PlannedRow]] | None) -> tuple[_Summary, str]:
+    """Write the given rows, or else those the filters select."""
+    return _write_rows(version, _batches(rows()) if rows is not None else _filtered_chunks(version))
+
+
+def _write_rows(version: DatasetVersion, chunks: Iterator[Iterable[PlannedRow]]) -> tuple[_Summary, str]:
+    """COPY each chunk of rows in, one transaction each with the count of rows so far, hashing every row as
+    dataset_version_content_hash reads it back. A chunk's rows are made while its COPY is open, so the database
+    stores each batch of them while the next are made."""
+    summary = _Summary()
+    digest = hashlib.sha256()
+    statement = f"COPY {DatasetRow._meta.db_table} ({', '.join(_COPY_COLUMNS)}) FROM STDIN"
+    for chunk in chunks:
+        with transaction.atomic(), connection.cursor() as cursor:
+            # A batch's commit need not wait for its WAL to reach disk: a crash before then leaves the version
+            # FREEZING, to be frozen again from scratch, and _finish's commit (synchronous) flushes it all.
+            cursor.execute("SET LOCAL synchronous_commit = off")
+            with cursor.cursor.copy(statement) as copy:
+                for row in chunk:
+                    values, line = _stored(version.pk, summary.rows, row.fields, row.prompt_json)
+                    copy.write_row(values)
+                    digest.update(line.encode())
+                    summary.add(row)
+            _progress(version, summary.rows)
+    return summary, digest.hexdigest()
+
+
+def _progress(version: DatasetVersion, written: int) -> None:
+    # The count of rows written so far is the freeze's progress; the version is not frozen until _finish.
+    DatasetVersion.objects.filter(pk=version.pk).update(row_count=written)
+
+
+_COPY_COLUMNS = ("version_id", *DatasetRow.CONTENT_FIELDS)
+# What a row's fields are when a maker leaves them out: what the model would give them.
+_ROW_DEFAULTS = {
+    field.name: field.get_default()
+    for field in DatasetRow._meta.concrete_fields
+    if field.name in DatasetRow.CONTENT_FIELDS and field.name != "position"
+}
+_ROW_FIELDS = _ROW_DEFAULTS.keys()
+_string_json = json.encoder.encode_basestring  # json.dumps of a str with ensure_ascii=False
+
+
+def _stored(
+    version_id: int, position: int, given: dict[str, Any], prompt_json: str | None
+) -> tuple[tuple[Any, ...], str]:
+    """A planned row as COPY values, and as its line of the content hash: canonical JSON of the row as it reads
+    back from the database (stored_json), its fields in sorted order (ROW_HASH_FIELDS; a test holds the two
+    equal)."""
+    row = given if given.keys() == _ROW_FIELDS else _with_defaults(given)
+    item_id, margin, weight = int(row["item_id"]), float(row["margin"]), float(row["weight"])
+    split, context, chosen = _text(row["split"]), _text(row["context"]), _text(row["chosen"])
+    rejected, provenance, source = _text(row["rejected"]), _text(row["provenance"]), _text(row["source"])
+    prompt = prompt_json if prompt_json is not None else stored_json(row["prompt"])
+    ids, labels = _ids_json(row["annotation_ids"]), stored_json(row["labels"])
+    line = (
+        f'{{"annotation_ids":{ids},"chosen":{_string_json(chosen)},"context":{_string_json(context)},'
+        f'"item_id":{item_id},"labels":{labels},"margin":{_float_json(margin)},"position":{position},'
+        f'"prompt":{prompt},"provenance":{_string_json(provenance)},"rejected":{_string_json(rejected)},'
+        f'"source":{_string_json(source)},"split":{_string_json(split)},"weight":{_float_json(weight)}}}\n'
+    )
+    values = (version_id, position, item_id, split, prompt, context, chosen, rejected, margin, weight, provenance)
+    return (*values, source, ids, labels), line
+
+
+def _with_defaults(given: dict[str, Any]) -> dict[str, Any]:
+    unknown = given.keys() - _ROW_FIELDS
+    if unknown:
+        raise TypeError(f"a dataset row has no field {', '.join(sorted(unknown))}")
+    return {**_ROW_DEFAULTS, **given}
+
+
+def _text(value: Any) -> str:
+    """A text field's value as stored: a str (a choice's value for a choice); anything else is refused, as the
+    column would refuse it."""
+    if not isinstance(value, str):
+        raise TypeError(f"a dataset row's text field got {type(value).__name__}")
+    return str(value)
+
+
+def _ids_json(ids: Any) -> str:
+    """stored_json of the annotation ids: for a list of ints, the ints joined."""
+    if type(ids) is list and all(type(pk) is int for pk in ids):
+        return "[" + ",".join(map(str, ids)) + "]"
+    return stored_json(ids)
+
+
+def _float_json(number: float) -> str:
+    return float.__repr__(number) if math.isfinite(number) else json.dumps(number)
+
+
+def stored_json(value: Any) -> str:
+    """canonical_json of `value` as a jsonb column gives it back: PostgreSQL keeps a number as its decimal digits,
+    so a float written in exponent form from 1e16 up reads back as a whole number, and -0.0 as 0.0. Rarely
+    needed, so looked for in the text first."""
+    text = canonical_json(value)
+    if "e+" in text or "-0.0" in text:
+        text = canonical_json(_as_stored(value))
+    return text
+
+
+def _as_stored(value: Any) -> Any:
+    if isinstance(value, float) and math.isfinite(value):
+        if value == 0:
+            return 0.0
+        return int(Decimal(repr(value))) if abs(value) >= 1e16 else value
+    if isinstance(value, dict):
+        return {key: _as_stored(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_as_stored(item) for item in value]
+    return value
 
 
 def dataset_version_content_hash(*, version: DatasetVersion) -> str:
