@@ -63,22 +63,6 @@ def project():  # type: ignore[no-untyped-def]
     return project
 
 
-@pytest.fixture
-def curator(login, project):  # type: ignore[no-untyped-def]
-    return login(member(project, Role.CURATOR))
-
-
-@pytest.fixture
-def get(curator, django_capture_on_commit_callbacks):  # type: ignore[no-untyped-def]
-    """GET as the curator, sending (after the commit) whatever the request asked a worker for."""
-
-    def _get(url: str, **extra):  # type: ignore[no-untyped-def]
-        with django_capture_on_commit_callbacks(execute=True):
-            return curator.get(url, **extra)
-
-    return _get
-
-
 def age(project, minutes: int) -> None:  # type: ignore[no-untyped-def]
     """Make the project's cached figures, and its last request, `minutes` older."""
     quality = ProjectQuality.objects.get(project=project)

@@ -68,22 +68,6 @@ def project():  # type: ignore[no-untyped-def]
     return project
 
 
-@pytest.fixture
-def curator(login, project):  # type: ignore[no-untyped-def]
-    return login(member(project, Role.CURATOR))
-
-
-@pytest.fixture
-def get(curator, django_capture_on_commit_callbacks):  # type: ignore[no-untyped-def]
-    """GET as the curator, sending (after the commit) whatever the request asked a worker for."""
-
-    def _get(url: str, **extra):  # type: ignore[no-untyped-def]
-        with django_capture_on_commit_callbacks(execute=True):
-            return curator.get(url, **extra)
-
-    return _get
-
-
 @pytest.mark.django_db
 def test_with_nothing_cached_the_page_says_it_is_computing_and_asks_a_worker_once(get, project, sent_jobs) -> None:  # type: ignore[no-untyped-def]
     html = get(page_url(project)).content.decode()
