@@ -2,6 +2,7 @@
 
 import os
 import platform
+import random
 import re
 import statistics
 import sys
@@ -32,6 +33,30 @@ def django_setup(database: str = "concord_bench") -> None:
 
     django.setup()
     call_command("migrate", verbosity=0)
+
+
+# The words of generated prompts and responses (filler_text): realistic lengths, nothing to learn from.
+WORDS = [
+    "the",
+    "model",
+    "answer",
+    "should",
+    "explain",
+    "clearly",
+    "why",
+    "each",
+    "step",
+    "follows",
+    "from",
+    "the",
+    "previous",
+    "one",
+    "and",
+]
+
+
+def filler_text(rng: random.Random, words: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(words))
 
 
 def timed(fn: Callable[[], object]) -> float:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import django_setup, machine, write_section
+from bench.common import django_setup, filler_text, machine, write_section
 
 DATABASE = "concord_bench_versions"
 # Measured in the same session with the code before issue 11 (commit 369411a): a server-side cursor Django holds
@@ -36,26 +36,6 @@ BEFORE = (
     "to 4."
 )
 INSERT_BATCH = 5000
-WORDS = [
-    "the",
-    "model",
-    "answer",
-    "should",
-    "explain",
-    "clearly",
-    "why",
-    "each",
-    "step",
-    "follows",
-    "from",
-    "the",
-    "previous",
-    "one",
-]
-
-
-def text(rng: random.Random, words: int) -> str:
-    return " ".join(rng.choice(WORDS) for _ in range(words))
 
 
 def build_version(rows: int):  # type: ignore[no-untyped-def]
@@ -104,10 +84,10 @@ def _row(version_id: int, position: int, rng: random.Random) -> tuple[object, ..
         position,
         position + 1,
         rng.choices(["train", "validation", "test"], [8, 1, 1])[0],
-        json.dumps([{"role": "user", "content": f"Question {position}: " + text(rng, 25)}]),
+        json.dumps([{"role": "user", "content": f"Question {position}: " + filler_text(rng, 25)}]),
         "",
-        text(rng, 70),
-        text(rng, 60),
+        filler_text(rng, 70),
+        filler_text(rng, 60),
         abs(strength) / 3,
         1.0,
         "human_consensus",

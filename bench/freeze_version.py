@@ -30,29 +30,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import django_setup, machine, write_section
+from bench.common import django_setup, filler_text, machine, write_section
 
 DATABASE = "concord_bench_freeze"
 ANNOTATORS = 100
 OVERLAP = 3
 BATCH = 20_000
-WORDS = [
-    "the",
-    "model",
-    "answer",
-    "should",
-    "explain",
-    "clearly",
-    "why",
-    "each",
-    "step",
-    "follows",
-    "from",
-    "the",
-    "previous",
-    "one",
-    "and",
-]
 # Measured in the same session with the code before issue 11 (commit 369411a), which read each chunk of items with
 # an ORM prefetch of their annotations and wrote rows with bulk_create, then read them all back to hash them.
 BEFORE = (
@@ -61,10 +44,6 @@ BEFORE = (
     "same content hash as now."
 )
 ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
-
-
-def text(rng: random.Random, words: int) -> str:
-    return " ".join(rng.choice(WORDS) for _ in range(words))
 
 
 def build_project(items: int):  # type: ignore[no-untyped-def]
@@ -145,9 +124,9 @@ def _insert_batch(project, schema_id: int, users: list[int], start: int, end: in
         with cursor.cursor.copy(f"COPY {Item._meta.db_table} ({', '.join(item_columns)}) FROM STDIN") as copy:
             for n, labels in zip(range(start, end), planned, strict=True):
                 digest = hashlib.sha256(f"{project.pk}:{n}".encode()).hexdigest()
-                prompt = json.dumps([{"role": "user", "content": f"Question {n}: " + text(rng, 25)}])
-                response_a = text(rng, 40) + "\n\n" + text(rng, 30)
-                response_b = text(rng, 35) + "\n" + text(rng, 30)
+                prompt = json.dumps([{"role": "user", "content": f"Question {n}: " + filler_text(rng, 25)}])
+                response_a = filler_text(rng, 40) + "\n\n" + filler_text(rng, 30)
+                response_b = filler_text(rng, 35) + "\n" + filler_text(rng, 30)
                 imported = labels[0][1] == "imported"
                 metadata = json.dumps({"imported_labels": {"bench-imported": {"scale": "seven"}}} if imported else {})
                 s = label_summary([(origin, strength, ratings) for _, origin, strength, ratings, _ in labels], wanted=3)
