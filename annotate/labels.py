@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
+from annotate.text import unstorable
 from concord.errors import FieldError, ServiceError
 
 SIDES = ("a", "b")
@@ -357,6 +358,15 @@ def _clean_corrections(definition: Mapping[str, Any], labels: Labels, errors: li
             errors.append(FieldError(f"corrections.{side}", "must be text for response a or b"))
         elif len(text) > MAX_CORRECTION_CHARS:
             errors.append(FieldError(f"corrections.{side}", f"at most {MAX_CORRECTION_CHARS} characters"))
+        else:
+            errors.extend(_unstorable_errors(f"corrections.{side}", text))
+
+
+def _unstorable_errors(path: str, text: str) -> list[FieldError]:
+    """Text no database column can hold (annotate.text: U+0000, an unpaired surrogate) is refused here, naming the
+    field, rather than failing the write."""
+    problem = unstorable(text)
+    return [FieldError(path, f"holds {problem}, which cannot be stored; remove it")] if problem else []
 
 
 def labels_clean(definition: Mapping[str, Any], labels: Labels, *, texts: Mapping[str, str]) -> Labels:
@@ -366,6 +376,8 @@ def labels_clean(definition: Mapping[str, Any], labels: Labels, *, texts: Mappin
     _clean_ratings(definition, labels, errors)
     _clean_spans(definition, labels, texts, errors)
     _clean_corrections(definition, labels, errors)
+    # Outside _clean_preference: a justification is stored even when the schema asks for no preference.
+    errors.extend(_unstorable_errors("justification", labels.justification))
     if errors:
         raise LabelError(errors=errors)
     spans = sorted(

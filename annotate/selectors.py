@@ -4,6 +4,7 @@ import copy
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -12,6 +13,7 @@ from django.core.cache import cache
 from django.core.paginator import Page, Paginator
 from django.db import connection
 from django.db.models import Exists, F, Max, OuterRef, Prefetch, QuerySet
+from django.utils import timezone
 
 from .labels import DEFAULT_SCHEMA
 from .models import Annotation, Assignment, GoldAnswer, ImportBatch, Item, LabelSchema, Membership, Project, Role
@@ -338,3 +340,19 @@ def item_annotations(*, item: Item) -> QuerySet[Annotation]:
 
 def annotator_is_paused(*, project: Project, annotator: AbstractBaseUser) -> bool:
     return Membership.objects.filter(project=project, user_id=annotator.pk, is_paused=True).exists()
+
+
+def lease_live(*, project: Project, annotator: AbstractBaseUser, now: datetime | None = None) -> Assignment | None:
+    """The annotator's live lease in the project (the oldest, should there be more), with its item; None when
+    they hold none. Reading it renews nothing."""
+    return (
+        Assignment.objects.filter(
+            item__project=project,
+            annotator_id=annotator.pk,
+            status=Assignment.Status.LEASED,
+            expires_at__gt=now or timezone.now(),
+        )
+        .select_related("item__project")
+        .order_by("leased_at")
+        .first()
+    )

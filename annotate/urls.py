@@ -16,6 +16,7 @@ urlpatterns = [
         name="member_remove",
     ),
     path("projects/<int:project_id>/label/", labeling.label, name="label"),
+    path("projects/<int:project_id>/label/next/", labeling.label_next, name="label_next"),
     path("projects/<int:project_id>/items/<int:item_id>/submit/", labeling.submit, name="submit"),
     path("projects/<int:project_id>/items/<int:item_id>/skip/", labeling.skip, name="skip"),
     path("projects/<int:project_id>/schema/", schema.schema_edit, name="schema_edit"),

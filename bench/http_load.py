@@ -54,6 +54,7 @@ APPLICATION_NAME = "concord-bench-web"
 BROKER_DB = 12
 CSRF_INPUT = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 LABEL_PATH = re.compile(r"^/projects/\d+/label/$")
+TAKE_PATH = re.compile(r"^/projects/\d+/label/next/$")
 SUBMIT_PATH = re.compile(r"^/projects/\d+/items/\d+/submit/$")
 
 
@@ -322,6 +323,10 @@ def annotate(session: Session, project_id: int, cycles: int, deadline: float, us
         page = timed(session, "next", "GET", f"/projects/{project_id}/label/", result)
         if page is None or page.status != 200:
             continue
+        if 'data-testid="queue-next"' in page.text:
+            page = take_next(session, project_id, page, result)
+            if page is None:
+                continue
         form = label_form(page.text)
         if form is None:
             result.empty = True
@@ -334,6 +339,23 @@ def annotate(session: Session, project_id: int, cycles: int, deadline: float, us
         )
     result.retries = session.retries
     return result
+
+
+def take_next(session: Session, project_id: int, page: Response, result: SessionResult) -> Response | None:
+    """A GET takes no lease: a page without an item offers the next one, taken by POST and then shown by the page
+    it redirects to (after a submit, the submit's POST has taken it already). None: no answer came."""
+    token = CSRF_INPUT.search(page.text)
+    taken = timed(
+        session,
+        "next",
+        "POST",
+        f"/projects/{project_id}/label/next/",
+        result,
+        [("csrfmiddlewaretoken", token[1] if token else "")],
+    )
+    if taken is None or taken.status != 302:
+        return taken  # the card saying why there is nothing to take
+    return timed(session, "next", "GET", f"/projects/{project_id}/label/", result)
 
 
 def timed(
@@ -403,7 +425,9 @@ def server_times(access_log: Path | None, since: int) -> dict[str, list[float]]:
             if match is None:
                 continue
             path = match["path"].split("?")[0]
-            if match["method"] == "GET" and LABEL_PATH.match(path):
+            if (match["method"] == "GET" and LABEL_PATH.match(path)) or (
+                match["method"] == "POST" and TAKE_PATH.match(path)
+            ):
                 times["next"].append(int(match["micros"]) / 1e6)
             elif match["method"] == "POST" and SUBMIT_PATH.match(path):
                 times["submit"].append(int(match["micros"]) / 1e6)

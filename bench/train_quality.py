@@ -17,8 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
-from annotate.formats import parse_records
-from annotate.formats.core import LineReader, PreferenceRecord
+from annotate.formats import LineReader, PreferenceRecord, parse_records
 from bench.common import machine, write_section
 from training.ml.config import TrainConfig
 from training.ml.data import PairExample, split_by_prompt

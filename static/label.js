@@ -559,8 +559,23 @@
     card().scrollIntoView({ block: "start" });
   }
 
+  // A submit or skip refused because the item is no longer this annotator's (409) or they are paused (403)
+  // answers with a card that says so, which is swapped in like a 422's. Other errors (a 403 page, a 500) are not
+  // cards and stay out of the page.
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    const detail = event.detail;
+    const refused = detail.xhr.status === 403 || detail.xhr.status === 409;
+    if (refused && detail.target === card() && /^\s*<div id="item-card"/.test(detail.serverResponse)) {
+      detail.shouldSwap = true;
+      detail.isError = false;
+    }
+  });
+
   document.addEventListener("htmx:afterSwap", function (event) {
     if (event.target !== card()) return; // a swap inside the card (the flag form) leaves the card as it is
+    // htmx wires the new card's forms only once it settles, 20 ms on; a key pressed before then would post the
+    // form the plain way, leaving the page. Wired now, the second wiring at settle does nothing.
+    if (window.htmx) window.htmx.process(card());
     // htmx gives focus back to the element with the same id in the new card (the justification box);
     // a fresh card starts unfocused so that the digit keys pick a strength.
     const active = document.activeElement;

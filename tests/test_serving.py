@@ -142,7 +142,7 @@ def visit(browser: Browser, username: str, project: Project, index: int) -> None
         browser.hang_up(label, read=64)
     else:
         browser.hang_up_mid_request()
-    browser.request("GET", label)  # the item of the lease taken for the page it did not wait for
+    browser.request("GET", label)  # the page again, after one it did not wait for
     browser.hang_up(home, read=0)
 
 

@@ -2,6 +2,7 @@
 a campaign, filter a round's decisions, override one."""
 
 import dataclasses
+from functools import partial
 from typing import Any
 
 from django import forms
@@ -13,6 +14,7 @@ from concord.forms import form_add_errors
 from curation.models import DatasetVersion
 from training.ml.synergy import CONTRADICTION_ACTIONS, ENSEMBLE_KINDS, UNCERTAIN_ACTIONS, CampaignSettings, Decision
 from training.selectors import scorable_versions, trainable_versions
+from training.selectors_backbones import BACKBONE_REFUSED, backbone_choices, backbone_default
 from training.selectors_campaigns import DecisionFilters
 from training.services.campaigns import OVERRIDES
 from training.services.runs import TrainingError, training_config_clean
@@ -30,21 +32,17 @@ CONFIG_FIELDS = (
 )
 
 
-def _default_backbone() -> str:
-    """The packaged backbone's directory, or nothing where that package is not installed (type a path)."""
-    from training.ml.config import default_backbone
-
-    try:
-        return default_backbone()
-    except ModuleNotFoundError:
-        return ""
+def _backbone_options(user: Any) -> list[tuple[str, str]]:
+    return [(backbone.path, backbone.label) for backbone in backbone_choices(user)]
 
 
 class RetrainForm(forms.Form):
     dataset_version = forms.ModelChoiceField(queryset=DatasetVersion.objects.none(), empty_label=None)
-    backbone = forms.CharField(
-        max_length=500,
-        help_text="A local Hugging Face checkpoint directory to start from (weights load offline, safetensors only).",
+    backbone = forms.ChoiceField(
+        choices=[],
+        error_messages={"invalid_choice": BACKBONE_REFUSED},
+        help_text="The model to start from: the packaged default, a model under the server's model roots, or one "
+        "trained in a project you administer (weights load offline, safetensors only).",
     )
     objective = forms.ChoiceField(choices=[])
     # Initial values come from TrainConfig's defaults (see __init__), so the form and the config agree.
@@ -65,17 +63,20 @@ class RetrainForm(forms.Form):
         "from the rows' consensus ratings.",
     )
 
-    def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, project: Project, user: Any, **kwargs: Any) -> None:
         from training.ml.config import OBJECTIVES, TrainConfig  # a dataclass module: no torch
 
         super().__init__(*args, **kwargs)
         for name in CONFIG_FIELDS[2:]:
             self.fields[name].initial = getattr(TrainConfig, name)
-        versions = trainable_versions(project)
+        versions = trainable_versions(project, user)
         self.fields["dataset_version"].queryset = versions  # type: ignore[attr-defined]
         frozen = versions.filter(status=DatasetVersion.Status.FROZEN).first()
         self.fields["dataset_version"].initial = frozen.pk if frozen else None
-        self.fields["backbone"].initial = _default_backbone()
+        # Callables, so the model roots are walked only when the form is shown or checked: the runs page's htmx
+        # poll builds it every two seconds to show only the runs.
+        self.fields["backbone"].choices = partial(_backbone_options, user)  # type: ignore[attr-defined]
+        self.fields["backbone"].initial = backbone_default
         self.fields["objective"].choices = [(name, name) for name in OBJECTIVES]  # type: ignore[attr-defined]
         self.fields["objective"].initial = OBJECTIVES[0]
         names = [attribute["name"] for attribute in label_schema_current(project=project).definition["attributes"]]
@@ -122,9 +123,9 @@ class ScoringForm(forms.Form):
         queryset=DatasetVersion.objects.none(), required=False, empty_label="All items of the project"
     )
 
-    def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, project: Project, user: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["dataset_version"].queryset = scorable_versions(project)  # type: ignore[attr-defined]
+        self.fields["dataset_version"].queryset = scorable_versions(project, user)  # type: ignore[attr-defined]
 
 
 # Human-AI synergy campaigns.

@@ -15,6 +15,7 @@ from annotate.rules import model_contradicts
 from annotate.selectors import item_label_summary
 from curation.models import DatasetRow, DatasetVersion
 from curation.selectors_review import ModelScores, model_detail
+from curation.selectors_versions import versions_reachable
 from training.models import Campaign, CampaignRound, ItemScore, RewardModel, ScoringJob, TrainingRun
 
 # A running run not heard from for this long may have lost its worker: its page offers to resume it.
@@ -24,10 +25,12 @@ CURVE_HEIGHT = 160
 
 
 def run_for_admin(user: AnyUser, project_id: int, run_id: int) -> tuple[Project, TrainingRun]:
-    """A run of a project the user administers; a run of any other project is a 404."""
+    """A run of a project the user administers, on a version the user reaches (its page shows what the version's
+    labels taught); any other run is a 404."""
     project = project_for_member(user, project_id, min_role=Role.ADMIN)
     run = (
-        TrainingRun.objects.filter(pk=run_id, project=project)
+        _runs_reachable(project, user)
+        .filter(pk=run_id)
         .select_related("dataset_version", "created_by", "project")
         .first()
     )
@@ -36,9 +39,14 @@ def run_for_admin(user: AnyUser, project_id: int, run_id: int) -> tuple[Project,
     return project, run
 
 
-def runs_for_project(project: Project) -> QuerySet[TrainingRun]:
+def _runs_reachable(project: Project, user: AnyUser) -> QuerySet[TrainingRun]:
+    """The project's runs on versions the user reaches (curation.selectors_versions' rule)."""
+    return TrainingRun.objects.filter(project=project, dataset_version__in=versions_reachable(user).values("pk"))
+
+
+def runs_for_project(project: Project, user: AnyUser) -> QuerySet[TrainingRun]:
     return (
-        TrainingRun.objects.filter(project=project)
+        _runs_reachable(project, user)
         .select_related("dataset_version", "created_by")
         .defer("log", "history")
         .order_by("-created_at", "-id")
@@ -49,13 +57,16 @@ def runs_for_version(version: DatasetVersion) -> QuerySet[TrainingRun]:
     return TrainingRun.objects.filter(dataset_version=version).only("id", "project_id", "status", "created_at")
 
 
-def trainable_versions(project: Project) -> QuerySet[DatasetVersion]:
-    """The project's versions; the form offers every one and explains why a draft cannot be used."""
-    return DatasetVersion.objects.filter(projects=project).order_by("-created_at", "-id")
+def trainable_versions(project: Project, user: AnyUser) -> QuerySet[DatasetVersion]:
+    """The project's versions the user reaches; the form offers every one and explains why a draft cannot be
+    used."""
+    return versions_reachable(user).filter(projects=project).order_by("-created_at", "-id")
 
 
-def reward_models_for_project(project: Project) -> QuerySet[RewardModel]:
-    return RewardModel.objects.filter(project=project).select_related("run").order_by("-created_at", "-id")
+def reward_models_for_project(project: Project, user: AnyUser) -> QuerySet[RewardModel]:
+    """The project's models whose runs the user reaches (run_for_admin)."""
+    models = RewardModel.objects.filter(project=project, run__in=_runs_reachable(project, user).values("pk"))
+    return models.select_related("run").order_by("-created_at", "-id")
 
 
 def latest_scoring_job(project: Project) -> ScoringJob | None:
@@ -132,9 +143,9 @@ def items_to_score(job: ScoringJob) -> QuerySet[Item]:
     return items
 
 
-def scorable_versions(project: Project) -> QuerySet[DatasetVersion]:
-    """The project's frozen versions, whose items a scoring job can be limited to."""
-    return trainable_versions(project).filter(status=DatasetVersion.Status.FROZEN)
+def scorable_versions(project: Project, user: AnyUser) -> QuerySet[DatasetVersion]:
+    """The project's frozen versions the user reaches, whose items a scoring job can be limited to."""
+    return trainable_versions(project, user).filter(status=DatasetVersion.Status.FROZEN)
 
 
 Job = TypeVar("Job", TrainingRun, ScoringJob, CampaignRound)

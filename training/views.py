@@ -12,6 +12,7 @@ from django_htmx.http import HttpResponseStopPolling
 
 from annotate.access import project_for_member
 from annotate.models import Project, Role
+from concord.forms import form_add_errors
 from training.forms import RetrainForm, ScoringForm
 from training.models import RewardModel
 from training.selectors import (
@@ -50,12 +51,12 @@ def _poll(request: HttpRequest, template: str, fragment: str, context: dict[str,
 @require_GET
 def run_list(request: HttpRequest, project_id: int) -> HttpResponse:
     project = project_for_member(request.user, project_id, min_role=Role.ADMIN)
-    return _run_list(request, project, RetrainForm(project=project))
+    return _run_list(request, project, RetrainForm(project=project, user=request.user))
 
 
 def _run_list(request: HttpRequest, project: Project, form: RetrainForm, status: int = 200) -> HttpResponse:
-    runs = list(runs_for_project(project)[:50])
-    models = list(reward_models_for_project(project)[:50])
+    runs = list(runs_for_project(project, request.user)[:50])
+    models = list(reward_models_for_project(project, request.user)[:50])
     bars = heldout_accuracy_bars(models)
     scoring = latest_scoring_job(project)
     finished = all(run.finished for run in runs) and (scoring is None or scoring.finished)
@@ -71,7 +72,7 @@ def _run_list(request: HttpRequest, project: Project, form: RetrainForm, status:
         "bar_chart_width": BAR_LABEL_WIDTH + BAR_WIDTH + 60,
         "coin_flip_x": BAR_LABEL_WIDTH + BAR_WIDTH // 2,
         "scoring": scoring,
-        "scoring_form": ScoringForm(project=project),
+        "scoring_form": ScoringForm(project=project, user=request.user),
         "finished": finished,
         **NAV,
     }
@@ -84,7 +85,7 @@ def _run_list(request: HttpRequest, project: Project, form: RetrainForm, status:
 @require_POST
 def run_create(request: HttpRequest, project_id: int) -> HttpResponse:
     project = project_for_member(request.user, project_id, min_role=Role.ADMIN)
-    form = RetrainForm(request.POST, project=project)
+    form = RetrainForm(request.POST, project=project, user=request.user)
     if form.is_valid():
         try:
             run = training_run_enqueue(
@@ -94,7 +95,7 @@ def run_create(request: HttpRequest, project_id: int) -> HttpResponse:
                 created_by=request.user,  # type: ignore[arg-type]  # login_required: never anonymous here
             )
         except TrainingError as error:
-            form.add_error(None, str(error))
+            form_add_errors(form, error.errors)
         else:
             return redirect("training:run_detail", project_id=project.pk, run_id=run.pk)
     return _run_list(request, project, form, status=422)
@@ -117,7 +118,7 @@ def run_detail(request: HttpRequest, project_id: int, run_id: int) -> HttpRespon
         "curve_width": CURVE_WIDTH,
         "curve_height": CURVE_HEIGHT,
         "heldout": (run.metrics or {}).get("heldout") or {},
-        "scoring_form": ScoringForm(project=project),
+        "scoring_form": ScoringForm(project=project, user=request.user),
         "promotion_warning": promotion_warning(model) if model is not None else "",
         **NAV,
     }
@@ -170,7 +171,7 @@ def run_promote(request: HttpRequest, project_id: int, run_id: int) -> HttpRespo
 @require_POST
 def scoring_create(request: HttpRequest, project_id: int) -> HttpResponse:
     project = project_for_member(request.user, project_id, min_role=Role.ADMIN)
-    form = ScoringForm(request.POST, project=project)
+    form = ScoringForm(request.POST, project=project, user=request.user)
     if not form.is_valid():  # a version of another project, a draft, or no such id
         raise Http404("No such frozen version in this project")
     try:

@@ -14,7 +14,8 @@ Public datasets with labels of their own, imported as prior annotations (one mod
 - "helpsteer2": HelpSteer2 ratings and HelpSteer2-Preference rows, JSON lines.
 
 Files may be gzip-compressed (detected by content, not by name). Every problem raises ImportFormatError with
-the 1-based number of the line (JSON lines) or record (JSON arrays) and the field at fault.
+the 1-based number of the line (JSON lines) or record (JSON arrays) and the field at fault. Reading is bounded
+(annotate.formats.reading): how far gzip data may expand, how large and how deeply nested a record may be.
 """
 
 from collections.abc import Callable, Iterable, Iterator
@@ -27,8 +28,6 @@ from .core import (
     SOURCE_MAX_CHARS,
     GroupRecord,
     ImportFormatError,
-    JsonArrayReader,
-    LineReader,
     PairRecord,
     PreferenceRecord,
     PriorAnnotation,
@@ -40,16 +39,15 @@ from .core import (
     content_hash,
     group_hash,
     group_pairs,
-    json_object,
     json_type,
     pair_hash,
-    storable,
 )
 from .finegrained import parse_finegrained
 from .helpsteer2 import parse_helpsteer2
 from .oasst import parse_tree
 from .pandalm import parse_pandalm
 from .preference import parse_hh, parse_pairs, parse_trl
+from .reading import JsonArrayReader, LineReader, ReadLimits, json_object, storable
 
 __all__ = [
     "EXTERNAL_ID_MAX_CHARS",
@@ -64,6 +62,7 @@ __all__ = [
     "PreferenceRecord",
     "PriorAnnotation",
     "Ranking",
+    "ReadLimits",
     "Record",
     "Response",
     "canonical_prompt",
@@ -125,9 +124,10 @@ def _spec(format: str) -> Format:
     return FORMAT_SPECS[format]
 
 
-def open_reader(raw: IO[bytes], *, format: str) -> Reader:
+def open_reader(raw: IO[bytes], *, format: str, limits: ReadLimits | None = None) -> Reader:
     """The reader for a format's layout: numbered lines, or numbered records of a JSON array."""
-    return JsonArrayReader(raw) if _spec(format).layout == "array" else LineReader(raw)
+    reader = JsonArrayReader if _spec(format).layout == "array" else LineReader
+    return reader(raw, limits)
 
 
 def parse_records(source: Iterable[tuple[int, Any]], *, format: str) -> Iterator[Record]:

@@ -1,30 +1,23 @@
-"""What every import format shares: errors, records, readers, fields, identities. Pure Python: no Django import."""
+"""What every import format shares: errors, records, fields, identities. Pure Python: no Django import. Reading
+files (lines, arrays, gzip, and the limits on all of them) is annotate.formats.reading."""
 
-import gzip
 import hashlib
 import itertools
 import json
-import re
-import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import IO, Any
+from typing import Any
 
-import ijson
 import orjson
 
 Turn = dict[str, str]
 
 ROLES = ("user", "assistant", "system")
-GZIP_MAGIC = b"\x1f\x8b"
-UTF8_BOM = b"\xef\xbb\xbf"
-# A line longer than this is refused rather than read into memory.
-MAX_LINE_BYTES = 64 * 1024 * 1024
-# The JSON escapes of text no database column can hold: U+0000, and a surrogate (unpaired, once json.loads has
-# joined the pairs).
-_UNSTORABLE_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
 EXTERNAL_ID_MAX_CHARS = 200
 SOURCE_MAX_CHARS = 200
+# A group's responses: real groups hold 2 to 10 or so. Its pairs grow with the square of their number ("all" pair
+# mode), and an item keeps a response's index in a small integer.
+MAX_GROUP_RESPONSES = 100
 # Project.PairMode values; formats name them without importing the model.
 PAIR_MODES = ("all", "adjacent", "first")
 
@@ -244,146 +237,6 @@ def group_hash(record: GroupRecord) -> str:
 def pair_hash(group_key: str, i: int, j: int) -> str:
     """Identity of a group's pair item: pairs of different groups never clash, even with the same texts."""
     return hashlib.sha256(f"group:{group_key}:{i}:{j}".encode()).hexdigest()
-
-
-# Readers.
-
-
-def _open(raw: IO[bytes]) -> IO[bytes] | gzip.GzipFile:
-    magic = raw.read(2)
-    raw.seek(0)
-    return gzip.GzipFile(fileobj=raw, mode="rb") if magic == GZIP_MAGIC else raw
-
-
-class LineReader:
-    """Numbered, non-blank text lines of a plain or gzip file, and how far into the file reading has got."""
-
-    unit = "line"
-    decoded = False
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        self._raw = raw
-        self._stream = _open(raw)
-        self.records = 0
-
-    @property
-    def bytes_read(self) -> int:
-        """Bytes of the file as stored (compressed, for gzip) consumed so far."""
-        return self._raw.tell()
-
-    def __iter__(self) -> Iterator[tuple[int, Any]]:
-        line_no = 0
-        while True:
-            line_no += 1
-            data = self._read_line(line_no)
-            if not data:
-                return
-            text = _decode(data, line_no)
-            if text.strip():
-                self.records += 1
-                yield line_no, text
-
-    def _read_line(self, line_no: int) -> bytes:
-        try:
-            data = self._stream.readline(MAX_LINE_BYTES + 1)
-        except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
-            raise ImportFormatError(f"the gzip data is corrupt or truncated ({error})", line=line_no) from None
-        if len(data) > MAX_LINE_BYTES:
-            raise ImportFormatError(f"the line is longer than {MAX_LINE_BYTES // (1024 * 1024)} MiB", line=line_no)
-        return data
-
-
-class JsonArrayReader:
-    """The records of a file that is one JSON array (plain or gzip), parsed one at a time with ijson, so memory
-    stays bounded by the largest record rather than the file."""
-
-    unit = "record"
-    decoded = True
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        self._raw = raw
-        self._stream = _open(raw)
-        self.records = 0
-
-    @property
-    def bytes_read(self) -> int:
-        return self._raw.tell()
-
-    def __iter__(self) -> Iterator[tuple[int, Any]]:
-        try:
-            if self._stream.read(len(UTF8_BOM)) != UTF8_BOM:  # editors on Windows start UTF-8 files with one
-                self._stream.seek(0)
-            events = ijson.parse(self._stream, use_float=True)
-            first = next(events, None)
-            if first is None or first[1] != "start_array":
-                kind = {"start_map": "an object", None: "nothing"}.get(first[1] if first else None, "a single value")
-                raise ImportFormatError(f"expected a JSON array of records, got {kind}")
-            for record in ijson.items(itertools.chain([first], events), "item"):
-                self.records += 1
-                yield self.records, record
-        except ijson.JSONError as error:
-            reason = f"invalid JSON: {_ijson_message(error)}"
-            raise ImportFormatError(reason, line=self.records + 1, unit=self.unit) from None
-        except (OSError, EOFError, zlib.error) as error:
-            raise ImportFormatError(
-                f"the gzip data is corrupt or truncated ({error})", line=self.records + 1, unit=self.unit
-            ) from None
-
-
-def _ijson_message(error: Exception) -> str:
-    # yajl's messages run over several lines, with the text around the error and an arrow; the first line says it.
-    message = str(error).removeprefix("b'").removeprefix('b"')
-    return message.replace("\\n", "\n").split("\n", 1)[0].strip()
-
-
-def _decode(data: bytes, line_no: int) -> str:
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        bad = data[error.start]
-        raise ImportFormatError(
-            f"the text is not valid UTF-8 (byte 0x{bad:02x} at column {error.start + 1})", line=line_no
-        ) from None
-    # Editors on Windows start UTF-8 files with a byte-order mark; it is not part of the JSON.
-    return text.removeprefix("\ufeff") if line_no == 1 else text
-
-
-def json_object(text: str, line_no: int) -> dict[str, Any]:
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ImportFormatError(f"invalid JSON: {error.msg} (column {error.colno})", line=line_no) from None
-    if not isinstance(obj, dict):
-        raise ImportFormatError(f"expected a JSON object, got {json_type(obj)}", line=line_no)
-    if "\\u" in text and _UNSTORABLE_ESCAPE.search(text):
-        storable(obj)
-    return obj
-
-
-def storable(obj: Mapping[str, Any]) -> None:
-    """Refuse, naming the field, text PostgreSQL cannot store: the character U+0000, and unpaired surrogates
-    (JSON can write both as escapes; neither is text a database can hold)."""
-    for name, value in obj.items():
-        if problem := _unstorable(name):
-            raise ImportFormatError(f"a field's name holds {problem}, which cannot be stored")
-        if problem := _unstorable(value):
-            raise ImportFormatError(f"field '{name}' holds {problem}, which cannot be stored")
-
-
-def _unstorable(value: Any) -> str | None:
-    if isinstance(value, str):
-        if "\x00" in value:
-            return "the character U+0000"
-        try:
-            value.encode()
-        except UnicodeEncodeError as error:
-            return f"an unpaired surrogate (U+{ord(value[error.start]):04X})"
-        return None
-    if isinstance(value, dict):
-        return next(filter(None, (_unstorable(item) for pair in value.items() for item in pair)), None)
-    if isinstance(value, list):
-        return next(filter(None, (_unstorable(item) for item in value)), None)
-    return None
 
 
 def json_type(value: Any) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 
 from .core import (
     EXTERNAL_ID_MAX_CHARS,
+    MAX_GROUP_RESPONSES,
     GroupRecord,
     ImportFormatError,
     Ranking,
@@ -81,6 +82,11 @@ def _group(
     ]
     if len(ranked) < 2:
         return None
+    if len(ranked) > MAX_GROUP_RESPONSES:
+        raise ImportFormatError(
+            f"message {parent.get('message_id')}: {len(ranked)} ranked replies; a group holds at most "
+            f"{MAX_GROUP_RESPONSES} responses"
+        )
     for reply in ranked:
         if isinstance(reply["rank"], bool) or not isinstance(reply["rank"], int):
             raise ImportFormatError(f"message {reply.get('message_id')}: field 'rank' must be an integer")

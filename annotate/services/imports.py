@@ -8,13 +8,14 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
+from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.cache import cache
 from django.core.files import File
 from django.db import transaction
 from django.utils import timezone
 
-from annotate.formats import FORMATS, ImportFormatError, Record, open_reader, parse_records
+from annotate.formats import FORMATS, ImportFormatError, ReadLimits, Record, open_reader, parse_records
 from annotate.models import ImportBatch, ItemGroup, Project
 from annotate.selectors import ImportProgress, import_progress_cache_key
 from annotate.services.import_writer import ImportWriter
@@ -127,7 +128,8 @@ def _import_file(*, batch: ImportBatch, path: Path, progress: ProgressCallback |
     # A large buffer: fewer reads, each of which lets the writer's thread take the GIL.
     with path.open("rb", buffering=READ_BUFFER_BYTES) as raw:
         bytes_total = os.fstat(raw.fileno()).st_size
-        reader = open_reader(raw, format=batch.format)
+        limits = ReadLimits(expanded_bytes=settings.CONCORD_MAX_EXPANDED_BYTES)
+        reader = open_reader(raw, format=batch.format, limits=limits)
         _publish(batch, ImportProgress(records_read=0, bytes_read=0, bytes_total=bytes_total), progress)
         with ImportWriter(batch=batch, rng=random.Random(batch.seed), unit=reader.unit) as writer:
             for record in parse_records(reader, format=batch.format):

@@ -2,7 +2,8 @@
 
 Invariant kept here: for every item, submitted annotations plus live leases never exceed the project's
 overlap, and an annotator never gets the same item twice. Every lease is created, renewed or ended while
-holding the item's row lock, so a count taken after acquiring that lock is exact.
+holding the item's row lock, so a count taken after acquiring that lock is exact. Only work the queue handed out
+is taken: a submit or skip needs the annotator's lease on the item, and a paused annotator's is refused.
 """
 
 import random
@@ -19,9 +20,10 @@ from django.utils import timezone
 from annotate.constants import SKIP_REASON_MAX_CHARS
 from annotate.labels import LabelError, Labels, labels_clean
 from annotate.models import Annotation, Assignment, Item, Project
-from annotate.selectors import annotator_is_paused
+from annotate.selectors import annotator_is_paused, label_schema_current, lease_live
 from annotate.services.label_summary import item_label_summaries_refresh
 from annotate.services.schemas import label_schema_ensure
+from annotate.text import unstorable
 from concord.errors import ServiceError
 
 # How many locked-but-full candidates assignment_next steps past before giving up on this request.
@@ -31,6 +33,15 @@ MAX_CANDIDATE_TRIES = 20
 class LabelingError(ServiceError):
     """A submit or skip that cannot be accepted; `errors` lists each problem with the field it is about (an
     empty path: the submit as a whole)."""
+
+
+class OutsideQueue(LabelingError):
+    """The item is not this annotator's to answer: never handed to them, skipped, or gone to others once their
+    lease ran out. Nothing about the labels is wrong, so the page offers the next item rather than the form."""
+
+
+class AnnotatorPaused(LabelingError):
+    """A curator paused this annotator in the project: nothing they send is taken until they are resumed."""
 
 
 @dataclass(frozen=True)
@@ -47,16 +58,6 @@ def _live_leases(item_id: int, now: datetime, *, exclude_annotator_id: int | Non
     if exclude_annotator_id is not None:
         leases = leases.exclude(annotator_id=exclude_annotator_id)
     return leases.count()
-
-
-def _current_lease(*, project: Project, annotator: AbstractBaseUser, now: datetime) -> Assignment | None:
-    return (
-        Assignment.objects.filter(
-            item__project=project, annotator_id=annotator.pk, status=Assignment.Status.LEASED, expires_at__gt=now
-        )
-        .order_by("leased_at")
-        .first()
-    )
 
 
 def _candidates(*, project: Project, annotator: AbstractBaseUser, now: datetime, passed: list[int], routed: bool):  # type: ignore[no-untyped-def]
@@ -131,7 +132,7 @@ def assignment_next(*, project: Project, annotator: AbstractBaseUser) -> Item | 
     if annotator_is_paused(project=project, annotator=annotator):
         return None
     now = timezone.now()
-    current = _current_lease(project=project, annotator=annotator, now=now)
+    current = lease_live(project=project, annotator=annotator, now=now)
     if current is not None:
         with transaction.atomic():
             item = Item.objects.select_for_update().select_related("project").get(pk=current.item_id)
@@ -177,18 +178,25 @@ def _lease_candidate(*, project: Project, annotator: AbstractBaseUser, now: date
     return None
 
 
-def _ensure_slot(*, item: Item, annotator: AbstractBaseUser, now: datetime) -> None:
-    """Accept work on a live lease, or on an expired one while the item still has room."""
+def _ensure_not_paused(*, project: Project, annotator: AbstractBaseUser) -> None:
+    if annotator_is_paused(project=project, annotator=annotator):
+        raise AnnotatorPaused("A curator has paused your labeling in this project.")
+
+
+def _ensure_handed_out(*, item: Item, annotator: AbstractBaseUser, now: datetime) -> None:
+    """Accept work only from the queue: on this annotator's live lease, or on one that ran out while nobody took
+    their place (the item still has room), so that overlap holds however a submit is sent."""
+    _ensure_not_paused(project=item.project, annotator=annotator)
     mine = Assignment.objects.filter(item=item, annotator_id=annotator.pk).first()
-    if mine is not None and mine.status == Assignment.Status.LEASED and mine.expires_at > now:
-        return
     if mine is not None and mine.status == Assignment.Status.SKIPPED:
-        raise LabelingError("You skipped this item, so it cannot be submitted.")
-    if item.is_gold:
+        raise OutsideQueue(f"You skipped item {item.pk}, so it cannot be submitted.")
+    if mine is None or mine.status != Assignment.Status.LEASED:
+        raise OutsideQueue(f"Item {item.pk} was not handed to you: answer the items the queue gives you.")
+    if mine.expires_at > now or item.is_gold:  # gold items ignore overlap, so nobody can take an annotator's place
         return
     others = _live_leases(item.pk, now, exclude_annotator_id=annotator.pk)
     if item.annotation_count + others >= item.project.overlap + item.extra_overlap:
-        raise LabelingError("Your time on this item ran out and it has gone to other annotators.")
+        raise OutsideQueue(f"Your time on item {item.pk} ran out and it has gone to other annotators.")
 
 
 @transaction.atomic
@@ -202,7 +210,8 @@ def annotation_submit(
 ) -> SubmitResult:
     """Record an annotation: preference, ratings, spans and corrections in one row, checked against the
     project's current label schema. Repeating a submission (same UUID, or the same item again) changes nothing:
-    the result says so, and whether the repeat gave the same answer as the stored one.
+    the result says so, and whether the repeat gave the same answer as the stored one. A first answer needs the
+    annotator's lease on the item (else OutsideQueue) and an annotator who is not paused (else AnnotatorPaused).
     """
     if seconds_spent < 0:
         raise LabelingError(errors=[("seconds_spent", "cannot be negative")])
@@ -211,18 +220,16 @@ def annotation_submit(
     if earlier is not None and (earlier.item_id != item.pk or earlier.annotator_id != annotator.pk):
         raise LabelingError("This submission id belongs to another annotation.")
     earlier = earlier or Annotation.objects.filter(item=item, annotator_id=annotator.pk).first()
+    if earlier is not None:
+        # A repeat writes nothing, so it is answered even once the lease is gone or the annotator paused.
+        return _repeat(earlier, item=item, labels=labels)
+    now = timezone.now()
+    _ensure_handed_out(item=item, annotator=annotator, now=now)
     schema = label_schema_ensure(project=item.project)
     try:
         clean = labels_clean(schema.definition, labels, texts={"a": item.response_a, "b": item.response_b})
     except LabelError as error:
-        if earlier is not None:
-            return SubmitResult(annotation=earlier, created=False, same_answer=False)
         raise LabelingError(errors=error.errors) from None
-    if earlier is not None:
-        # One answer per annotator and item: a repeat never changes the stored one, and says whether it matched.
-        return SubmitResult(annotation=earlier, created=False, same_answer=_stored_labels(earlier) == clean)
-    now = timezone.now()
-    _ensure_slot(item=item, annotator=annotator, now=now)
     annotation = Annotation(
         item=item,
         annotator_id=annotator.pk,
@@ -240,18 +247,21 @@ def annotation_submit(
     annotation.save()
     Item.objects.filter(pk=item.pk).update(annotation_count=F("annotation_count") + 1)
     item_label_summaries_refresh(item_ids=[item.pk])  # under the item's row lock, taken above
-    Assignment.objects.update_or_create(
-        item=item,
-        annotator_id=annotator.pk,
-        defaults={"status": Assignment.Status.SUBMITTED, "finished_at": now},
-        create_defaults={
-            "status": Assignment.Status.SUBMITTED,
-            "finished_at": now,
-            "leased_at": now,
-            "expires_at": now,
-        },
+    # _ensure_handed_out found the lease; under the item's row lock, nothing has ended it since.
+    Assignment.objects.filter(item=item, annotator_id=annotator.pk).update(
+        status=Assignment.Status.SUBMITTED, finished_at=now
     )
     return SubmitResult(annotation=annotation, created=True)
+
+
+def _repeat(earlier: Annotation, *, item: Item, labels: Labels) -> SubmitResult:
+    """One answer per annotator and item: a repeat never changes the stored one, and says whether it matched."""
+    schema = label_schema_current(project=item.project)
+    try:
+        clean = labels_clean(schema.definition, labels, texts={"a": item.response_a, "b": item.response_b})
+    except LabelError:
+        return SubmitResult(annotation=earlier, created=False, same_answer=False)
+    return SubmitResult(annotation=earlier, created=False, same_answer=_stored_labels(earlier) == clean)
 
 
 def _stored_labels(annotation: Annotation) -> Labels:
@@ -267,26 +277,26 @@ def _stored_labels(annotation: Annotation) -> Labels:
 
 @transaction.atomic
 def assignment_skip(*, item: Item, annotator: AbstractBaseUser, reason: str) -> Assignment:
-    """Give an item back with a reason; this annotator will not be offered it again."""
+    """Give back an item handed to this annotator (its lease live or run out), with a reason; they will not be
+    offered it again. Skipping it again (a double click) only changes the reason."""
     reason = reason.strip()
     if not reason:
         raise LabelingError("Say why you skip this item.")
     if len(reason) > SKIP_REASON_MAX_CHARS:
         raise LabelingError(f"The skip reason is longer than {SKIP_REASON_MAX_CHARS} characters.")
-    item = Item.objects.select_for_update().get(pk=item.pk)
+    if (problem := unstorable(reason)) is not None:
+        raise LabelingError(errors=[("reason", f"holds {problem}, which cannot be stored; remove it")])
+    item = Item.objects.select_for_update().select_related("project").get(pk=item.pk)
     if Annotation.objects.filter(item=item, annotator_id=annotator.pk).exists():
         raise LabelingError("You already submitted this item.")
-    now = timezone.now()
-    assignment, _ = Assignment.objects.update_or_create(
-        item=item,
-        annotator_id=annotator.pk,
-        defaults={"status": Assignment.Status.SKIPPED, "skip_reason": reason, "finished_at": now},
-        create_defaults={
-            "status": Assignment.Status.SKIPPED,
-            "skip_reason": reason,
-            "finished_at": now,
-            "leased_at": now,
-            "expires_at": now,
-        },
-    )
+    _ensure_not_paused(project=item.project, annotator=annotator)
+    handed_out = [Assignment.Status.LEASED, Assignment.Status.SKIPPED]
+    assignment = Assignment.objects.filter(item=item, annotator_id=annotator.pk, status__in=handed_out).first()
+    if assignment is None:
+        raise OutsideQueue(f"Item {item.pk} was not handed to you: skip only the items the queue gives you.")
+    assignment.status = Assignment.Status.SKIPPED
+    assignment.skip_reason = reason
+    assignment.finished_at = timezone.now()
+    assignment.full_clean()
+    assignment.save(update_fields=["status", "skip_reason", "finished_at"])
     return assignment

@@ -1,9 +1,12 @@
 """The labeling page: one item at a time, the next one swapped in by htmx after each submit or skip.
 
+Leases are taken and renewed by POST only (label_next, submit, skip), so that a link followed from another site
+changes nothing: a GET shows the item the annotator already holds, or else a button that takes the next one.
+
 The page asks for whatever the project's current label schema asks for (a preference, attribute ratings per
 response, error spans and missing information, corrected responses), all posted in one form and saved in one
 transaction by annotation_submit. A refused submit shows the same item again, as entered, with each error next
-to its field.
+to its field; one the queue did not hand out (409), or from a paused annotator (403), shows a card saying so.
 """
 
 import json
@@ -25,9 +28,11 @@ from annotate.access import item_for_annotator, project_for_member
 from annotate.forms import RESPONSE_FIELD, AnnotationForm, SkipForm
 from annotate.labels import SIDES, strength_labels
 from annotate.models import Assignment, Item, Project
-from annotate.selectors import annotator_is_paused, label_schema_current, progress_for_annotator
+from annotate.selectors import annotator_is_paused, label_schema_current, lease_live, progress_for_annotator
 from annotate.services.labeling import (
+    AnnotatorPaused,
     LabelingError,
+    OutsideQueue,
     SubmitResult,
     annotation_submit,
     assignment_next,
@@ -262,9 +267,12 @@ def _render_card(
     errors: list[FieldError] | None = None,
     skip_form: SkipForm | None = None,
     notice: Notice | None = None,
+    take_next: bool = False,
+    take_at_once: bool = False,
     status: int = 200,
 ) -> HttpResponse:
-    """The whole labeling page, or only its item card for htmx requests."""
+    """The whole labeling page, or only its item card for htmx requests. Without an item, `take_next` offers a
+    button that takes the next one (label_next), pressed by htmx as the card loads with `take_at_once`."""
     context = {
         "project": project,
         "item": item,
@@ -275,6 +283,8 @@ def _render_card(
         "submission_uuid": form.data.get("submission_uuid") if form is not None else uuid.uuid4(),
         "progress": progress_for_annotator(project=project, annotator=request.user),  # type: ignore[arg-type]
         "paused": item is None and annotator_is_paused(project=project, annotator=request.user),  # type: ignore[arg-type]
+        "take_next": take_next,
+        "take_at_once": take_at_once,
     }
     if item is not None:
         context.update(_labeling_context(item, form, errors or []))
@@ -282,12 +292,37 @@ def _render_card(
     return render(request, template, context, status=status)
 
 
+def _visit_from_this_site(request: HttpRequest) -> bool:
+    """A page asked for from one of our own pages, or by the user directly (typed, a bookmark, a reload). A link
+    on another site is not (Sec-Fetch-Site: cross-site); nor is a browser that does not say."""
+    return request.headers.get("Sec-Fetch-Site") in ("same-origin", "none")
+
+
 @require_GET
 @login_required
 @never_cache  # Back and Forward fetch the page again rather than show an item already submitted
 def label(request: HttpRequest, project_id: int) -> HttpResponse:
+    """The item this annotator holds a live lease on, as it is: a GET takes and renews nothing. Without one, the
+    page offers the next item; it is taken by htmx as the page loads, unless another site sent the visitor here,
+    who then takes it with one click."""
+    project = project_for_member(request.user, project_id)
+    lease = lease_live(project=project, annotator=request.user)  # type: ignore[arg-type]
+    if lease is None or annotator_is_paused(project=project, annotator=request.user):  # type: ignore[arg-type]
+        return _render_card(
+            request, project=project, item=None, take_next=True, take_at_once=_visit_from_this_site(request)
+        )
+    return _render_card(request, project=project, item=lease.item)
+
+
+@require_POST
+@login_required
+def label_next(request: HttpRequest, project_id: int) -> HttpResponse:
+    """Take the next item, or renew the lease on the one held. htmx gets its card; a plain form post is sent to
+    the page (post/redirect/get), which shows the item now leased, or the card saying why there is none."""
     project = project_for_member(request.user, project_id)
     item = assignment_next(project=project, annotator=request.user)  # type: ignore[arg-type]
+    if item is not None and not request.htmx:  # type: ignore[attr-defined]
+        return redirect("annotate:label", project_id=project.pk)
     return _render_card(request, project=project, item=item)
 
 
@@ -301,13 +336,22 @@ def _seconds_spent(form: AnnotationForm, *, item: Item, request: HttpRequest) ->
 
 
 def _after_write(request: HttpRequest, *, project: Project, notice: Notice) -> HttpResponse:
-    """htmx gets the next item's card in place; a plain form post is redirected (post/redirect/get)."""
+    """The next item is leased here, in the POST; htmx gets its card in place, a plain form post is redirected
+    to the page (post/redirect/get), which shows it."""
+    item = assignment_next(project=project, annotator=request.user)  # type: ignore[arg-type]
     if not request.htmx:  # type: ignore[attr-defined]
         # The notice survives the redirect as a message, so a plain form post is told the same.
         (messages.warning if notice.warning else messages.success)(request, notice.text)
         return redirect("annotate:label", project_id=project.pk)
-    item = assignment_next(project=project, annotator=request.user)  # type: ignore[arg-type]
     return _render_card(request, project=project, item=item, notice=notice)
+
+
+def _refused(request: HttpRequest, *, project: Project, error: LabelingError, what: str) -> HttpResponse:
+    """A submit or skip of an item that is not this annotator's to answer (409), or from a paused annotator
+    (403): nothing was written, and the card says so and offers the next item (the paused card, none)."""
+    status = 403 if isinstance(error, AnnotatorPaused) else 409
+    notice = Notice(f"Not {what}: {error}", warning=True)
+    return _render_card(request, project=project, item=None, notice=notice, take_next=True, status=status)
 
 
 @require_POST
@@ -325,6 +369,8 @@ def submit(request: HttpRequest, project_id: int, item_id: int) -> HttpResponse:
             seconds_spent=_seconds_spent(form, item=item, request=request),
             submission_uuid=form.cleaned_data["submission_uuid"],
         )
+    except (AnnotatorPaused, OutsideQueue) as error:
+        return _refused(request, project=item.project, error=error, what="saved")
     except LabelingError as error:
         return _render_card(request, project=item.project, item=item, form=form, errors=error.errors, status=422)
     return _after_write(request, project=item.project, notice=_submit_notice(result))
@@ -353,6 +399,8 @@ def skip(request: HttpRequest, project_id: int, item_id: int) -> HttpResponse:
         return _render_card(request, project=item.project, item=item, skip_form=skip_form, status=422)
     try:
         assignment_skip(item=item, annotator=request.user, reason=skip_form.cleaned_data["reason"])  # type: ignore[arg-type]
+    except (AnnotatorPaused, OutsideQueue) as error:
+        return _refused(request, project=item.project, error=error, what="skipped")
     except LabelingError as error:
         form_add_errors(skip_form, error.errors)
         return _render_card(request, project=item.project, item=item, skip_form=skip_form, status=422)

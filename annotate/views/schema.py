@@ -1,6 +1,7 @@
 """Project admins edit the label schema. Every saved change becomes a new version."""
 
 import json
+import math
 
 from django import forms
 from django.contrib import messages
@@ -15,6 +16,7 @@ from annotate.labels import PRESETS, LabelError
 from annotate.models import LabelSchema, Role
 from annotate.selectors import label_schema_current
 from annotate.services.schemas import label_schema_set
+from annotate.text import unstorable_in
 from concord.errors import FieldError
 
 
@@ -25,11 +27,35 @@ class SchemaForm(forms.Form):
 
     def clean_definition(self) -> object:
         try:
-            return json.loads(self.cleaned_data["definition"])
+            definition = json.loads(self.cleaned_data["definition"], parse_constant=_no_constant, parse_float=_finite)
         except json.JSONDecodeError as error:
             raise forms.ValidationError(
                 f"Not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}."
             ) from None
+        except _UnstorableNumber as error:
+            raise forms.ValidationError(f"It holds {error}, which cannot be stored.") from None
+        except (ValueError, RecursionError):  # a number of thousands of digits, nesting a thousand levels deep
+            raise forms.ValidationError("Not a label schema: a number or the nesting is far too large.") from None
+        # "\u0000" is valid JSON, but no database column holds the character.
+        if (found := unstorable_in(definition)) is not None:
+            where = f"{found.path} holds" if found.path else "It holds"
+            raise forms.ValidationError(f"{where} {found.problem}, which cannot be stored; remove it.")
+        return definition
+
+
+class _UnstorableNumber(ValueError):
+    """Python's json reads NaN and Infinity (and 1e999, as infinity); PostgreSQL's jsonb holds neither."""
+
+
+def _no_constant(name: str) -> object:
+    raise _UnstorableNumber(name)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _UnstorableNumber(f"the number {text[:40]}")
+    return value
 
 
 def _pretty(definition: object) -> str:

@@ -1,8 +1,10 @@
 """Settings shared by every environment. Everything configurable comes from the environment."""
 
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF
 
 from .env import env_bool, env_int, env_list, env_str
 
@@ -27,6 +29,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "axes",
+    "csp",
     "annotate",
     "curation",
     "training",
@@ -42,6 +46,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last, so that it turns a locked-out login's response into the lockout page (concord.login_guard).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "concord.urls"
@@ -95,6 +102,28 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "annotate:project_list"
 LOGOUT_REDIRECT_URL = "login"
 
+# Password guessing (django-axes, concord.login_guard): a username is locked out at one address after
+# CONCORD_LOGIN_FAILURE_LIMIT failed logins from there, and an address after CONCORD_LOGIN_ADDRESS_FAILURE_LIMIT
+# failures whatever the usernames, until CONCORD_LOGIN_COOLOFF_MINUTES have passed since the last failure (a try
+# while locked out, right password or not, is another failure). The login form and the admin's answer 429 with
+# Retry-After. Failures are rows in the database, so every worker sees them; an admin unlocks in the admin (Axes >
+# Access attempts: delete the rows) or with `manage.py axes_reset_username NAME` or `axes_reset_ip ADDRESS`.
+# Tests and scripts log in with Client.force_login: authenticate() without a request is refused.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_HANDLER = "concord.login_guard.LoginGuardHandler"
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_FAILURE_LIMIT = env_int("CONCORD_LOGIN_FAILURE_LIMIT", 5)
+CONCORD_LOGIN_ADDRESS_FAILURE_LIMIT = env_int("CONCORD_LOGIN_ADDRESS_FAILURE_LIMIT", 30)
+AXES_COOLOFF_TIME = timedelta(minutes=max(1, env_int("CONCORD_LOGIN_COOLOFF_MINUTES", 15)))
+AXES_RESET_ON_SUCCESS = True
+AXES_ENABLE_ACCESS_FAILURE_LOG = True
+AXES_VERBOSE = False  # no banner on every manage.py command; failures are still logged
+AXES_LOCKOUT_CALLABLE = "concord.login_guard.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "concord.addresses.client_address"
+# Reverse proxies in front of the web server that append the client's address to X-Forwarded-For; 0 (no proxy):
+# the header is ignored, so a client cannot pose as a new address per request (concord.addresses).
+CONCORD_TRUSTED_PROXIES = env_int("CONCORD_TRUSTED_PROXIES", 0)
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
@@ -113,12 +142,28 @@ TRAINING_ROOT = Path(env_str("TRAINING_ROOT", str(VAR_DIR / "training")))
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 CONCORD_MAX_UPLOAD_BYTES = env_int("CONCORD_MAX_UPLOAD_BYTES", 256 * 1024 * 1024)
+# How large a gzip file being imported (uploaded or from the command line) may grow as it is decompressed; it may
+# also grow at most 100 times its compressed size (annotate.formats.reading.MAX_GZIP_RATIO).
+CONCORD_MAX_EXPANDED_BYTES = env_int("CONCORD_MAX_EXPANDED_BYTES", 4 * CONCORD_MAX_UPLOAD_BYTES)
 
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False  # htmx reads the token from the page, not the cookie.
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+# Content-Security-Policy (django-csp) on every response: scripts, styles and everything else from this origin
+# only, so no inline <script>, <style>, style="..." or on...= handler runs or applies (templates keep them in
+# static/; htmx is told not to inject styles or eval, in base.html's htmx-config); no plugins, no framing, forms
+# post here only.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
 
 # Celery: progress lives in the database, so results are not stored in the broker.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "redis://127.0.0.1:56379/0")
@@ -142,6 +187,11 @@ CONCORD_MIN_HELDOUT_PAIRS = env_int("CONCORD_MIN_HELDOUT_PAIRS", 50)
 # The encoder that embeds pairs for a curation round's error-driven retrieval (a local checkpoint directory); empty:
 # the default backbone (all-MiniLM-L6-v2, training.ml.config.default_backbone).
 CONCORD_EMBEDDING_MODEL = env_str("CONCORD_EMBEDDING_MODEL", "")
+# Directories (colon- or comma-separated) whose model directories a training run may start from, beside the packaged
+# default and the models of projects the user administers (training.selectors_backbones); no other path is read.
+CONCORD_MODEL_ROOTS = [
+    root.strip() for root in env_str("CONCORD_MODEL_ROOTS", "").replace(",", ":").split(":") if root.strip()
+]
 CONCORD_MAX_RECOVERIES = env_int("CONCORD_MAX_RECOVERIES", 3)
 CONCORD_RECOVERY_GRACE_S = env_int("CONCORD_RECOVERY_GRACE_S", 120)
 CELERY_IMPORTS = ["training.watchdog_tasks", "training.review_tasks"]
@@ -176,10 +226,21 @@ LOGGING = {
 REST_FRAMEWORK = {
     # Token first: an anonymous request is answered 401 with `WWW-Authenticate: Token`.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "curation.api.authentication.GuardedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
+        # Last: reached only by a request that carries no credentials at all.
+        "curation.api.authentication.AnonymousAddressLimit",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Throttles (curation.api.throttles), counted in the cache (Redis, shared by every worker): per user once
+    # logged in; per address for requests without credentials and for failed tokens, after which the address gets
+    # 429 with Retry-After for any token until the window has passed.
+    "DEFAULT_THROTTLE_CLASSES": ["curation.api.throttles.UserThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "user": env_str("CONCORD_API_USER_RATE", "600/min"),
+        "anon": env_str("CONCORD_API_ANON_RATE", "60/min"),
+        "bad_token": env_str("CONCORD_API_BAD_TOKEN_RATE", "10/min"),
+    },
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -191,6 +252,11 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": "/api/v1",
     "COMPONENT_SPLIT_REQUEST": True,
+    # The ways to log in; curation.api.authentication.AnonymousAddressLimit only counts requests that use neither.
+    "AUTHENTICATION_WHITELIST": [
+        "curation.api.authentication.GuardedTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
     # Two models have a `status` field with different choices: name each enum after its model.
     "ENUM_NAME_OVERRIDES": {
         "DatasetVersionStatusEnum": "curation.models.DatasetVersion.Status",

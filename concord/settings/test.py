@@ -18,6 +18,9 @@ CELERY_TASK_ROUTES = {"training.tasks.*": {"queue": "test-gpu"}}
 # Two test runs on one PostgreSQL server (two checkouts, say) each need their own test database.
 if os.environ.get("TEST_DATABASE_NAME"):
     DATABASES["default"]["TEST"] = {"NAME": os.environ["TEST_DATABASE_NAME"]}  # noqa: F405
+    # And their own cache keys on the shared Redis (the API's throttle counts, progress): the servers and workers
+    # a run starts inherit the variable, so they share the run's keys and no other run's.
+    CACHES["default"]["KEY_PREFIX"] = f"concord-test-{os.environ['TEST_DATABASE_NAME']}"  # noqa: F405
 # No connection pool unless asked for: tests hold one connection per thread for as long as they like (threads
 # racing for the queue, say), which a pool sized for web threads would make wait. tests/test_serving.py asks for
 # one in the web server it starts (CONCORD_DB_POOL=1), as `make run` serves.

@@ -33,6 +33,8 @@ from curation.services.version_exports import export_job_create
 from curation.services.versions import VersionError
 
 NOT_FOUND = OpenApiResponse(description="No such version or export within your reach.")
+# The extra actions below take `format`: the router also serves every route with a format suffix
+# (/versions/1/manifest.json) and passes the suffix on, which an action without it answered with a 500.
 
 
 class AnyAccept(BaseContentNegotiation):
@@ -71,7 +73,7 @@ class VersionViewSet(viewsets.ReadOnlyModelViewSet[DatasetVersion]):
 
     @extend_schema(summary="The version's manifest", responses={200: OpenApiTypes.OBJECT, 404: NOT_FOUND})
     @action(detail=True, methods=["get"])
-    def manifest(self, request: Request, pk: str | None = None) -> Response:
+    def manifest(self, request: Request, pk: str | None = None, format: str | None = None) -> Response:
         return Response(self.get_object().manifest)
 
     @extend_schema(
@@ -90,7 +92,7 @@ class VersionViewSet(viewsets.ReadOnlyModelViewSet[DatasetVersion]):
         },
     )
     @action(detail=True, methods=["get", "post"])
-    def exports(self, request: Request, pk: str | None = None) -> Response:
+    def exports(self, request: Request, pk: str | None = None, format: str | None = None) -> Response:
         version = self.get_object()
         if request.method == "POST":
             return self._export_create(request, version)
@@ -130,7 +132,7 @@ class ExportViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet[ExportJob
         responses={(200, "application/octet-stream"): OpenApiTypes.BINARY, 404: NOT_FOUND},
     )
     @action(detail=True, methods=["get"], content_negotiation_class=AnyAccept)
-    def download(self, request: Request, pk: str | None = None) -> FileResponse:
+    def download(self, request: Request, pk: str | None = None, format: str | None = None) -> FileResponse:
         job = self.get_object()
         if job.status != ExportJob.Status.DONE or not job.file:
             raise Http404("The export is not done")

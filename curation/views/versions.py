@@ -79,7 +79,7 @@ class VersionForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["projects"].queryset = curated_projects(user)  # type: ignore[attr-defined]
         self.fields["projects"].initial = [project.pk]
-        self.fields["parent"].queryset = parent_choices(project)  # type: ignore[attr-defined]
+        self.fields["parent"].queryset = parent_choices(project, user)  # type: ignore[attr-defined]
 
     def version_filters(self) -> VersionFilters:
         data = self.cleaned_data
@@ -105,7 +105,8 @@ class VersionForm(forms.Form):
 @require_GET
 def version_list(request: HttpRequest, project_id: int) -> HttpResponse:
     project = project_for_member(request.user, project_id, min_role=Role.CURATOR)
-    context = {"project": project, "versions": versions_for_project(project)[:100], **_nav(request, project)}
+    versions = versions_for_project(project, request.user)[:100]
+    context = {"project": project, "versions": versions, **_nav(request, project)}
     return render(request, "curation/versions.html", context)
 
 

@@ -1,11 +1,13 @@
 import hashlib
+from datetime import timedelta
 
 import factory
 from django.contrib.auth import get_user_model
 from django.db.models import F
+from django.utils import timezone
 
 from annotate.labels import PREFERENCE_ONLY_SCHEMA
-from annotate.models import Annotation, Item, LabelSchema, Membership, Project, Role
+from annotate.models import Annotation, Assignment, Item, LabelSchema, Membership, Project, Role
 from annotate.services.label_summary import item_label_summaries_refresh
 
 DEFAULT_PASSWORD = "correct-horse-battery"
@@ -85,3 +87,17 @@ class AnnotationFactory(factory.django.DjangoModelFactory):
         Item.objects.filter(pk=annotation.item_id).update(annotation_count=F("annotation_count") + 1)
         item_label_summaries_refresh(item_ids=[annotation.item_id])
         return annotation
+
+
+class AssignmentFactory(factory.django.DjangoModelFactory):
+    """A live lease of the item to the annotator, as assignment_next hands work out: annotation_submit and
+    assignment_skip take work only on one. It does not check the item's overlap; assignment_next does."""
+
+    class Meta:
+        model = Assignment
+
+    item = factory.SubFactory(ItemFactory)
+    annotator = factory.SubFactory(UserFactory)
+    status = Assignment.Status.LEASED
+    leased_at = factory.LazyFunction(timezone.now)
+    expires_at = factory.LazyAttribute(lambda o: o.leased_at + timedelta(minutes=o.item.project.lease_minutes))

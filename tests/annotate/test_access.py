@@ -63,12 +63,10 @@ def test_writes_need_post(login, two_projects) -> None:  # type: ignore[no-untyp
 def test_csrf_is_enforced(two_projects) -> None:  # type: ignore[no-untyped-def]
     from django.test import Client
 
-    from tests.annotate.factories import DEFAULT_PASSWORD
-
     mine, _, item, _ = two_projects
     user = member(mine)
     client = Client(enforce_csrf_checks=True)
-    client.login(username=user.username, password=DEFAULT_PASSWORD)
+    client.force_login(user)
     response = client.post(
         reverse("annotate:submit", args=[mine.pk, item.pk]), {"strength": "1", "submission_uuid": "0" * 32}
     )

@@ -119,6 +119,8 @@ def test_annotator_labels_ratings_spans_and_missing_information(live_server, pag
     page.goto(live_server.url + reverse("annotate:label", args=[project.pk]))
     # The shortcuts come from deferred scripts, which have run once the load event fires.
     page.wait_for_load_state("load")
+    # The item is taken by a POST the page sends as it loads (a GET takes no lease), then swapped in.
+    expect(page.locator("#item-card [data-item-id]")).to_have_attribute("data-item-id", str(item.pk))
 
     page.keyboard.press("2")
     expect(page.locator('.strength-option[data-key="2"] input')).to_be_checked()

@@ -37,7 +37,7 @@ def test_hh_rlhf_items_can_be_imported_labeled_and_exported(tmp_path, login) -> 
     # Two annotators each prefer the careful answer on every item, whichever side it landed on.
     for annotator in (member(project), member(project)):
         client = login(annotator)
-        page = client.get(reverse("annotate:label", args=[project.pk]))
+        page = client.post(reverse("annotate:label_next", args=[project.pk]), HTTP_HX_REQUEST="true")
         while (match := re.search(r'data-item-id="(\d+)"', page.content.decode())) is not None:
             item = Item.objects.get(pk=int(match.group(1)))
             strength = -2 if "careful" in item.response_a else 3

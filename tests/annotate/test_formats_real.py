@@ -310,7 +310,11 @@ def with_errors(*errors: dict) -> dict:
 @pytest.mark.parametrize(
     ("fmt", "content", "message"),
     [
-        ("finegrainedrlhf", json.dumps([FG_OK, FG_OK])[:-40], r"record 2: invalid JSON: parse error: premature EOF"),
+        (
+            "finegrainedrlhf",
+            json.dumps([FG_OK, FG_OK])[:-40],
+            "record 2: invalid JSON in field 'feedback': parse error: premature EOF",
+        ),
         (
             "finegrainedrlhf",
             json.dumps([FG_OK, without(FG_OK, "prediction 2")]),

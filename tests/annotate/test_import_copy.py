@@ -134,14 +134,14 @@ def test_escapes_that_only_look_like_a_nul_or_a_surrogate_are_imported(tmp_path)
 
 
 @pytest.mark.django_db
-def test_nan_in_metadata_is_refused_with_its_line(tmp_path):
+def test_nan_in_metadata_is_refused_with_its_line_and_field(tmp_path):
     lines = [
         json.dumps({"prompt": "p", "response_a": "a", "response_b": "b"}),
         '{"prompt": "p", "response_a": "a", "response_b": "c", "metadata": {"score": NaN}}',
     ]
     batch = run_import(ProjectFactory(), write_lines(tmp_path / "nan.jsonl", lines), "pairs")
     assert batch.status == ImportBatch.Status.FAILED
-    assert batch.error == "nan.jsonl line 2: the record holds NaN or Infinity, which JSON does not allow"
+    assert batch.error == "nan.jsonl line 2: field 'metadata' holds NaN, which JSON does not allow"
 
 
 @pytest.mark.django_db

@@ -83,7 +83,7 @@ def test_a_submit_from_the_labeling_page_keeps_the_summary(login) -> None:  # ty
         submission_uuid=uuid.uuid4(),
     )
     client = login(second)
-    client.get(reverse("annotate:label", args=[project.pk]))
+    client.post(reverse("annotate:label_next", args=[project.pk]))
     form = {f"rating-{side}-{name}": "2" for side in "ab" for name in ratings["a"]}
     form |= {"strength": "1", "submission_uuid": str(uuid.uuid4()), "rating-a-verbosity": "4"}
     assert client.post(reverse("annotate:submit", args=[project.pk, item.pk]), form).status_code == 302

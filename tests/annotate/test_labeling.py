@@ -34,7 +34,12 @@ def project():  # type: ignore[no-untyped-def]
     return project
 
 
-def label(client, project):  # type: ignore[no-untyped-def]
+def take_next(client, project):  # type: ignore[no-untyped-def]
+    """Take the next item (or renew the lease held) as the labeling page does, by htmx POST."""
+    return client.post(reverse("annotate:label_next", args=[project.pk]), **HTMX)
+
+
+def page(client, project):  # type: ignore[no-untyped-def]
     return client.get(reverse("annotate:label", args=[project.pk]))
 
 
@@ -46,18 +51,19 @@ def submit(client, project, item_id, **fields):  # type: ignore[no-untyped-def]
 
 def test_a_reload_shows_the_same_leased_item(login, project) -> None:  # type: ignore[no-untyped-def]
     client = login(member(project))
-    first = shown_item(label(client, project))
+    first = shown_item(take_next(client, project))
     assert first is not None
-    assert shown_item(label(client, project)) == first
+    assert shown_item(page(client, project)) == first
+    assert shown_item(take_next(client, project)) == first
     assert Assignment.objects.filter(item_id=first, status=Assignment.Status.LEASED).count() == 1
 
 
 def test_submit_saves_and_swaps_in_the_next_item(login, project) -> None:  # type: ignore[no-untyped-def]
     annotator = member(project)
     client = login(annotator)
-    page = label(client, project)
-    first = shown_item(page)
-    response = submit(client, project, first, submission_uuid=submission_uuid(page), seconds_spent="12.5")
+    card = take_next(client, project)
+    first = shown_item(card)
+    response = submit(client, project, first, submission_uuid=submission_uuid(card), seconds_spent="12.5")
     assert response.status_code == 200
     body = response.content.decode()
     assert "<html" not in body, "htmx gets only the item card"
@@ -75,18 +81,20 @@ def test_submit_saves_and_swaps_in_the_next_item(login, project) -> None:  # typ
 
 def test_a_plain_form_post_redirects_to_the_next_item(login, project) -> None:  # type: ignore[no-untyped-def]
     client = login(member(project))
-    first = shown_item(label(client, project))
+    first = shown_item(take_next(client, project))
     response = client.post(
         reverse("annotate:submit", args=[project.pk, first]), {"strength": "3", "submission_uuid": str(uuid.uuid4())}
     )
     assert response.status_code == 302
     assert response["Location"] == reverse("annotate:label", args=[project.pk])
+    # The POST leased the next item, so the page shows it without another click (no JavaScript needed).
+    assert shown_item(client.get(response["Location"])) not in (None, first)
 
 
 def test_resubmitting_the_same_submission_creates_no_second_annotation(login, project) -> None:  # type: ignore[no-untyped-def]
     annotator = member(project)
     client = login(annotator)
-    first = shown_item(label(client, project))
+    first = shown_item(take_next(client, project))
     token = str(uuid.uuid4())
     assert submit(client, project, first, submission_uuid=token).status_code == 200
     assert submit(client, project, first, submission_uuid=token, strength="3").status_code == 200
@@ -101,8 +109,8 @@ def test_a_resubmit_says_whether_it_was_saved_and_never_claims_a_save_that_did_n
     """Back, then Forward, showed a submitted item again; relabelling it answered "Saved." though nothing was."""
     annotator = member(project)
     client = login(annotator)
-    page = label(client, project)
-    first, token = shown_item(page), submission_uuid(page)
+    card = take_next(client, project)
+    first, token = shown_item(card), submission_uuid(card)
     assert "Saved." in submit(client, project, first, submission_uuid=token).content.decode()
     # The stale page posts its own submission id again, with another answer.
     stale = submit(client, project, first, submission_uuid=token, strength="3").content.decode()
@@ -124,13 +132,13 @@ def test_a_resubmit_says_whether_it_was_saved_and_never_claims_a_save_that_did_n
 
 
 def test_the_labeling_page_is_never_cached(login, project) -> None:  # type: ignore[no-untyped-def]
-    response = label(login(member(project)), project)
+    response = page(login(member(project)), project)
     assert "no-store" in response["Cache-Control"]
 
 
 def test_a_submission_id_cannot_be_reused_for_another_item(login, project) -> None:  # type: ignore[no-untyped-def]
     client = login(member(project))
-    first = shown_item(label(client, project))
+    first = shown_item(take_next(client, project))
     token = str(uuid.uuid4())
     second = shown_item(submit(client, project, first, submission_uuid=token))
     response = submit(client, project, second, submission_uuid=token)
@@ -150,7 +158,7 @@ def test_a_submission_id_cannot_be_reused_for_another_item(login, project) -> No
 )
 def test_invalid_submissions_are_refused_with_a_message(login, project, fields, message) -> None:  # type: ignore[no-untyped-def]
     client = login(member(project))
-    first = shown_item(label(client, project))
+    first = shown_item(take_next(client, project))
     response = submit(client, project, first, **fields)
     assert response.status_code == 422
     assert message in response.content.decode()
@@ -161,7 +169,7 @@ def test_invalid_submissions_are_refused_with_a_message(login, project, fields, 
 def test_skip_needs_a_reason_and_the_item_is_not_offered_again(login, project) -> None:  # type: ignore[no-untyped-def]
     annotator = member(project)
     client = login(annotator)
-    first = shown_item(label(client, project))
+    first = shown_item(take_next(client, project))
     url = reverse("annotate:skip", args=[project.pk, first])
     refused = client.post(url, {"reason": "  "}, **HTMX)
     assert refused.status_code == 422
@@ -173,7 +181,7 @@ def test_skip_needs_a_reason_and_the_item_is_not_offered_again(login, project) -
     assert (assignment.status, assignment.skip_reason) == (Assignment.Status.SKIPPED, "Outside my expertise")
     seen = {first}
     for _ in range(5):
-        item = shown_item(label(client, project))
+        item = shown_item(take_next(client, project))
         if item is None:
             break
         seen.add(item)
@@ -186,15 +194,15 @@ def test_least_annotated_items_come_first(login) -> None:  # type: ignore[no-unt
     project = ProjectFactory(overlap=3)
     busy, fresh = ItemFactory(project=project), ItemFactory(project=project)
     Item.objects.filter(pk=busy.pk).update(annotation_count=2)
-    assert shown_item(label(login(member(project)), project)) == fresh.pk
+    assert shown_item(take_next(login(member(project)), project)) == fresh.pk
 
 
 def test_it_never_assigns_beyond_overlap(login) -> None:  # type: ignore[no-untyped-def]
     project = ProjectFactory(overlap=1)
     only = ItemFactory(project=project)
     first, second = login(member(project)), login(member(project))
-    assert shown_item(label(first, project)) == only.pk
-    empty = label(second, project)
+    assert shown_item(take_next(first, project)) == only.pk
+    empty = take_next(second, project)
     assert shown_item(empty) is None
     assert 'data-testid="queue-empty"' in empty.content.decode()
 
@@ -204,12 +212,14 @@ def test_an_expired_lease_goes_to_someone_else_and_a_late_submit_is_refused(logi
     only = ItemFactory(project=project)
     slow, quick = member(project), member(project)
     slow_client, quick_client = login(slow), login(quick)
-    assert shown_item(label(slow_client, project)) == only.pk
+    assert shown_item(take_next(slow_client, project)) == only.pk
     Assignment.objects.filter(annotator=slow).update(expires_at=timezone.now() - timedelta(seconds=1))
-    assert shown_item(label(quick_client, project)) == only.pk
+    assert shown_item(take_next(quick_client, project)) == only.pk
     late = submit(slow_client, project, only.pk)
-    assert late.status_code == 422
-    assert "gone to other annotators" in late.content.decode()
+    assert late.status_code == 409
+    assert (
+        f"Not saved: Your time on item {only.pk} ran out and it has gone to other annotators." in late.content.decode()
+    )
     assert submit(quick_client, project, only.pk).status_code == 200
     assert list(Annotation.objects.values_list("annotator", flat=True)) == [quick.pk]
 
@@ -217,7 +227,7 @@ def test_an_expired_lease_goes_to_someone_else_and_a_late_submit_is_refused(logi
 def test_an_expired_lease_can_still_be_submitted_while_there_is_room(login, project) -> None:  # type: ignore[no-untyped-def]
     annotator = member(project)
     client = login(annotator)
-    first = shown_item(label(client, project))
+    first = shown_item(take_next(client, project))
     Assignment.objects.filter(annotator=annotator).update(expires_at=timezone.now() - timedelta(minutes=1))
     assert submit(client, project, first).status_code == 200
     assert Annotation.objects.filter(item_id=first, annotator=annotator).exists()
@@ -232,7 +242,7 @@ def test_model_outputs_are_escaped(login) -> None:  # type: ignore[no-untyped-de
         response_b='<a href="javascript:alert(1)">click</a>',
     )
     client = login(member(project))
-    body = label(client, project).content.decode()
+    body = take_next(client, project).content.decode()
     assert "<script>alert('a')</script>" not in body
     assert "&lt;script&gt;alert(&#x27;a&#x27;)&lt;/script&gt;\n  indented" in body
     assert "&lt;img src=x onerror=alert(1)&gt;" in body
@@ -245,7 +255,7 @@ def test_model_outputs_are_escaped(login) -> None:  # type: ignore[no-untyped-de
 def test_the_queue_page_shows_progress(login, project) -> None:  # type: ignore[no-untyped-def]
     annotator = member(project)
     client = login(annotator)
-    submit(client, project, shown_item(label(client, project)))
+    submit(client, project, shown_item(take_next(client, project)))
     body = client.get(reverse("annotate:project_queue", args=[project.pk])).content.decode()
     assert re.search(r'id="done-count">1<', body)
     assert re.search(r'id="remaining-count">2<', body)
@@ -256,9 +266,10 @@ def test_a_paused_annotator_gets_no_work_and_is_told_why(login, project) -> None
 
     annotator = member(project)
     Membership.objects.filter(user=annotator).update(is_paused=True)
-    page = label(login(annotator), project)
-    assert shown_item(page) is None
-    assert 'data-testid="paused"' in page.content.decode()
+    client = login(annotator)
+    for response in (page(client, project), take_next(client, project)):
+        assert shown_item(response) is None
+        assert 'data-testid="paused"' in response.content.decode()
     assert not Assignment.objects.filter(annotator=annotator).exists()
 
 
@@ -266,6 +277,6 @@ def test_extra_overlap_brings_a_finished_item_back(login) -> None:  # type: igno
     project = ProjectFactory(overlap=1)
     item = ItemFactory(project=project, annotation_count=1)
     client = login(member(project))
-    assert shown_item(label(client, project)) is None
+    assert shown_item(take_next(client, project)) is None
     Item.objects.filter(pk=item.pk).update(extra_overlap=1)
-    assert shown_item(label(client, project)) == item.pk
+    assert shown_item(take_next(client, project)) == item.pk

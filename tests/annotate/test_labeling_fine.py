@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 from django.urls import reverse
 
-from annotate.labels import DEFAULT_SCHEMA
-from annotate.models import Annotation, Item, ItemGroup
-from tests.annotate.factories import ItemFactory, ProjectFactory, member
+from annotate.labels import DEFAULT_SCHEMA, PREFERENCE_ONLY_SCHEMA, Labels
+from annotate.models import Annotation, Assignment, Item, ItemGroup
+from annotate.services.labeling import LabelingError, annotation_submit, assignment_skip
+from tests.annotate.factories import AssignmentFactory, ItemFactory, ProjectFactory, member
 
 pytestmark = pytest.mark.django_db
 
@@ -67,7 +68,8 @@ def valid_post(**changes: Any) -> dict[str, Any]:
 
 
 def open_page(client, item: Item) -> str:  # type: ignore[no-untyped-def]
-    response = client.get(reverse("annotate:label", args=[item.project_id]))
+    """Take the item, as the labeling page does by htmx POST; its card."""
+    response = client.post(reverse("annotate:label_next", args=[item.project_id]), **HTMX)
     assert response.status_code == 200
     body = response.content.decode()
     assert f'data-item-id="{item.pk}"' in body
@@ -307,3 +309,58 @@ def test_text_the_html_parser_would_change_is_also_sent_exactly(login) -> None: 
     body = open_page(login(member(item.project)), item)
     assert 'data-exact="&quot;Line one\\r\\nLine &lt;two&gt;&quot;"' in body
     assert body.count("data-exact=") == 1, "plain text is not sent twice"
+
+
+# PostgreSQL stores no NUL in text or jsonb: a corrected response holding one was a 500 (issue 12, item 7).
+NUL_IN_FREE_TEXT = [
+    (
+        {"correction-a": "Paris is\x00 the capital."},
+        "correction-a",
+        "holds the character U+0000, which cannot be stored",
+    ),
+    ({"correction-b": "\x00"}, "correction-b", "holds the character U+0000, which cannot be stored; remove it"),
+    ({"justification": "A is right\x00"}, "justification", "Null characters are not allowed."),
+    ({"spans_json": json.dumps(VALID_SPANS).replace("irrelevant", "irrelevant\x00")}, "spans", "Null characters"),
+    ({"spans_json": json.dumps([{**VALID_SPANS[0], "category": "irrelevant\x00"}])}, "spans", "spans[0].category"),
+    ({"missing-b": "missing_answer\x00"}, "missing-b", "missing[0].category"),
+]
+
+
+@pytest.mark.parametrize(("changes", "field", "message"), NUL_IN_FREE_TEXT)
+def test_a_nul_in_any_free_text_is_refused_at_its_field_and_nothing_is_stored(login, changes, field, message) -> None:  # type: ignore[no-untyped-def]
+    item = make_item(schema_with(correction={"enabled": True}))
+    client = login(member(item.project))
+    open_page(client, item)
+    response = post(client, item, valid_post(**changes))
+    assert response.status_code == 422
+    body = response.content.decode()
+    assert message in body
+    if field.startswith("correction-"):
+        # Shown under the box it is about, not only in the summary at the top.
+        assert re.search(
+            rf'name="{field}".*?</textarea>\s*<p class="field-error">{re.escape(message)}', body, re.DOTALL
+        )
+    assert not Annotation.objects.exists()
+    assert Item.objects.get(pk=item.pk).annotation_count == 0
+
+
+@pytest.mark.parametrize(
+    ("labels", "path"),
+    [
+        (Labels(strength=-1, justification="A is right\x00"), "justification"),
+        (Labels(strength=-1, corrections={"b": "Lyon \ud800"}), "corrections.b"),
+    ],
+)
+def test_the_submit_service_refuses_text_no_column_can_hold_from_any_caller(labels, path) -> None:  # type: ignore[no-untyped-def]
+    """Not only the form: an API or a script calling the service gets the field named, never a database error."""
+    item = ItemFactory(project=ProjectFactory(schema={**PREFERENCE_ONLY_SCHEMA, "correction": {"enabled": True}}))
+    annotator = member(item.project)
+    AssignmentFactory(item=item, annotator=annotator)
+    with pytest.raises(LabelingError) as refused:
+        annotation_submit(item=item, annotator=annotator, labels=labels, seconds_spent=1, submission_uuid=uuid.uuid4())
+    assert [error.path for error in refused.value.errors] == [path]
+    assert "which cannot be stored" in str(refused.value)
+    with pytest.raises(LabelingError, match=r"reason: holds the character U\+0000, which cannot be stored"):
+        assignment_skip(item=item, annotator=annotator, reason="Outside\x00 my expertise")
+    assert not Annotation.objects.exists()
+    assert Assignment.objects.get(item=item, annotator=annotator).status == Assignment.Status.LEASED

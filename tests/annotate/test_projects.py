@@ -4,7 +4,7 @@ import pytest
 from django.urls import reverse
 
 from annotate.models import Membership, Project, Role
-from tests.annotate.factories import ItemFactory, ProjectFactory, UserFactory, member
+from tests.annotate.factories import AssignmentFactory, ItemFactory, ProjectFactory, UserFactory, member
 
 pytestmark = pytest.mark.django_db
 
@@ -58,7 +58,8 @@ def test_raising_overlap_sends_finished_items_back_to_the_queue(login) -> None: 
     project = ProjectFactory(overlap=1)
     ItemFactory(project=project, annotation_count=1)
     admin, annotator = member(project, Role.ADMIN), member(project)
-    assert b'data-testid="queue-empty"' in login(annotator).get(reverse("annotate:label", args=[project.pk])).content
+    take_next = reverse("annotate:label_next", args=[project.pk])
+    assert b'data-testid="queue-empty"' in login(annotator).post(take_next).content
     data = {
         "name": project.name,
         "guidelines": "",
@@ -68,7 +69,7 @@ def test_raising_overlap_sends_finished_items_back_to_the_queue(login) -> None: 
         "gold_rate": 0,
     }
     assert login(admin).post(reverse("annotate:project_settings", args=[project.pk]), data).status_code == 302
-    page = login(annotator).get(reverse("annotate:label", args=[project.pk])).content
+    page = login(annotator).post(take_next, follow=True).content
     assert b"data-item-id" in page
 
 
@@ -123,8 +124,10 @@ def test_a_project_with_annotations_can_be_deleted() -> None:
 
     project = ProjectFactory()
     item = ItemFactory(project=project)
+    annotator = member(project)
+    AssignmentFactory(item=item, annotator=annotator)
     annotation_submit(
-        item=item, annotator=member(project), labels=Labels(strength=1), seconds_spent=1, submission_uuid=uuid.uuid4()
+        item=item, annotator=annotator, labels=Labels(strength=1), seconds_spent=1, submission_uuid=uuid.uuid4()
     )
     project.delete()
     assert not Project.objects.filter(pk=project.pk).exists()

@@ -10,7 +10,7 @@ from annotate.labels import DEFAULT_SCHEMA, PREFERENCE_ONLY_SCHEMA, Labels, sche
 from annotate.models import Annotation, GoldAnswer, Item, LabelSchema, Role
 from annotate.selectors import gold_scores
 from annotate.services.labeling import annotation_submit, assignment_next
-from tests.annotate.factories import ItemFactory, ProjectFactory, member
+from tests.annotate.factories import AssignmentFactory, ItemFactory, ProjectFactory, member
 
 pytestmark = pytest.mark.django_db
 
@@ -36,6 +36,7 @@ def test_annotations_keep_the_schema_version_they_were_made_under(login) -> None
     project = ProjectFactory()
     item = ItemFactory(project=project)
     annotator = member(project)
+    AssignmentFactory(item=item, annotator=annotator)
     first = annotation_submit(
         item=item, annotator=annotator, labels=Labels(strength=2), seconds_spent=1, submission_uuid=uuid.uuid4()
     ).annotation
@@ -71,6 +72,43 @@ def test_broken_json_is_refused_with_its_position(login) -> None:  # type: ignor
     response = save_schema(login(member(project, Role.ADMIN)), project, '{"preference": ')
     assert response.status_code == 422
     assert "Not valid JSON: Expecting value at line 1, column 16." in response.content.decode()
+
+
+def schema_text(change) -> str:  # type: ignore[no-untyped-def]
+    definition = json.loads(json.dumps(DEFAULT_SCHEMA))
+    change(definition)
+    return json.dumps(definition)
+
+
+def weighted(number: str) -> str:
+    """The default schema with a number (as JSON text) in an attribute's extra key, which the schema ignores."""
+    return schema_text(lambda d: d["attributes"][0].update(weight=1)).replace('"weight": 1', f'"weight": {number}')
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            schema_text(lambda d: d["attributes"][0].update(description="a\x00b")),
+            "attributes[0].description holds the character U+0000, which cannot be stored; remove it.",
+        ),
+        (
+            schema_text(lambda d: d["spans"]["categories"][1].update(description="a\ud800b")),
+            "spans.categories[1].description holds an unpaired surrogate (U+D800), which cannot be stored; remove it.",
+        ),
+        (weighted("NaN"), "It holds NaN, which cannot be stored."),
+        (weighted("1e999"), "It holds the number 1e999, which cannot be stored."),
+        (weighted("9" * 5000), "Not a label schema: a number or the nesting is far too large."),
+        (weighted("[" * 100_000 + "]" * 100_000), "Not a label schema: a number or the nesting is far too large."),
+    ],
+    ids=["nul", "surrogate", "nan", "infinite", "digits", "nesting"],
+)
+def test_what_a_database_cannot_store_is_a_form_error_on_the_definition(login, text, message) -> None:  # type: ignore[no-untyped-def]
+    project = ProjectFactory()
+    response = save_schema(login(member(project, Role.ADMIN)), project, text)
+    assert response.status_code == 422
+    assert response.context["form"].errors["definition"] == [message]
+    assert LabelSchema.objects.filter(project=project).count() == 1
 
 
 def test_a_schema_that_asks_for_nothing_is_refused() -> None:
@@ -146,7 +184,8 @@ def test_gold_items_look_like_any_other_item(login) -> None:  # type: ignore[no-
     project = ProjectFactory(gold_rate=1.0)
     gold = ItemFactory(project=project)
     make_gold(login, project, gold, 1)
-    page = login(member(project)).get(reverse("annotate:label", args=[project.pk])).content.decode()
+    taken = login(member(project)).post(reverse("annotate:label_next", args=[project.pk]), follow=True)
+    page = taken.content.decode()
     assert f'data-item-id="{gold.pk}"' in page
     assert "gold" not in page.lower()
 

@@ -18,7 +18,7 @@ from curation.models import ProjectQuality
 from curation.services import quality as quality_service
 from curation.services.quality import QUALITY_REFRESH, project_quality_request
 from curation.tasks import project_quality_refresh_run
-from tests.annotate.factories import DEFAULT_PASSWORD, AnnotationFactory, ItemFactory, ProjectFactory, member
+from tests.annotate.factories import AnnotationFactory, ItemFactory, ProjectFactory, member
 from tests.jobs import private_queue
 from tests.waits import HANG_GUARD_S, wait_for
 
@@ -156,7 +156,7 @@ def test_the_refresh_button_computes_the_figures_again(get, curator, project, se
 @pytest.mark.django_db
 def test_the_refresh_button_needs_the_csrf_token(project) -> None:  # type: ignore[no-untyped-def]
     client = Client(enforce_csrf_checks=True)
-    client.login(username=member(project, Role.CURATOR).username, password=DEFAULT_PASSWORD)
+    client.force_login(member(project, Role.CURATOR))
     assert client.post(refresh_url(project)).status_code == 403
     assert not ProjectQuality.objects.filter(project=project).exists()
     html = client.get(page_url(project)).content.decode()

@@ -263,7 +263,7 @@ def test_an_annotator_flags_from_the_labeling_page(login) -> None:  # type: igno
     ItemFactory(project=project)
     annotator = member(project)
     client = login(annotator)
-    page = client.get(reverse("annotate:label", args=[project.pk])).content.decode()
+    page = client.post(reverse("annotate:label_next", args=[project.pk]), **HTMX).content.decode()
     item_id = int(re.search(r'data-item-id="(\d+)"', page).group(1))  # type: ignore[union-attr]
     assert "Flag for review" in page
     url = reverse("curation:item_flag", args=[project.pk, item_id])

@@ -17,7 +17,7 @@ from annotate.services.projects import project_update
 from concord import jobs
 from curation.services.adjudication import adjudication_record, item_flag_raise
 from curation.services.review_state import project_review_rebuild, review_key
-from tests.annotate.factories import ItemFactory, ProjectFactory, member
+from tests.annotate.factories import AssignmentFactory, ItemFactory, ProjectFactory, member
 from tests.jobs import sent_jobs  # noqa: F401
 from training.review_tasks import review_queue_sync_task
 
@@ -46,6 +46,7 @@ def recomputed(project: Project) -> dict[int, tuple]:  # type: ignore[type-arg]
 
 
 def submit(item: Item, annotator, strength: int) -> Item:  # type: ignore[no-untyped-def]
+    AssignmentFactory(item=item, annotator=annotator)
     annotation_submit(
         item=item,
         annotator=annotator,

@@ -145,7 +145,7 @@ def test_csv_cells_that_could_be_formulas_are_escaped(tmp_path):
 
 
 @pytest.mark.django_db
-def test_downloads_are_for_members_of_every_project_in_the_version(login):
+def test_downloads_are_for_curators_of_every_project_in_the_version(login):
     first, second = ProjectFactory(overlap=2), ProjectFactory()
     version = frozen_version(first)
     version.projects.add(second)
@@ -157,6 +157,8 @@ def test_downloads_are_for_members_of_every_project_in_the_version(login):
     assert login(member(first, Role.ANNOTATOR)).get(download_url(first, job)).status_code == 403
     both = member(first, Role.CURATOR)
     second.memberships.create(user=both, role=Role.ANNOTATOR)
+    assert login(both).get(download_url(first, job)).status_code == 404
+    second.memberships.filter(user=both).update(role=Role.ADMIN)
     assert login(both).get(download_url(first, job)).status_code == 200
     other = ProjectFactory()
     assert login(member(other, Role.ADMIN)).get(download_url(other, job)).status_code == 404

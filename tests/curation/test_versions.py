@@ -280,16 +280,19 @@ def test_annotators_and_outsiders_cannot_open_versions(login):
 
 
 @pytest.mark.django_db
-def test_a_version_of_two_projects_needs_membership_of_both(login):
+def test_a_version_of_two_projects_needs_a_curator_of_both(login):
     first, second = ProjectFactory(), ProjectFactory()
     version = dataset_version_create(name="both", projects=[first, second], filters={}, created_by=None)
     only_first = member(first, Role.CURATOR)
     assert login(only_first).get(detail_url(first, version)).status_code == 404
     both = member(first, Role.CURATOR)
     member_of_second = member(second, Role.ANNOTATOR)
-    assert login(both).get(detail_url(first, version)).status_code == 404
     assert login(member_of_second).get(detail_url(second, version)).status_code == 403
-    second.memberships.create(user=both, role=Role.ANNOTATOR)
+    # Annotating the second project is not enough: the version carries its consensus and gold answers.
+    membership = second.memberships.create(user=both, role=Role.ANNOTATOR)
+    assert login(both).get(detail_url(first, version)).status_code == 404
+    membership.role = Role.CURATOR
+    membership.save()
     assert login(both).get(detail_url(first, version)).status_code == 200
 
 

@@ -24,6 +24,15 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
+@pytest.fixture(autouse=True)
+def model_roots(settings, tmp_path_factory: pytest.TempPathFactory) -> list[str]:  # type: ignore[no-untyped-def]
+    """The session's temporary directory is a model root (CONCORD_MODEL_ROOTS), as a deployment's model directory
+    would be: the tiny backbones below, and the models runs train there, are allowed backbones. A test of the
+    allow-list itself sets the roots it means."""
+    settings.CONCORD_MODEL_ROOTS = [str(tmp_path_factory.getbasetemp())]
+    return list(settings.CONCORD_MODEL_ROOTS)
+
+
 @pytest.fixture(scope="session")
 def backbones(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Tiny random models of each architecture the ML tests use: an encoder and two decoders."""

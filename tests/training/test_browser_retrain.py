@@ -42,7 +42,7 @@ WATCH_RUN = """() => {
     const state = {
       status: document.querySelector('#run-status').textContent.trim(),
       step: Number(bar.getAttribute('aria-valuenow')),
-      percent: parseInt(bar.querySelector('.bar').style.width, 10),
+      percent: parseInt(bar.querySelector('.bar').getAttribute('width'), 10),
       points: line ? line.getAttribute('points').trim().split(/\\s+/).length : 0,
     };
     const last = window.__seen[window.__seen.length - 1];

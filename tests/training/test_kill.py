@@ -47,6 +47,7 @@ def worker_env(training_root: Path, **extra: str) -> dict[str, str]:
         "CELERY_BROKER_URL": broker_url(),
         "CELERY_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT_S),
         "TRAINING_ROOT": str(training_root),
+        "CONCORD_MODEL_ROOTS": ",".join(django_settings.CONCORD_MODEL_ROOTS),  # where the tiny backbones are
         **extra,
     }
 

@@ -1,13 +1,21 @@
-"""Loading reward models: heads added to backbones, decoders reading their last real token, no pickle, and the
-packaged default backbone offline."""
+"""Loading reward models: heads added to backbones, decoders reading their last real token, no pickle, no code of
+the checkpoint's own (auto_map), and the packaged default backbone offline."""
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
 from training.ml.config import default_backbone
-from training.ml.model import UnsafeCheckpointError, load_reward_model, member_dirs, save_reward_model
+from training.ml.model import (
+    UnsafeCheckpointError,
+    load_for_inference,
+    load_reward_model,
+    member_dirs,
+    save_reward_model,
+)
 from training.ml.scoring import model_outputs
 from training.ml.tiny import tiny_backbone
 
@@ -21,6 +29,36 @@ def test_it_refuses_pickle_only_checkpoints(tmp_path: Path) -> None:
     (tmp_path / "weights.pt").write_bytes(b"not loaded")
     with pytest.raises(UnsafeCheckpointError, match=r"weights\.pt"):
         load_reward_model(tmp_path)
+
+
+def with_own_code(source: Path, to: Path, file: str) -> Path:
+    """A copy of a backbone whose `file` names a module of its own (auto_map) that leaves a mark when imported."""
+    shutil.copytree(source, to)
+    (to / "planted.py").write_text(
+        f"open({str(to / 'ran')!r}, 'w').write('ran')\n"
+        "from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast\n"
+        "class PlantedConfig(BertConfig): pass\n"
+        "class PlantedModel(BertForSequenceClassification): pass\n"
+        "class PlantedTokenizer(PreTrainedTokenizerFast): pass\n"
+    )
+    data = json.loads((to / file).read_text()) if (to / file).exists() else {}
+    data["auto_map"] = {
+        "AutoConfig": "planted.PlantedConfig",
+        "AutoModelForSequenceClassification": "planted.PlantedModel",
+        "AutoTokenizer": [None, "planted.PlantedTokenizer"],
+    }
+    (to / file).write_text(json.dumps(data))
+    return to
+
+
+@pytest.mark.parametrize("file", ["config.json", "tokenizer_config.json"])
+def test_it_refuses_a_checkpoint_that_names_code_of_its_own(tmp_path: Path, file: str) -> None:
+    planted = with_own_code(tiny_backbone(tmp_path / "bert"), tmp_path / "planted", file)
+    with pytest.raises(UnsafeCheckpointError, match=r"auto_map"):
+        load_reward_model(planted)
+    with pytest.raises(UnsafeCheckpointError, match=r"auto_map"):
+        load_for_inference(planted)
+    assert not (planted / "ran").exists()
 
 
 def test_it_reports_a_missing_directory(tmp_path: Path) -> None:

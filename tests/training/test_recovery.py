@@ -254,6 +254,7 @@ def test_the_watchdog_resumes_a_killed_worker_s_run_on_another_worker(settings, 
         # 12 hours, as in production: the killed worker's task is not redelivered within this test.
         "CELERY_VISIBILITY_TIMEOUT": "43200",
         "TRAINING_ROOT": str(settings.TRAINING_ROOT),
+        "CONCORD_MODEL_ROOTS": ",".join(django_settings.CONCORD_MODEL_ROOTS),  # where the tiny backbones are
     }
     first = start_worker("first", queue, env, tmp_path)
     try:

@@ -7,6 +7,7 @@ import faiss
 import numpy as np
 import pytest
 
+from tests.training.test_ml_model import with_own_code
 from training.ml import retrieval
 from training.ml.config import default_backbone
 from training.ml.model import UnsafeCheckpointError, load_reward_model, save_reward_model
@@ -114,6 +115,13 @@ def test_the_encoder_refuses_pickle_checkpoints(tmp_path: Path) -> None:
     (tmp_path / "pytorch_model.bin").write_bytes(b"not loaded")
     with pytest.raises(UnsafeCheckpointError):
         PairEncoder(tmp_path)
+
+
+def test_the_encoder_refuses_a_checkpoint_that_names_code_of_its_own(tiny_backbone: Path, tmp_path: Path) -> None:
+    planted = with_own_code(tiny_backbone, tmp_path / "planted", "config.json")
+    with pytest.raises(UnsafeCheckpointError, match="auto_map"):
+        PairEncoder(planted)
+    assert not (planted / "ran").exists()
 
 
 def test_the_default_backbone_embeds_as_sentence_transformers_does() -> None:

@@ -19,6 +19,7 @@ from tests.jobs import private_queue
 from tests.locks import held_by_a_live_worker
 from tests.training.conftest import frozen_version
 from tests.waits import HANG_GUARD_S, wait_for
+from training.ml.config import default_backbone
 from training.models import ItemScore, RewardModel, ScoringJob, TrainingRun
 from training.selectors import queue_model, run_curve
 from training.services.runs import (
@@ -49,7 +50,8 @@ def tiny_config(backbone, **overrides):  # type: ignore[no-untyped-def]
     return {**config, **overrides}
 
 
-def form_data(version, backbone="/models/tiny", **overrides):  # type: ignore[no-untyped-def]
+def form_data(version, backbone=None, **overrides):  # type: ignore[no-untyped-def]
+    backbone = backbone or default_backbone()
     data = {
         "dataset_version": version.pk,
         "backbone": str(backbone),
@@ -212,7 +214,7 @@ def test_the_run_page_polls_until_the_run_ends_and_draws_its_curves(login):
     assert "line &lt;b&gt;" in body  # the log is escaped
     listing = admin.get(list_url(project), HTTP_HX_REQUEST="true")
     assert listing.status_code == 200
-    assert 'style="width: 50%"' in listing.content.decode()
+    assert '<rect class="bar" width="50"' in listing.content.decode()
     TrainingRun.objects.filter(pk=run.pk).update(status="succeeded", metrics={"heldout": {"accuracy": 0.75}})
     finished = admin.get(run_url(run), HTTP_HX_REQUEST="true")
     assert finished.status_code == 286

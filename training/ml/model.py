@@ -3,7 +3,9 @@
 Output 0 is the preference reward; regression and combined models add outputs 1..n, one per rated attribute, in
 the order of TrainConfig.attributes (saved beside the weights in concord_reward.json). An ensemble is K
 separately seeded models saved as member-0 .. member-(K-1) under one directory; a single model is a directory of
-its own. Only safetensors are read or written: a pickle checkpoint can run arbitrary code when it is loaded.
+its own. Only safetensors are read or written: a pickle checkpoint can run arbitrary code when it is loaded. Nor is
+a checkpoint's own code run: one whose config names it (`auto_map`) is refused, and transformers is told not to
+trust remote code, so only the architectures it ships are built.
 """
 
 import json
@@ -20,10 +22,32 @@ logger = logging.getLogger(__name__)
 
 METADATA_FILE = "concord_reward.json"
 PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+# Files in which a checkpoint can name Python code of its own for transformers to import (`auto_map`).
+CODE_MAP_FILES = ("config.json", "tokenizer_config.json")
 
 
 class UnsafeCheckpointError(ValueError):
-    """A checkpoint whose weights exist only as pickle files (pytorch_model.bin, *.pt)."""
+    """A checkpoint that could run code when loaded: weights only as pickle files (pytorch_model.bin, *.pt), or a
+    config that names code of its own (auto_map)."""
+
+
+def check_checkpoint(path: Path) -> None:
+    """Raise unless `path` is a directory of safetensors weights that names no code of its own."""
+    _check_safetensors(path)
+    _check_no_custom_code(path)
+
+
+def _check_no_custom_code(path: Path) -> None:
+    for name in CODE_MAP_FILES:
+        try:
+            data = json.loads((path / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # absent, or broken: transformers reports a broken file as it reads it
+        if isinstance(data, dict) and "auto_map" in data:
+            raise UnsafeCheckpointError(
+                f"{path / name} names code of its own (auto_map), which would run when the model is loaded; "
+                "only architectures that transformers ships are loaded"
+            )
 
 
 def _check_safetensors(path: Path) -> None:
@@ -45,8 +69,8 @@ def load_reward_model(path: Path | str, *, num_outputs: int = 1) -> tuple[PreTra
     classification head gets a new one (transformers reports it as missing). A decoder without a pad token pads
     with its end-of-sequence token, and the model is told so: it reads the last token that is not padding."""
     path = Path(path)
-    _check_safetensors(path)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    check_checkpoint(path)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise ValueError(f"the tokenizer in {path} has neither a pad nor an end-of-sequence token")
@@ -55,13 +79,15 @@ def load_reward_model(path: Path | str, *, num_outputs: int = 1) -> tuple[PreTra
     if saved is not None and saved != num_outputs:
         # A Concord model as the backbone of another objective, e.g. Bradley-Terry initialised from an attribute
         # regression (HelpSteer2-Preference): output 0, the preference reward, carries over; the rest is new.
-        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=saved, use_safetensors=True)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=saved, use_safetensors=True, trust_remote_code=False
+        )
         resize_head(model, num_outputs)
     else:
         # Any other checkpoint whose head has another number of outputs (a 2-class sentiment classifier, say)
         # gets a new head: its classes mean nothing as rewards.
         model = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=num_outputs, use_safetensors=True, ignore_mismatched_sizes=True
+            path, num_labels=num_outputs, use_safetensors=True, ignore_mismatched_sizes=True, trust_remote_code=False
         )
     model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer

@@ -21,7 +21,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from training.ml.data import Prompt, flatten_turns, prompt_with_context
-from training.ml.model import _check_safetensors, member_dirs
+from training.ml.model import check_checkpoint, member_dirs
 
 PROMPT_CHARS = 500
 RESPONSE_CHARS = 250
@@ -57,15 +57,15 @@ class PairEncoder:
 
     def __init__(self, model_dir: Path | str, *, max_length: int = 256, batch_size: int = 64) -> None:
         path = member_dirs(model_dir)[0]
-        _check_safetensors(path)
+        check_checkpoint(path)
         self.max_length, self.batch_size = max_length, batch_size
-        self.tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(path)
+        self.tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
         if self.tokenizer.pad_token is None:  # a decoder: padding is masked out of the mean, any token will do
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "right"
         self.tokenizer.truncation_side = "right"
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model: PreTrainedModel = AutoModel.from_pretrained(path, use_safetensors=True)
+        self.model: PreTrainedModel = AutoModel.from_pretrained(path, use_safetensors=True, trust_remote_code=False)
         self.model.to(self.device)
         self.model.eval()
 

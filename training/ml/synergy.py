@@ -59,7 +59,13 @@ class CampaignSettings:
     max_length: int = field(default=256, metadata={"help": "Tokens per prompt+response."})
     batch_size: int = field(default=16, metadata={"help": "Pairs per step."})
     learning_rate: float = field(default=2e-5, metadata={"help": "Peak AdamW learning rate."})
-    backbone: str = field(default="", metadata={"help": "A local checkpoint directory; empty: the default backbone."})
+    backbone: str = field(
+        default="",
+        metadata={
+            "help": "A model directory under the server's model roots (CONCORD_MODEL_ROOTS) or of a model trained in a "
+            "project you administer; empty: the packaged default backbone."
+        },
+    )
     accept_threshold: float = field(
         default=0.7, metadata={"help": "A silver label is accepted when the ensemble's p_agree is at least this."}
     )

@@ -78,6 +78,7 @@ from training.ml.synergy import (
     stop_reason,
 )
 from training.models import Campaign, CampaignRound, DecisionOverride, PairDecision, TrainingRun
+from training.selectors_backbones import BACKBONE_REFUSED, backbone_allowed
 from training.selectors_campaigns import routed_labelled
 from training.services.runs import training_run_enqueue
 from training.services.scoring import model_temperature, scoring_job_create
@@ -135,6 +136,9 @@ def campaign_start(
     """A running campaign of the project and its first round, whose task is sent after the commit. Refused while
     another campaign of the project runs, or with fewer than MIN_GOLD_PAIRS gold pairs to train on."""
     clean = campaign_settings_clean(config)
+    if clean["backbone"] and not backbone_allowed(clean["backbone"], user=created_by):
+        # Its rounds' runs are checked again (training_run_enqueue, the worker); this says so beside the field.
+        raise CampaignError(errors=[("backbone", BACKBONE_REFUSED)])
     Project.objects.select_for_update().filter(pk=project.pk).first()  # two starts queue rather than collide
     if Campaign.objects.filter(project=project, status=Campaign.Status.RUNNING).exists():
         raise CampaignError("a campaign of this project is running: stop it before starting another")

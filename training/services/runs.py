@@ -38,6 +38,7 @@ from curation.models import DatasetVersion
 from curation.services.version_exports import version_export
 from curation.services.versions import code_version
 from training.models import HISTORY_MAX_POINTS, LOG_MAX_CHARS, RewardModel, TrainingRun
+from training.selectors_backbones import BACKBONE_REFUSED, backbone_allowed
 
 if TYPE_CHECKING:
     from training.ml.data import PairExample
@@ -68,6 +69,13 @@ def training_config_clean(config: dict[str, Any]) -> dict[str, Any]:
     return parsed.to_dict()
 
 
+def training_backbone_check(*, backbone: str, user: AbstractBaseUser | None) -> None:
+    """TrainingError unless a run started by `user` may train from `backbone` (training.selectors_backbones): asked
+    where a run is created and again by the worker, since a form is not the only way a run comes to be."""
+    if not backbone_allowed(backbone, user=user):
+        raise TrainingError(errors=[("backbone", BACKBONE_REFUSED)])
+
+
 def run_dir(run: TrainingRun) -> Path:
     return Path(settings.TRAINING_ROOT) / f"run-{run.pk}"
 
@@ -81,10 +89,12 @@ def training_run_enqueue(
         raise TrainingError(f"dataset version {version.name!r} is {version.status}: only a frozen version can be used")
     if not version.projects.filter(pk=project.pk).exists():
         raise TrainingError(f"dataset version {version.name!r} is not a version of {project.name}")
+    clean = training_config_clean(config)
+    training_backbone_check(backbone=clean["backbone"], user=created_by)
     run = TrainingRun(
         project=project,
         dataset_version=version,
-        config=training_config_clean(config),
+        config=clean,
         created_by_id=created_by.pk if created_by is not None else None,
     )
     run.full_clean(exclude=["created_by"])
@@ -178,6 +188,9 @@ def _execute_claimed(run: TrainingRun) -> None:
     if run.cancel_requested:
         _finish_cancelled(run)
         return
+    # Again here: the run may have been written by other means than training_run_enqueue, or its creator may no
+    # longer administer the project whose model it names.
+    training_backbone_check(backbone=config.backbone, user=run.created_by)
     splits = training_examples(version=run.dataset_version, out=out, seed=config.seed)
     run_log(run, f"{len(splits.train)} train, {len(splits.validation)} validation, {len(splits.test)} held-out pairs")
     result = _train(run, config, splits.train, splits.validation, out)
