@@ -596,7 +596,9 @@ def report(
     broken = [name for name, count in violations.items() if count]
     lines = [
         f"{args.sessions} annotator sessions at once, each up to {args.cycles} cycles of GET the labeling page (next "
-        f"item) -> POST its form (submit), on the project of bench/scale.py ({args.items:,} items); {server_line}, "
+        f"item) -> POST its form (submit), on the project of bench/scale.py ({args.items:,} items); a session's first "
+        f"item is taken by POST (`label/next/`, as a GET takes no lease), each later one by the submit before it; "
+        f"{server_line}, "
         f"settings `concord.settings.local` with DEBUG off, load generator and PostgreSQL on the same machine "
         f"({machine()}). Command: `.venv/bin/python bench/http_load.py --sessions {args.sessions} "
         f"--cycles {args.cycles}`.",

@@ -4,8 +4,11 @@ Axes counts failed logins per (username, address) and locks that pair out at AXE
 colleague at the same address, or the same person at home, can still log in. An address that tries a few passwords
 on each of many usernames stays under that limit, so the failures of an address are also summed whatever the
 usernames, and lock the address out at CONCORD_LOGIN_ADDRESS_FAILURE_LIMIT: a higher bar, so that colleagues
-behind one office address do not lock each other out with a typo each. Both count failures within the cool-off
-(AXES_COOLOFF_TIME) only. Settings and the admin's unlock: concord.settings.base.
+behind one office address do not lock each other out with a typo each. A username guessed from many addresses
+(a botnet, a few tries each) is summed over them too and locked out everywhere at
+CONCORD_LOGIN_USERNAME_FAILURE_LIMIT: the highest bar, as anyone can push any username to it, so it only stops a
+guesser who spreads out. All count failures within the cool-off (AXES_COOLOFF_TIME) only. Settings and the admin's
+unlock: concord.settings.base.
 """
 
 import math
@@ -36,7 +39,11 @@ class AxesRequest(HttpRequest):
 
 class LoginGuardHandler(AxesDatabaseHandler):
     def is_locked(self, request: AxesRequest, credentials: dict[str, Any] | None = None) -> bool:
-        return super().is_locked(request, credentials) or self._address_locked(request)
+        return (
+            super().is_locked(request, credentials)
+            or self._address_locked(request)
+            or self._username_locked(request, credentials)
+        )
 
     def user_login_failed(
         self, sender: Any, credentials: dict[str, Any], request: AxesRequest | None = None, **kwargs: Any
@@ -52,11 +59,19 @@ class LoginGuardHandler(AxesDatabaseHandler):
         user_locked_out.send("axes", request=request, username=username, ip_address=request.axes_ip_address)
 
     def _address_locked(self, request: AxesRequest) -> bool:
-        attempts = AccessAttempt.objects.filter(
-            ip_address=request.axes_ip_address, attempt_time__gte=get_cool_off_threshold(request)
-        )
-        failures = attempts.aggregate(total=Sum("failures_since_start"))["total"] or 0
-        return bool(failures >= settings.CONCORD_LOGIN_ADDRESS_FAILURE_LIMIT)
+        return _failures(request, ip_address=request.axes_ip_address) >= settings.CONCORD_LOGIN_ADDRESS_FAILURE_LIMIT
+
+    def _username_locked(self, request: AxesRequest, credentials: dict[str, Any] | None) -> bool:
+        username = get_client_username(request, credentials)
+        if not username:
+            return False
+        return _failures(request, username=username) >= settings.CONCORD_LOGIN_USERNAME_FAILURE_LIMIT
+
+
+def _failures(request: AxesRequest, **where: Any) -> int:
+    """Failed logins within the cool-off of the attempts matching `where`, summed over addresses or usernames."""
+    attempts = AccessAttempt.objects.filter(attempt_time__gte=get_cool_off_threshold(request), **where)
+    return int(attempts.aggregate(total=Sum("failures_since_start"))["total"] or 0)
 
 
 def lockout_response(

@@ -49,7 +49,7 @@ def backbone_allowed(path: str, *, user: AnyUser | None) -> bool:
         return False
     default = _resolved(backbone_default())
     in_roots = any(real.is_relative_to(root) for root in _roots())
-    allowed = real == default or in_roots or real in {_resolved(str(d)) for d, _ in _registered(user)}
+    allowed = real == default or in_roots or _is_registered(real, user)
     return allowed and is_model_dir(real)
 
 
@@ -115,14 +115,28 @@ def _models_under(root: Path) -> Iterator[Path]:
         subdirectories[:] = sorted(name for name in subdirectories if not name.startswith("."))
 
 
+def _is_registered(real: Path, user: AnyUser | None) -> bool:
+    """Whether `real` is the directory of a model of _registered_models(user), or of a member of its ensemble; by
+    a query on the path, so however many models there are (the choices offer the newest MAX_CHOICES)."""
+    if user is None:
+        return False
+    paths = [str(real)] + ([str(real.parent)] if real.name.startswith("member-") else [])
+    stored = _registered_models(user).filter(path__in=paths).values_list("path", flat=True)
+    return any(_resolved(path) in (real, real.parent) for path in stored)
+
+
+def _registered_models(user: AnyUser) -> QuerySet[RewardModel]:
+    return RewardModel.objects.filter(
+        project__in=_administered(user), run__dataset_version__in=versions_reachable(user).values("pk")
+    )
+
+
 def _registered(user: AnyUser | None) -> list[tuple[Path, str]]:
     """The model directories of the reward models of the projects `user` administers, trained on versions the user
     reaches, with a label each: a single model's directory, or each member of an ensemble."""
     if user is None:
         return []
-    models = RewardModel.objects.filter(
-        project__in=_administered(user), run__dataset_version__in=versions_reachable(user).values("pk")
-    ).select_related("project")
+    models = _registered_models(user).select_related("project")
     found: list[tuple[Path, str]] = []
     for model in models.order_by("-created_at", "-id")[:MAX_CHOICES]:
         label = f"{model.project.name}: model of run #{model.run_id}"

@@ -390,6 +390,11 @@ class JsonArrayReader:
                 self.records += 1
                 yield self.records, record
         except ijson.JSONError as error:
+            if builder.ended:
+                reason = (
+                    f"the array of records ends after this record, then more data follows ({_ijson_message(error)})"
+                )
+                raise ImportFormatError(reason, line=self.records, unit=self.unit) from None
             where = f" in field '{builder.field}'" if builder.field is not None else ""
             reason = f"invalid JSON{where}: {_ijson_message(error)}"
             raise ImportFormatError(reason, line=self.records + 1, unit=self.unit) from None
@@ -446,6 +451,7 @@ class _RecordBuilder:
         self._fed = 0  # bytes of the file read
         self._record_from = 0  # bytes read when the last record ended
         self.field: str | None = None  # the record's top-level field being built, for error messages
+        self.ended = False  # the array of records has closed
 
     def records(self, events: Iterator[tuple[str, Any]]) -> Iterator[Any]:
         started = False
@@ -456,8 +462,11 @@ class _RecordBuilder:
                 if event != "start_array":
                     raise ImportFormatError(f"expected a JSON array of records, got {_kind(event)}")
                 started = True
+            elif self.ended:
+                raise ImportFormatError(f"the array of records ends after this record, then {_kind(event)} follows")
             elif event == "end_array" and not self._containers:
-                return  # ijson refuses anything after the array
+                # Read on to the end, so that nothing after the array (a second array, stray text) goes unsaid.
+                self.ended = True
             elif (record := self._add(event, value)) is not _OPEN:
                 yield record
                 self._values, self._number, self.field, self._record_from = 0, self._number + 1, None, self._fed
@@ -518,7 +527,7 @@ _OPEN = object()  # a record still being built
 
 
 def _kind(event: str) -> str:
-    return "an object" if event == "start_map" else "a single value"
+    return {"start_map": "an object", "start_array": "another array"}.get(event, "a single value")
 
 
 def _ijson_message(error: Exception) -> str:

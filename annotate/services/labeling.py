@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
-from django.db.models import Count, Exists, F, IntegerField, OuterRef, Subquery, Value
+from django.db.models import Count, Exists, F, IntegerField, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -181,6 +181,16 @@ def _lease_candidate(*, project: Project, annotator: AbstractBaseUser, now: date
 def _ensure_not_paused(*, project: Project, annotator: AbstractBaseUser) -> None:
     if annotator_is_paused(project=project, annotator=annotator):
         raise AnnotatorPaused("A curator has paused your labeling in this project.")
+
+
+def item_handed_out_check(*, item: Item, annotator: AbstractBaseUser) -> None:
+    """Raise AnnotatorPaused or OutsideQueue unless the queue handed this item to this annotator at some time (a
+    lease live or run out, a skip, a submit) or they answered it: a refused form shows the item again only then,
+    so that posting a broken form is no way to read items the queue never gave out."""
+    _ensure_not_paused(project=item.project, annotator=annotator)
+    mine = Q(item=item, annotator_id=annotator.pk)
+    if not (Assignment.objects.filter(mine).exists() or Annotation.objects.filter(mine).exists()):
+        raise OutsideQueue(f"Item {item.pk} was not handed to you: answer the items the queue gives you.")
 
 
 def _ensure_handed_out(*, item: Item, annotator: AbstractBaseUser, now: datetime) -> None:

@@ -37,6 +37,7 @@ from annotate.services.labeling import (
     annotation_submit,
     assignment_next,
     assignment_skip,
+    item_handed_out_check,
 )
 from concord.errors import FieldError, errors_by_path
 from concord.forms import form_add_errors
@@ -360,6 +361,10 @@ def submit(request: HttpRequest, project_id: int, item_id: int) -> HttpResponse:
     item = item_for_annotator(request.user, project_id, item_id)
     form = AnnotationForm(request.POST, schema=label_schema_current(project=item.project).definition)
     if not form.is_valid():
+        try:
+            item_handed_out_check(item=item, annotator=request.user)  # type: ignore[arg-type]
+        except (AnnotatorPaused, OutsideQueue) as error:
+            return _refused(request, project=item.project, error=error, what="saved")
         return _render_card(request, project=item.project, item=item, form=form, errors=form.error_list(), status=422)
     try:
         result = annotation_submit(
@@ -396,6 +401,10 @@ def skip(request: HttpRequest, project_id: int, item_id: int) -> HttpResponse:
     item = item_for_annotator(request.user, project_id, item_id)
     skip_form = SkipForm(request.POST)
     if not skip_form.is_valid():
+        try:
+            item_handed_out_check(item=item, annotator=request.user)  # type: ignore[arg-type]
+        except (AnnotatorPaused, OutsideQueue) as error:
+            return _refused(request, project=item.project, error=error, what="skipped")
         return _render_card(request, project=item.project, item=item, skip_form=skip_form, status=422)
     try:
         assignment_skip(item=item, annotator=request.user, reason=skip_form.cleaned_data["reason"])  # type: ignore[arg-type]

@@ -104,7 +104,8 @@ LOGOUT_REDIRECT_URL = "login"
 
 # Password guessing (django-axes, concord.login_guard): a username is locked out at one address after
 # CONCORD_LOGIN_FAILURE_LIMIT failed logins from there, and an address after CONCORD_LOGIN_ADDRESS_FAILURE_LIMIT
-# failures whatever the usernames, until CONCORD_LOGIN_COOLOFF_MINUTES have passed since the last failure (a try
+# failures whatever the usernames, a username everywhere after CONCORD_LOGIN_USERNAME_FAILURE_LIMIT failures from
+# any addresses, until CONCORD_LOGIN_COOLOFF_MINUTES have passed since the last failure (a try
 # while locked out, right password or not, is another failure). The login form and the admin's answer 429 with
 # Retry-After. Failures are rows in the database, so every worker sees them; an admin unlocks in the admin (Axes >
 # Access attempts: delete the rows) or with `manage.py axes_reset_username NAME` or `axes_reset_ip ADDRESS`.
@@ -114,6 +115,7 @@ AXES_HANDLER = "concord.login_guard.LoginGuardHandler"
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_FAILURE_LIMIT = env_int("CONCORD_LOGIN_FAILURE_LIMIT", 5)
 CONCORD_LOGIN_ADDRESS_FAILURE_LIMIT = env_int("CONCORD_LOGIN_ADDRESS_FAILURE_LIMIT", 30)
+CONCORD_LOGIN_USERNAME_FAILURE_LIMIT = env_int("CONCORD_LOGIN_USERNAME_FAILURE_LIMIT", 50)
 AXES_COOLOFF_TIME = timedelta(minutes=max(1, env_int("CONCORD_LOGIN_COOLOFF_MINUTES", 15)))
 AXES_RESET_ON_SUCCESS = True
 AXES_ENABLE_ACCESS_FAILURE_LOG = True

@@ -12,9 +12,11 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from annotate.access import role_in_project
 from annotate.labels import SCALES, ratings_errors
-from annotate.models import Item
+from annotate.models import Item, Role
 from annotate.selectors import label_schema_current
+from annotate.services.labeling import LabelingError, item_handed_out_check
 from concord.errors import FieldError, ServiceError
 from curation.models import Adjudication, ItemFlag
 from curation.services.review_state import items_review_refresh
@@ -111,6 +113,18 @@ def adjudication_record(
 
 
 @transaction.atomic
+def _ensure_may_flag(*, item: Item, user: AbstractBaseUser) -> None:
+    """Curators and admins flag any item of their project; an annotator only one the queue handed them, and not
+    while paused, as for a submit."""
+    role = role_in_project(user, item.project)
+    if role is not None and Role.rank(role) >= Role.rank(Role.CURATOR):
+        return
+    try:
+        item_handed_out_check(item=item, annotator=user)
+    except LabelingError as refused:
+        raise AdjudicationError(str(refused)) from None
+
+
 def item_flag_raise(*, item: Item, user: AbstractBaseUser, reason: str) -> ItemFlag:
     """Flag an item for a curator's look. One flag per user and item: raising it again while it is open
     changes nothing; raising it after a decision resolved it opens it again with the new reason."""
@@ -119,6 +133,7 @@ def item_flag_raise(*, item: Item, user: AbstractBaseUser, reason: str) -> ItemF
         raise AdjudicationError(errors=[("reason", "say what is wrong with this item")])
     if len(reason) > MAX_FLAG_REASON_CHARS:
         raise AdjudicationError(errors=[("reason", f"at most {MAX_FLAG_REASON_CHARS} characters")])
+    _ensure_may_flag(item=item, user=user)
     # The item's row lock first, as every writer of what its review columns read takes it: the refresh below then
     # judges the item as a concurrent submit left it.
     Item.objects.select_for_update().filter(pk=item.pk).values_list("pk", flat=True).get()

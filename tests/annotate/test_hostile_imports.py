@@ -196,6 +196,39 @@ def test_a_hostile_array_record_is_named_with_its_field_and_nothing_is_written(t
     assert_nothing_written(project)
 
 
+@pytest.mark.parametrize(
+    ("after", "message"),
+    [
+        pytest.param(" [" + GOOD_PANDALM + "]", "ends after this record, then more data follows", id="array"),
+        pytest.param(", " + GOOD_PANDALM + "]", "ends after this record, then more data follows", id="stray-comma"),
+        pytest.param(" garbage", "ends after this record, then more data follows", id="text"),
+    ],
+)
+@pytest.mark.django_db
+def test_anything_after_the_array_is_refused_rather_than_dropped(tmp_path, after, message):
+    """Two arrays run together (two files concatenated) lost the second without a word."""
+    project = ProjectFactory()
+    path = tmp_path / "joined.json"
+    path.write_bytes(pandalm_text(GOOD_PANDALM) + after.encode())
+    batch = run_import(project, path, "pandalm")
+    assert batch.status == ImportBatch.Status.FAILED
+    assert batch.error.startswith(f"joined.json record 1: the array of records {message} ("), batch.error
+    assert_nothing_written(project)
+
+
+@pytest.mark.django_db
+def test_a_line_longer_than_the_limit_is_refused_before_it_is_read_whole(tmp_path, monkeypatch):
+    # At 1 MiB rather than 64, to keep the file small.
+    monkeypatch.setattr(reading, "MAX_LINE_BYTES", MIB)
+    project = ProjectFactory()
+    path = tmp_path / "long.jsonl"
+    path.write_bytes(jsonl(pair_line(1), pair_line(2, extra="x" * (2 * MIB)), pair_line(3)))
+    batch = run_import(project, path, "pairs")
+    assert batch.status == ImportBatch.Status.FAILED
+    assert batch.error == "long.jsonl line 2: the line is longer than 1 MiB"
+    assert_nothing_written(project)
+
+
 @pytest.mark.django_db
 def test_an_array_record_larger_than_the_limit_is_refused_before_it_is_read_whole(tmp_path, monkeypatch):
     # At 1 MiB rather than 64, to keep the file small: the record's size is counted as the file streams in.

@@ -199,3 +199,34 @@ def test_the_submit_service_refuses_work_outside_the_queue(project) -> None:  # 
         assignment_skip(item=item, annotator=annotator, reason="Outside my expertise")
     assert not Annotation.objects.exists()
     assert leases(annotator) == [(item.pk, Assignment.Status.LEASED)]
+
+
+@pytest.mark.parametrize("paused", [False, True], ids=["never-handed-out", "paused"])
+def test_a_broken_form_for_an_item_not_handed_out_does_not_show_that_item(login, project, paused) -> None:  # type: ignore[no-untyped-def]
+    """A form refused for its fields shows the item again, so it must be the annotator's: otherwise posting a broken
+    form to any item id would read items (gold ones included) the queue never gave out."""
+    annotator = member(project)
+    client = login(annotator)
+    leased = shown_item(take_next(client, project))
+    other = Item.objects.filter(project=project).exclude(pk=leased).first()
+    assert other is not None
+    if paused:
+        pause(annotator, project)
+    broken_submit = client.post(reverse("annotate:submit", args=[project.pk, other.pk]), {"strength": "1"})
+    broken_skip = client.post(reverse("annotate:skip", args=[project.pk, other.pk]), {"reason": ""})
+    for response in (broken_submit, broken_skip):
+        assert response.status_code == (403 if paused else 409)
+        body = response.content.decode()
+        assert other.prompt[0]["content"] not in body
+        assert other.response_a not in body
+    assert not Annotation.objects.exists()
+    assert leases(annotator) == [(leased, Assignment.Status.LEASED)]
+
+
+def test_a_broken_form_for_the_annotators_own_item_is_shown_again_with_its_errors(login, project) -> None:  # type: ignore[no-untyped-def]
+    annotator = member(project)
+    client = login(annotator)
+    leased = Item.objects.get(pk=shown_item(take_next(client, project)))
+    response = client.post(reverse("annotate:submit", args=[project.pk, leased.pk]), {"strength": "1"})
+    assert response.status_code == 422
+    assert leased.prompt[0]["content"] in response.content.decode()

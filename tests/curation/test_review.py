@@ -6,7 +6,7 @@ import pytest
 from django.urls import reverse
 
 from annotate.labels import DEFAULT_SCHEMA
-from annotate.models import Item, Role
+from annotate.models import Item, Membership, Role
 from annotate.services.labeling import assignment_next
 from curation.models import Adjudication, ItemFlag
 from curation.selectors_review import disagreement_queue
@@ -248,7 +248,7 @@ def test_annotation_text_is_escaped(login, setup) -> None:  # type: ignore[no-un
         spans=[{"response": "a", "start": 3, "end": 11, "category": payload}],
     )
     AnnotationFactory(item=item, annotator=annotators[1], strength=3)
-    item_flag_raise(item=item, user=annotators[2], reason=payload)
+    item_flag_raise(item=item, user=curator, reason=payload)
     client = login(curator)
     for url in (queue_url(project), adjudicate_url(item)):
         page = client.get(url).content.decode()
@@ -296,3 +296,27 @@ def test_the_adjudication_page_shows_the_consensus_by_each_rule(login) -> None: 
     assert page.status_code == 200
     assert 'data-testid="consensus"' in page.content.decode()
     assert "-2.00" in page.content.decode()
+
+
+@pytest.mark.parametrize("paused", [False, True], ids=["never-handed-out", "paused"])
+def test_an_annotator_flags_only_items_handed_to_them_and_not_while_paused(login, paused) -> None:  # type: ignore[no-untyped-def]
+    """A flag puts an item before the curators: as with a submit, an annotator raises one only on an item the queue
+    gave them, and nothing a paused annotator sends is taken. Curators flag any item."""
+    project = ProjectFactory(overlap=2)
+    ItemFactory.create_batch(2, project=project)
+    annotator = member(project)
+    held = assignment_next(project=project, annotator=annotator)
+    assert held is not None
+    other = Item.objects.filter(project=project).exclude(pk=held.pk).get()
+    if paused:
+        Membership.objects.filter(project=project, user=annotator).update(is_paused=True)
+    client = login(annotator)
+    target = held if paused else other
+    response = client.post(reverse("curation:item_flag", args=[project.pk, target.pk]), {"reason": "Wrong"}, **HTMX)
+    assert response.status_code == 422
+    assert ("paused" if paused else "was not handed to you") in response.content.decode()
+    assert not ItemFlag.objects.exists()
+    curator = login(member(project, Role.CURATOR))
+    response = curator.post(reverse("curation:item_flag", args=[project.pk, other.pk]), {"reason": "Wrong"}, **HTMX)
+    assert response.status_code == 200
+    assert ItemFlag.objects.filter(item=other).count() == 1

@@ -88,6 +88,34 @@ def test_an_address_trying_many_usernames_is_locked_out_for_all_of_them() -> Non
     assert logged_in(log_in(client, carol.username, DEFAULT_PASSWORD, ELSEWHERE), client)
 
 
+def test_a_username_guessed_from_many_addresses_is_locked_out_everywhere() -> None:
+    dave = UserFactory(username="dave")
+    # Each address stays under the pair's limit; together they reach the username's.
+    budget = settings.CONCORD_LOGIN_USERNAME_FAILURE_LIMIT
+    addresses = [f"10.1.{n // (limit() - 1)}.1" for n in range(budget)]
+    assert [log_in(Client(), "dave", "wrong", address).status_code for address in addresses] == form_then_lockout(
+        budget
+    )
+    client = Client()
+    assert_locked_out(log_in(client, dave.username, DEFAULT_PASSWORD, "10.9.9.9"), client)
+    # Only that username: another one logs in from the same addresses.
+    erin = UserFactory(username="erin")
+    client = Client()
+    assert logged_in(log_in(client, erin.username, DEFAULT_PASSWORD, addresses[-1]), client)
+
+
+def test_an_ipv6_client_counts_as_its_whole_network_so_rotating_addresses_buys_nothing() -> None:
+    frank = UserFactory(username="frank")
+    rotated = [f"2001:db8:7:7::{n + 1:x}" for n in range(limit())]
+    assert [log_in(Client(), "frank", "wrong", address).status_code for address in rotated] == form_then_lockout(
+        limit()
+    )
+    client = Client()
+    assert_locked_out(log_in(client, frank.username, DEFAULT_PASSWORD, "2001:db8:7:7:ffff::9"), client)
+    client = Client()
+    assert logged_in(log_in(client, frank.username, DEFAULT_PASSWORD, "2001:db8:7:8::1"), client)
+
+
 def test_a_successful_login_clears_the_count_of_earlier_mistakes() -> None:
     alice = UserFactory(username="alice")
     for _ in range(2):

@@ -20,7 +20,7 @@ from tests.annotate.factories import MembershipFactory, ProjectFactory, member
 from tests.training.conftest import frozen_version
 from training.ml.config import default_backbone
 from training.models import Campaign, RewardModel, TrainingRun
-from training.selectors_backbones import BACKBONE_REFUSED, backbone_allowed
+from training.selectors_backbones import BACKBONE_REFUSED, backbone_allowed, backbone_choices
 from training.services.campaigns import CampaignError, campaign_start
 from training.services.runs import TrainingError, training_run_enqueue, training_run_execute
 
@@ -181,6 +181,21 @@ def test_losing_the_admin_role_withdraws_the_project_s_models(world):
     assert backbone_allowed(world["own"].path, user=world["admin"])
     world["project"].memberships.filter(user=world["admin"]).update(role=Role.CURATOR)
     assert not backbone_allowed(world["own"].path, user=world["admin"])
+
+
+@pytest.mark.django_db
+def test_a_model_of_the_project_stays_allowed_however_many_newer_ones_there_are(world, tiny_backbone, monkeypatch):
+    """The select offers the newest MAX_CHOICES models; the check itself asks about the one path, so an older
+    model (and a member of an ensemble) chosen before newer rounds pushed it off the list still trains."""
+    monkeypatch.setattr("training.selectors_backbones.MAX_CHOICES", 1)
+    ensemble = world["own"].path.replace("run-a", "run-c")
+    model_copy(tiny_backbone, Path(ensemble) / "member-0")
+    trained_model(world["project"], Path(ensemble))
+    trained_model(world["project"], model_copy(tiny_backbone, Path(world["own"].path.replace("run-a", "run-d"))))
+    assert world["own"].path not in [backbone.path for backbone in backbone_choices(world["admin"])]
+    assert backbone_allowed(world["own"].path, user=world["admin"])
+    assert backbone_allowed(f"{ensemble}/member-0", user=world["admin"])
+    assert not backbone_allowed(ensemble, user=world["admin"]), "an ensemble's directory is no model"
 
 
 def _model_roots_setting(value: str | None) -> list[str]:
