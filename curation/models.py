@@ -117,7 +117,9 @@ class DatasetRow(models.Model):
         AI_LABELLED = "ai_labelled", "AI-labelled"
         GOLD_ANSWER = "gold_answer", "Gold answer"
 
-    version = models.ForeignKey(DatasetVersion, on_delete=models.CASCADE, related_name="rows")
+    # No index of its own: the unique (version, position) index serves every lookup by version, and a freeze
+    # writes a million rows into one index fewer.
+    version = models.ForeignKey(DatasetVersion, on_delete=models.CASCADE, related_name="rows", db_index=False)
     position = models.PositiveIntegerField()
     # The item it came from; kept as a plain id so that deleting items never changes a frozen version.
     item_id = models.BigIntegerField()
