@@ -78,7 +78,7 @@ def review_queue(request: HttpRequest, project_id: int) -> HttpResponse:
     reason = reason if reason in REASONS else ""
     source = request.GET.get("source", "")
     model = queue_model(project)  # training's scores, handed to the queue: curation does not read training
-    up_to_date = review_queue_bring_up_to_date(project=project)
+    up_to_date = review_queue_bring_up_to_date(project=project, model=model)
     page, entries = review_queue_page(
         project=project, reason=reason, source=source, page=request.GET.get("page"), model=model
     )

@@ -149,7 +149,7 @@ def test_a_campaign_runs_its_rounds_on_a_worker_routes_pairs_first_and_freezes_v
         model = queue_model(project)
         assert model is not None
         assert "campaign 'toy' round 1 ensemble" in model.name
-        assert review_queue_bring_up_to_date(project=project)  # as the queue's page does first
+        assert review_queue_bring_up_to_date(project=project, model=model)  # as the queue's page does first
         contradicted = [entry for entry in review_queue_page(project=project, reason="ensemble", model=model)[1]]
 
         assert [entry.item.pk for entry in contradicted] == [mislabelled_pk]

@@ -493,7 +493,7 @@ def test_items_the_annotators_agree_on_enter_the_queue_when_the_model_confidentl
     ItemScore.objects.create(
         item=agreed, reward_model=model, reward_a=1.0, reward_b=-2.0, margin=-3.0, probability_b=0.05
     )
-    assert review_queue_bring_up_to_date(project=project)  # a small project: in this call
+    assert review_queue_bring_up_to_date(project=project, model=queue_model(project))  # a small project: in this call
     queued = {row["id"] for row in disagreement_queue(project=project, reason="model", model=queue_model(project))}
     assert agreed.pk in queued
     assert agreed.pk in {row["id"] for row in disagreement_queue(project=project, model=queue_model(project))}

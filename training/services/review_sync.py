@@ -12,6 +12,7 @@ from django.core.cache import cache
 from annotate.models import Project
 from annotate.selectors import project_is_small
 from concord import jobs, locks
+from curation.selectors_review import ModelScores
 from curation.services.review_state import review_is_current, review_queue_sync
 from training.selectors import queue_model
 
@@ -19,10 +20,10 @@ from training.selectors import queue_model
 SEND_THROTTLE_S = 60
 
 
-def review_queue_bring_up_to_date(*, project: Project) -> bool:
-    """Whether the review queue's columns are current for the queue model once this returns: recomputed now for a
-    small project, else sent to a worker (False until it has run)."""
-    model = queue_model(project)
+def review_queue_bring_up_to_date(*, project: Project, model: ModelScores | None) -> bool:
+    """Whether the review queue's columns are current for the queue model (queue_model(project), which the caller
+    has looked up for the page as well) once this returns: recomputed now for a small project, else sent to a
+    worker (False until it has run)."""
     if review_is_current(project=project, model=model):
         return True
     if project_is_small(project=project):
