@@ -88,10 +88,18 @@ def annotator_quality(request: HtmxHttpRequest, project_id: int) -> HttpResponse
     template = "curation/quality.html"
     if not request.htmx:
         return render(request, template, {**context, **_page_extras()})
-    if page.in_flight:
+    return _status_poll(request, template, context, in_flight=page.in_flight, stamp=page.stamp)
+
+
+def _status_poll(
+    request: HtmxHttpRequest, template: str, context: dict[str, object], *, in_flight: bool, stamp: str
+) -> HttpResponse:
+    """htmx's poll of a figures page's `status` partial: polled again while a refresh is on its way; once it is
+    over, polling stops, and the page reloads if its figures are not the newest."""
+    if in_flight:
         return render(request, f"{template}#status", context)
     response = HttpResponseStopPolling(render_to_string(f"{template}#status", context, request=request))
-    if request.GET.get("shown", "") != page.stamp:
+    if request.GET.get("shown", "") != stamp:
         response["HX-Refresh"] = "true"  # newer figures than the page shows
     return response
 
@@ -231,12 +239,7 @@ def dashboard(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
     template = "curation/dashboard.html"
     if not request.htmx:
         return render(request, template, {**context, **_dashboard_charts(page.dashboard)})
-    if page.in_flight:
-        return render(request, f"{template}#status", context)
-    response = HttpResponseStopPolling(render_to_string(f"{template}#status", context, request=request))
-    if request.GET.get("shown", "") != page.stamp:
-        response["HX-Refresh"] = "true"  # newer figures than the page shows
-    return response
+    return _status_poll(request, template, context, in_flight=page.in_flight, stamp=page.stamp)
 
 
 def _dashboard_charts(data: quality.Dashboard | None) -> dict[str, object]:

@@ -25,21 +25,11 @@ from curation.selectors_quality import (
 from curation.services.quality import QUALITY_REFRESH
 from curation.tasks import project_quality_refresh_run
 from tests.annotate.factories import AnnotationFactory, ItemFactory, ProjectFactory, member
+from tests.curation.figures import run_sent
 
 
 def dashboard_url(project) -> str:  # type: ignore[no-untyped-def]
     return reverse("curation:dashboard", args=[project.pk])
-
-
-def run_sent(sent_jobs) -> int:  # type: ignore[no-untyped-def]
-    """Run, as a worker would, every refresh task sent so far; returns how many ran."""
-    ran = 0
-    while sent_jobs:
-        name, quality_id = sent_jobs.pop(0)
-        assert name == QUALITY_REFRESH
-        project_quality_refresh_run(quality_id)
-        ran += 1
-    return ran
 
 
 def labelled(project, annotators, strengths):  # type: ignore[no-untyped-def]

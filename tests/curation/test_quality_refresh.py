@@ -19,6 +19,7 @@ from curation.services import quality as quality_service
 from curation.services.quality import QUALITY_REFRESH, project_quality_request
 from curation.tasks import project_quality_refresh_run
 from tests.annotate.factories import AnnotationFactory, ItemFactory, ProjectFactory, member
+from tests.curation.figures import run_sent
 from tests.jobs import private_queue
 from tests.waits import HANG_GUARD_S, wait_for
 
@@ -29,17 +30,6 @@ def page_url(project) -> str:  # type: ignore[no-untyped-def]
 
 def refresh_url(project) -> str:  # type: ignore[no-untyped-def]
     return reverse("curation:quality_refresh", args=[project.pk])
-
-
-def run_sent(sent_jobs) -> int:  # type: ignore[no-untyped-def]
-    """Run, as a worker would, every refresh task sent so far; returns how many ran."""
-    ran = 0
-    while sent_jobs:
-        name, quality_id = sent_jobs.pop(0)
-        assert name == QUALITY_REFRESH
-        project_quality_refresh_run(quality_id)
-        ran += 1
-    return ran
 
 
 def labelled(project, annotators, items: int):  # type: ignore[no-untyped-def]

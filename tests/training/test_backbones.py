@@ -18,6 +18,7 @@ from annotate.models import Project, Role
 from curation.models import DatasetVersion
 from tests.annotate.factories import MembershipFactory, ProjectFactory, member
 from tests.training.conftest import frozen_version
+from tests.training.test_runs import form_data
 from training.ml.config import default_backbone
 from training.models import Campaign, RewardModel, TrainingRun
 from training.selectors_backbones import BACKBONE_REFUSED, backbone_allowed, backbone_choices
@@ -75,20 +76,6 @@ def world(settings, tmp_path, tiny_backbone):  # type: ignore[no-untyped-def]
         "own": own,
         "other": other,
         "refused": refused,
-    }
-
-
-def form_data(version: DatasetVersion, backbone: str) -> dict[str, object]:
-    return {
-        "dataset_version": version.pk,
-        "backbone": backbone,
-        "objective": "bt",
-        "epochs": 1,
-        "batch_size": 4,
-        "learning_rate": "0.001",
-        "max_length": 32,
-        "ensemble_size": 1,
-        "seed": 0,
     }
 
 
