@@ -198,6 +198,9 @@ class Item(models.Model):
     extra_overlap = models.PositiveSmallIntegerField(default=0)
     # Handed out before items of lower priority: pairs a curation round routes to the humans (0: ordinary).
     priority = models.PositiveIntegerField(default=0)
+    # Handed out after the routed pairs and before the rest: the rank a selection job (training.services.selection)
+    # gave an unlabelled item under its project's strategy, the most wanted highest (0: not selected).
+    selection_rank = models.PositiveIntegerField(default=0)
     # What its annotations say (annotate.rules.LabelSummary), recomputed from them by
     # annotate.services.label_summary in every transaction that adds annotations, under the item's row lock: the
     # review queue, the dashboard and dataset versions read these columns rather than every annotation.
@@ -231,6 +234,12 @@ class Item(models.Model):
                 fields=["project", "-priority", "annotation_count", "id"],
                 name="item_routed_order",
                 condition=Q(is_gold=False, priority__gt=0),
+            ),
+            # The selected pairs, next: at most a selection batch per project, so a small partial index too.
+            models.Index(
+                fields=["project", "-selection_rank", "annotation_count", "id"],
+                name="item_selected_order",
+                condition=Q(is_gold=False, selection_rank__gt=0),
             ),
             models.Index(fields=["project", "id"], name="item_gold", condition=Q(is_gold=True)),
             # A project's items in id order: pages of the items list, chunks of whole-project passes.

@@ -4,6 +4,8 @@ Concord takes the least-annotated open item through an index, locking with SKIP 
 the next-task query of Label Studio's community edition: the same filters, then ORDER BY random() over every
 remaining task, which sorts the whole remainder on each request. Both run here, interleaved, on the same
 database, with the same lease write; the lease is removed again (untimed) so every call sees the same state.
+Concord runs a second time with a selection strategy's ranks on --ranked open items (Item.selection_rank, as a
+selection run writes them), which the queue serves first through a partial index of its own.
 
     .venv/bin/python bench/next_task.py --items 100000 --requests 300
 """
@@ -69,6 +71,15 @@ def build_project(items: int):  # type: ignore[no-untyped-def]
     return project, users
 
 
+def rank_open_items(project, count: int) -> None:  # type: ignore[no-untyped-def]
+    """Give `count` random open items a selection rank, count down to 1, as a selection run does."""
+    from annotate.models import Item
+
+    open_ids = list(Item.objects.filter(project=project, annotation_count__lt=OVERLAP).values_list("id", flat=True))
+    for rank, item_id in enumerate(random.Random(1).sample(open_ids, count)):
+        Item.objects.filter(pk=item_id).update(selection_rank=count - rank)
+
+
 def random_next(project, annotator):  # type: ignore[no-untyped-def]
     """The same candidate set as Concord's queue, picked with ORDER BY random()."""
     from django.db import transaction
@@ -78,7 +89,7 @@ def random_next(project, annotator):  # type: ignore[no-untyped-def]
 
     now = timezone.now()
     with transaction.atomic():
-        candidates = labeling._candidates(project=project, annotator=annotator, now=now, passed=[])
+        candidates = labeling._candidates(project=project, annotator=annotator, now=now, passed=[], stage="rest")
         item = candidates.order_by("?").select_for_update(skip_locked=True, of=("self",)).first()
         if item is not None:
             labeling._lease(item=item, annotator=annotator, now=now)
@@ -89,24 +100,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--ranked", type=int, default=500, help="open items given a selection rank")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = parser.parse_args()
     django_setup()
     from django.db import connection
 
-    from annotate.models import Assignment
+    from annotate.models import Assignment, Item
     from annotate.services.labeling import assignment_next
 
     project, users = build_project(args.items)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
-    concord, rival = [], []
+    concord, rival, ranked = [], [], []
+    Item.objects.filter(project=project, selection_rank__gt=0).update(selection_rank=0)
     for n in range(args.requests):
         user = users[n % len(users)]
         concord.append(timed(lambda: assignment_next(project=project, annotator=user)))  # noqa: B023
         Assignment.objects.filter(annotator=user, status="leased").delete()
         rival.append(timed(lambda: random_next(project, user)))  # noqa: B023
         Assignment.objects.filter(annotator=user, status="leased").delete()
+    rank_open_items(project, args.ranked)
+    for n in range(args.requests):
+        user = users[n % len(users)]
+        ranked.append(timed(lambda: assignment_next(project=project, annotator=user)))  # noqa: B023
+        Assignment.objects.filter(annotator=user, status="leased").delete()
+    Item.objects.filter(project=project, selection_rank__gt=0).update(selection_rank=0)
     ratio = sorted(rival)[len(rival) // 2] / sorted(concord)[len(concord) // 2]
     lines = [
         f"Next-task latency on a project of {args.items:,} items (40% complete, overlap {OVERLAP}, "
@@ -117,10 +136,13 @@ def main() -> None:
         "| --- | --- |",
         f"| Concord `assignment_next` (least-annotated first, index scan, SKIP LOCKED) | {summary_ms(concord)} |",
         f"| ORDER BY random() over the remaining items (Label Studio community next-task) | {summary_ms(rival)} |",
+        f"| Concord `assignment_next` with a selection strategy's ranks on {args.ranked:,} open items "
+        f"(served first, partial index) | {summary_ms(ranked)} |",
         "",
         f"Median ratio: Concord is **{ratio:.0f}x** faster.",
         "",
-        f"Command: `.venv/bin/python bench/next_task.py --items {args.items} --requests {args.requests}`",
+        f"Command: `.venv/bin/python bench/next_task.py --items {args.items} --requests {args.requests} "
+        f"--ranked {args.ranked}`",
     ]
     print("\n".join(lines))
     if not args.no_write:

@@ -20,6 +20,7 @@ EXPORT = "curation.tasks.export_job_run"
 TRAINING_RUN = "training.tasks.training_run_execute_task"
 SCORING = "training.tasks.scoring_task"
 CAMPAIGN_ROUND = "training.tasks.campaign_round_task"
+SELECTION = "training.tasks.selection_run_task"
 # Not jobs with a row: counting a big project for its home page, by project id (annotate.services.project_counts);
 # bringing a project's review queue columns up to date with its queue model, by project id.
 REVIEW_SYNC = "training.review_tasks.review_queue_sync_task"

@@ -18,6 +18,7 @@ TRAINING = 3
 SCORING = 4
 CAMPAIGN_ROUND = 5
 REVIEW_SYNC = 6  # by project id
+SELECTION = 7
 
 
 @contextmanager

@@ -12,6 +12,7 @@ from annotate.rules import Pool
 from annotate.selectors import label_schema_current
 from concord.forms import form_add_errors
 from curation.models import DatasetVersion
+from training.ml.selection import STRATEGY_LABELS
 from training.ml.synergy import CONTRADICTION_ACTIONS, ENSEMBLE_KINDS, UNCERTAIN_ACTIONS, CampaignSettings, Decision
 from training.selectors import scorable_versions, trainable_versions
 from training.selectors_backbones import BACKBONE_REFUSED, backbone_choices, backbone_default
@@ -222,3 +223,32 @@ class OverrideForm(forms.Form):
         super().__init__(*args, **kwargs)
         choices = [(str(value), str(value)) for value in OVERRIDES.get(Pool(pool), ())]
         self.fields["decision"].choices = choices  # type: ignore[attr-defined]
+
+
+# Selective annotation.
+
+
+class SelectionPolicyForm(forms.Form):
+    """A project's selection policy. Only the types are checked here; the ranges are the service's to say
+    (training.services.selection.policy_errors), so they live in one place."""
+
+    strategy = forms.ChoiceField(
+        required=False,
+        help_text="What the queue hands out first. Every strategy but random reads the active reward model.",
+    )
+    batch_size = forms.IntegerField(initial=500, help_text="Items ranked by each selection.")
+    random_share = forms.FloatField(
+        initial=0.1, help_text="Share of each batch drawn at random, so the labels stay representative (0 to 1)."
+    )
+    pool_limit = forms.IntegerField(
+        initial=100_000, help_text="Unlabelled items scored per selection (a seeded sample when there are more)."
+    )
+    every_labels = forms.IntegerField(initial=0, help_text="Select again after this many new human labels; 0: never.")
+    after_promotion = forms.BooleanField(
+        required=False, initial=True, help_text="Select again when a model is promoted."
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        choices = [("", "Queue order (least annotated first)"), *STRATEGY_LABELS.items()]
+        self.fields["strategy"].choices = choices  # type: ignore[attr-defined]

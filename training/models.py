@@ -10,6 +10,7 @@ from django.db.models import Q
 
 from annotate.models import Item, JobStatus, Project
 from curation.models import DatasetVersion
+from training.ml.selection import STRATEGY_LABELS
 
 HISTORY_MAX_POINTS = 2000
 LOG_MAX_CHARS = 20_000
@@ -301,3 +302,78 @@ class DecisionOverride(models.Model):
 
     def __str__(self) -> str:
         return f"{self.decision} by {self.curator} on {self.pair_decision}"
+
+
+class SelectionPolicy(models.Model):
+    """How a project's queue picks what humans label next: a strategy of training.ml.selection, or none (the queue's
+    own order, least annotated first). A selection job ranks the unlabelled pool under it (Item.selection_rank)."""
+
+    QUEUE_ORDER = ""
+
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="selection_policy")
+    strategy = models.CharField(
+        max_length=32, blank=True, choices=[("", "Queue order (least annotated first)"), *STRATEGY_LABELS.items()]
+    )
+    batch_size = models.PositiveIntegerField(default=500, help_text="Items ranked by each selection.")
+    random_share = models.FloatField(default=0.1, help_text="Share of each batch drawn at random.")
+    pool_limit = models.PositiveIntegerField(default=100_000, help_text="Unlabelled items scored per selection.")
+    every_labels = models.PositiveIntegerField(default=0, help_text="Select again after this many new labels; 0: no.")
+    after_promotion = models.BooleanField(default=True, help_text="Select again when a model is promoted.")
+    updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"Selection policy of project {self.project_id}: {self.strategy or 'queue order'}"
+
+
+class SelectionRun(models.Model):
+    """One selection: the pool scored with the project's active model and ranked by a strategy, by a worker with
+    its progress here. Its settings are the policy's when it was asked for."""
+
+    Status = JobStatus
+
+    class Reason(models.TextChoices):
+        MANUAL = "manual", "asked for by an admin"
+        PROMOTION = "promotion", "a model was promoted"
+        LABELS = "labels", "new labels came in"
+        POLICY = "policy", "the strategy changed"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="selection_runs")
+    strategy = models.CharField(max_length=32)
+    batch_size = models.PositiveIntegerField()
+    random_share = models.FloatField()
+    pool_limit = models.PositiveIntegerField()
+    reward_model = models.ForeignKey(
+        RewardModel, null=True, blank=True, on_delete=models.SET_NULL, related_name="selection_runs"
+    )
+    reason = models.CharField(max_length=16, choices=Reason.choices, default=Reason.MANUAL)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    message = models.CharField(max_length=300, blank=True, help_text="What the job is doing now.")
+    done = models.PositiveIntegerField(default=0)
+    total = models.PositiveIntegerField(default=0)
+    pool = models.PositiveIntegerField(default=0, help_text="Unlabelled items the strategy chose from.")
+    picked = models.PositiveIntegerField(default=0, help_text="Items given a rank.")
+    labels_at_start = models.PositiveIntegerField(default=0, help_text="The project's human labels when it ran.")
+    error = models.TextField(blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    recoveries = models.PositiveIntegerField(default=0, help_text="Times a lost worker's job was sent again.")
+    recovered_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # One selection at a time per project: a second ask while one waits or runs gets that one.
+            models.UniqueConstraint(
+                fields=["project"], condition=Q(status__in=["queued", "running"]), name="selection_run_one_active"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Selection run {self.pk} ({self.strategy}, {self.status})"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (self.Status.DONE, self.Status.FAILED)

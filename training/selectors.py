@@ -16,7 +16,15 @@ from annotate.selectors import item_label_summary
 from curation.models import DatasetRow, DatasetVersion
 from curation.selectors_review import ModelScores, model_detail
 from curation.selectors_versions import versions_reachable
-from training.models import Campaign, CampaignRound, ItemScore, RewardModel, ScoringJob, TrainingRun
+from training.models import (
+    Campaign,
+    CampaignRound,
+    ItemScore,
+    RewardModel,
+    ScoringJob,
+    SelectionRun,
+    TrainingRun,
+)
 
 # A running run not heard from for this long may have lost its worker: its page offers to resume it.
 STALE_AFTER = timedelta(minutes=10)
@@ -148,7 +156,7 @@ def scorable_versions(project: Project, user: AnyUser) -> QuerySet[DatasetVersio
     return trainable_versions(project, user).filter(status=DatasetVersion.Status.FROZEN)
 
 
-Job = TypeVar("Job", TrainingRun, ScoringJob, CampaignRound)
+Job = TypeVar("Job", TrainingRun, ScoringJob, CampaignRound, SelectionRun)
 
 
 def jobs_to_recover(model: type[Job], *, silent_before: datetime, resend_before: datetime) -> QuerySet[Job]:

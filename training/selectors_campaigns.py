@@ -29,6 +29,15 @@ OTHER_COLOR = "#555555"
 
 # Plot area of the campaign charts, in SVG user units.
 PLOT_WIDTH, PLOT_HEIGHT, PLOT_LEFT, PLOT_BOTTOM, PLOT_TOP, PLOT_RIGHT = 560, 220, 48, 28, 12, 12
+# The plots' frame as the templates draw it: the axes' ends in the plot's coordinates.
+PLOT_FRAME = {
+    "width": PLOT_WIDTH,
+    "height": PLOT_HEIGHT,
+    "left": PLOT_LEFT,
+    "bottom": PLOT_HEIGHT - PLOT_BOTTOM,
+    "top": PLOT_TOP,
+    "right": PLOT_WIDTH - PLOT_RIGHT,
+}
 
 
 def campaign_for_curator(user: AnyUser, project_id: int, campaign_id: int, *, min_role: str = Role.CURATOR) -> Campaign:
@@ -185,11 +194,11 @@ class Tick:
     label: str
 
 
-def _x(fraction: float) -> float:
+def plot_x(fraction: float) -> float:
     return round(PLOT_LEFT + fraction * (PLOT_WIDTH - PLOT_LEFT - PLOT_RIGHT), 1)
 
 
-def _y(fraction: float) -> float:
+def plot_y(fraction: float) -> float:
     return round(PLOT_HEIGHT - PLOT_BOTTOM - fraction * (PLOT_HEIGHT - PLOT_BOTTOM - PLOT_TOP), 1)
 
 
@@ -238,7 +247,7 @@ def accuracy_plot(rounds: list[CampaignRound]) -> AccuracyPlot | None:
         return round(left + width / 2, 1)
 
     def y_of(value: float) -> float:
-        return _y(min(max((value - low) / span, 0.0), 1.0))
+        return plot_y(min(max((value - low) / span, 0.0), 1.0))
 
     points = []
     for r in measured:
@@ -256,7 +265,7 @@ def accuracy_plot(rounds: list[CampaignRound]) -> AccuracyPlot | None:
             )
         )
     steps = 5
-    y_ticks = [Tick(_y(i / steps), f"{low + span * i / steps:.2f}") for i in range(steps + 1)]
+    y_ticks = [Tick(plot_y(i / steps), f"{low + span * i / steps:.2f}") for i in range(steps + 1)]
     x_ticks = [Tick(x_of(n), str(n)) for n in numbers]
     return AccuracyPlot(points, " ".join(f"{p.x},{p.y}" for p in points), y_ticks, x_ticks, low)
 
@@ -319,7 +328,7 @@ def decision_share_plot(rounds: list[CampaignRound]) -> StackedPlot | None:
         x, width = _slot(index, len(decided))
         pad = min(width * 0.2, 24)
         bars.append(_stack(f"round {r.number}", totals, order, x + pad / 2, width - pad, 1 / sum(totals.values())))
-    y_ticks = [Tick(_y(i / 4), f"{25 * i}%") for i in range(5)]
+    y_ticks = [Tick(plot_y(i / 4), f"{25 * i}%") for i in range(5)]
     return StackedPlot(bars, [(d, decision_color(d)) for d in order], y_ticks)
 
 
@@ -355,8 +364,8 @@ def strength_histogram(rounds: list[CampaignRound]) -> HistogramPlot | None:
     x_ticks = []
     if bins:
         edges = [float(bins[0]["low"]), 0.0, float(bins[-1]["high"])]
-        x_ticks = [Tick(_x(i / 2), f"{edge:+.1f}" if edge else "0") for i, edge in enumerate(edges)]
-    y_ticks = [Tick(_y(i / 4), f"{peak * i / 4:.0f}") for i in range(5)]
+        x_ticks = [Tick(plot_x(i / 2), f"{edge:+.1f}" if edge else "0") for i, edge in enumerate(edges)]
+    y_ticks = [Tick(plot_y(i / 4), f"{peak * i / 4:.0f}") for i in range(5)]
     legend = [(d, decision_color(d)) for d in order]
     return HistogramPlot(latest.number, bars, legend, order, rows, x_ticks, y_ticks)
 

@@ -6,11 +6,12 @@ import logging
 
 from celery import shared_task
 
-from training.models import CampaignRound, ScoringJob, TrainingRun
+from training.models import CampaignRound, ScoringJob, SelectionRun, TrainingRun
 from training.services.campaigns import campaign_round_advance, campaign_rounds_notify
 from training.services.review_sync import review_queue_sync_send
 from training.services.runs import training_run_execute
 from training.services.scoring import scoring_run
+from training.services.selection import selection_run_execute
 
 logger = logging.getLogger(__name__)
 
@@ -56,3 +57,14 @@ def campaign_round_task(round_id: int) -> None:
         logger.warning("Campaign round %s does not exist (deleted before it ran?)", round_id)
         return
     campaign_round_advance(round_=round_)
+
+
+@shared_task
+def selection_run_task(run_id: int) -> None:
+    """Rank a project's unlabelled pool under its selection strategy (training.services.selection). Safe to
+    deliver twice."""
+    run = SelectionRun.objects.filter(pk=run_id).select_related("project", "reward_model__run").first()
+    if run is None:
+        logger.warning("Selection run %s does not exist (deleted before it ran?)", run_id)
+        return
+    selection_run_execute(run=run)

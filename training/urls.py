@@ -2,6 +2,7 @@ from django.urls import path
 
 from . import views
 from . import views_campaigns as campaigns
+from . import views_selection as selection
 
 app_name = "training"
 
@@ -41,4 +42,11 @@ urlpatterns += [
         campaigns.decision_override,
         name="decision_override",
     ),
+]
+
+# Selective annotation: the strategy the queue follows.
+urlpatterns += [
+    path("projects/<int:project_id>/selection/", selection.selection_detail, name="selection"),
+    path("projects/<int:project_id>/selection/policy/", selection.selection_update, name="selection_update"),
+    path("projects/<int:project_id>/selection/runs/", selection.selection_run_start, name="selection_run_create"),
 ]

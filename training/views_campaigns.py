@@ -23,12 +23,7 @@ from curation.services.quality import project_quality_ensure
 from training.forms import CampaignForm, DecisionFilterForm, OverrideForm
 from training.models import Campaign, CampaignRound
 from training.selectors_campaigns import (
-    PLOT_BOTTOM,
-    PLOT_HEIGHT,
-    PLOT_LEFT,
-    PLOT_RIGHT,
-    PLOT_TOP,
-    PLOT_WIDTH,
+    PLOT_FRAME,
     PROMPT_SNIPPET_CHARS,
     accuracy_plot,
     campaign_for_curator,
@@ -52,14 +47,6 @@ from training.services.campaigns import (
 )
 
 DECISIONS_PER_PAGE = 50
-FRAME = {
-    "width": PLOT_WIDTH,
-    "height": PLOT_HEIGHT,
-    "left": PLOT_LEFT,
-    "bottom": PLOT_HEIGHT - PLOT_BOTTOM,
-    "top": PLOT_TOP,
-    "right": PLOT_WIDTH - PLOT_RIGHT,
-}
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -127,7 +114,7 @@ def campaign_detail(request: HtmxHttpRequest, project_id: int, campaign_id: int)
         "accuracy": accuracy_plot(rounds),
         "shares": decision_share_plot(rounds),
         "histogram": strength_histogram(rounds),
-        "frame": FRAME,
+        "frame": PLOT_FRAME,
     }
     template = "training/campaign_detail.html"
     if not request.htmx:

@@ -60,9 +60,19 @@ def _live_leases(item_id: int, now: datetime, *, exclude_annotator_id: int | Non
     return leases.count()
 
 
-def _candidates(*, project: Project, annotator: AbstractBaseUser, now: datetime, passed: list[int], routed: bool):  # type: ignore[no-untyped-def]
-    """Items that still need annotations and that this annotator has not done, least annotated first; with
-    `routed`, only the pairs a curation round routed to the humans (Item.priority), highest priority first."""
+# The queue's stages in the order they are served, each with its items and their order (_candidates).
+QUEUE_STAGES: dict[str, tuple[Q, tuple[str, ...]]] = {
+    "routed": (Q(priority__gt=0), ("-priority", "annotation_count", "id")),
+    "selected": (Q(selection_rank__gt=0), ("-selection_rank", "annotation_count", "id")),
+    "rest": (Q(), ("annotation_count", "id")),
+}
+
+
+def _candidates(*, project: Project, annotator: AbstractBaseUser, now: datetime, passed: list[int], stage: str):  # type: ignore[no-untyped-def]
+    """Items that still need annotations and that this annotator has not done, of one stage of the queue
+    (QUEUE_STAGES): the pairs a curation round routed to the humans (Item.priority), highest priority first; the
+    pairs the project's selection strategy ranked (Item.selection_rank), highest rank first; or every open item,
+    least annotated first."""
     live_leases = (
         Assignment.objects.filter(item=OuterRef("pk"), status=Assignment.Status.LEASED, expires_at__gt=now)
         .order_by()
@@ -79,11 +89,12 @@ def _candidates(*, project: Project, annotator: AbstractBaseUser, now: datetime,
     items = Item.objects.filter(
         project=project, is_gold=False, annotation_count__lt=F("extra_overlap") + project.overlap
     )
-    # Two queries rather than one ordered by priority first: each walks its own index (item_routed_order, a small
-    # partial one, and item_queue_order), where one ORDER BY priority would sort every open item of the project.
-    ordering = ("-priority", "annotation_count", "id") if routed else ("annotation_count", "id")
+    # A query per stage rather than one ordered by priority and rank first: each walks its own index
+    # (item_routed_order and item_selected_order, small partial ones, and item_queue_order), where one ORDER BY
+    # priority would sort every open item of the project.
+    stage_filter, ordering = QUEUE_STAGES[stage]
     return (
-        (items.filter(priority__gt=0) if routed else items)
+        items.filter(stage_filter)
         .exclude(pk__in=passed)
         .exclude(Exists(finished_by_me))
         .exclude(Exists(annotated_by_me))
@@ -146,20 +157,21 @@ def assignment_next(*, project: Project, annotator: AbstractBaseUser) -> Item | 
         gold = _gold_for(project=project, annotator=annotator, now=now)
         if gold is not None:
             return gold
-    # The pairs a curation round routed to the humans first, then the least annotated.
-    for routed in (True, False):
-        leased = _lease_candidate(project=project, annotator=annotator, now=now, routed=routed)
+    # The pairs a curation round routed to the humans first, then those the selection strategy ranked, then the
+    # least annotated.
+    for stage in QUEUE_STAGES:
+        leased = _lease_candidate(project=project, annotator=annotator, now=now, stage=stage)
         if leased is not None:
             return leased
     return None
 
 
-def _lease_candidate(*, project: Project, annotator: AbstractBaseUser, now: datetime, routed: bool) -> Item | None:
+def _lease_candidate(*, project: Project, annotator: AbstractBaseUser, now: datetime, stage: str) -> Item | None:
     """The first candidate (_candidates) that still has room once locked, leased to the annotator."""
     passed: list[int] = []
     for _ in range(MAX_CANDIDATE_TRIES):
         with transaction.atomic():
-            candidates = _candidates(project=project, annotator=annotator, now=now, passed=passed, routed=routed)
+            candidates = _candidates(project=project, annotator=annotator, now=now, passed=passed, stage=stage)
             item = candidates.select_for_update(skip_locked=True, of=("self",)).select_related("project").first()
             if item is None:
                 # Every open item may be locked by someone else's lease being written right now: wait for

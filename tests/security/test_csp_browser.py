@@ -147,3 +147,7 @@ def test_the_training_pages_work_with_no_violation(live_server, page: Page, viol
     page.goto(live_server.url + reverse("training:decision_list", args=[project.pk, campaign.pk, round_.number]))
     expect(page.locator("#decision-filters .filters")).to_have_css("display", "flex")
     violations.none_on("a round's decisions")
+
+    page.goto(live_server.url + reverse("training:selection", args=[project.pk]))
+    expect(page.locator("#learning-curve circle")).to_have_count(1)
+    violations.none_on("the selection page")

@@ -27,7 +27,7 @@ from tests.training.conftest import frozen_version
 from tests.training.test_kill import database_url, forget_queue, kill, start_worker
 from tests.waits import HANG_GUARD_S, wait_for
 from training import tasks
-from training.models import RewardModel, ScoringJob, TrainingRun
+from training.models import RewardModel, ScoringJob, SelectionRun, TrainingRun
 from training.services.recovery import stale_jobs_recover
 from training.services.runs import checkpoint_step, training_run_enqueue
 
@@ -39,7 +39,7 @@ NOW = timedelta(0)
 def sent(monkeypatch):  # type: ignore[no-untyped-def]
     """The tasks sent to the gpu queue, instead of sending them."""
     sent: list[tuple[str, int]] = []
-    kinds = {jobs.TRAINING_RUN: "train", jobs.SCORING: "score"}
+    kinds = {jobs.TRAINING_RUN: "train", jobs.SCORING: "score", jobs.SELECTION: "select"}
     monkeypatch.setattr(jobs, "send", lambda name, pk: sent.append((kinds[name], pk)))
     return sent
 
@@ -166,6 +166,36 @@ def test_a_scoring_job_whose_worker_died_is_sent_again_then_failed(
     admin = login(member(job.project, Role.ADMIN))
     assert job.error in admin.get(reverse("training:run_list", args=[job.project_id])).content.decode()
     assert sent == [("score", job.pk)]
+
+
+@pytest.mark.django_db
+def test_a_selection_whose_worker_died_is_sent_again_then_failed_with_the_reason(
+    sent, settings, login, django_capture_on_commit_callbacks
+):
+    settings.CONCORD_MAX_RECOVERIES = 1
+    project = ProjectFactory()
+    job = SelectionRun.objects.create(
+        project=project,
+        strategy="random",
+        batch_size=10,
+        random_share=0,
+        pool_limit=100,
+        status="running",
+        done=3,
+        total=40,
+        heartbeat_at=timezone.now() - LONG_AGO,
+    )
+    SelectionRun.objects.filter(pk=job.pk).update(created_at=timezone.now() - LONG_AGO)
+    [recovery] = recover(django_capture_on_commit_callbacks)
+    assert str(recovery).startswith(f"selection run {job.pk}: resent; worker lost (last heartbeat at ")
+    assert sent == [("select", job.pk)]
+    worker_claims_and_dies(job)
+    [recovery] = recover(django_capture_on_commit_callbacks, grace=NOW)
+    job.refresh_from_db()
+    assert (recovery.action, job.status, job.recoveries) == ("failed", "failed", 1)
+    assert job.error.startswith("Worker lost 2 times; last heartbeat at ")
+    page = login(member(project, Role.ADMIN)).get(reverse("training:selection", args=[project.pk])).content.decode()
+    assert job.error in page
 
 
 @pytest.mark.django_db

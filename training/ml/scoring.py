@@ -9,7 +9,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from training.ml.data import Prompt, encode
-from training.ml.model import load_for_inference, member_dirs, reward_outputs
+from training.ml.model import load_for_inference, member_dirs, reward_head, reward_outputs
 
 Item = tuple[Prompt, str]
 
@@ -34,17 +34,75 @@ def model_outputs(
 ) -> np.ndarray:
     """(items, outputs) array in the items' order. Items are run longest first in batches of similar length,
     which pads little, then put back in order."""
+    return _run(model, tokenizer, items, batch_size=batch_size, max_length=max_length, features=False)[0]
+
+
+@torch.inference_mode()
+def model_outputs_and_features(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    items: Sequence[Item],
+    *,
+    batch_size: int = 64,
+    max_length: int = 256,
+) -> tuple[np.ndarray, np.ndarray]:
+    """model_outputs, and each item's last-layer features: what the reward head reads, (items, hidden)."""
+    outputs, features = _run(model, tokenizer, items, batch_size=batch_size, max_length=max_length, features=True)
+    assert features is not None
+    return outputs, features
+
+
+def _run(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    items: Sequence[Item],
+    *,
+    batch_size: int,
+    max_length: int,
+    features: bool,
+) -> tuple[np.ndarray, np.ndarray | None]:
     device = next(model.parameters()).device
     encoded = [encode(tokenizer, prompt, response, max_length) for prompt, response in items]
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]["input_ids"]))
     outputs = np.zeros((len(items), int(model.config.num_labels or 1)), dtype=np.float32)
+    head = reward_head(model)
+    kept = np.zeros((len(items), head.in_features), dtype=np.float32) if features else None
+    seen: list[torch.Tensor] = []
+    # The head's input, whatever the architecture pools: a decoder's head runs on every position and the model
+    # keeps the last real token's output, so the input at that position is taken the same way (last_positions).
+    hook = head.register_forward_pre_hook(lambda _, args: seen.append(args[0])) if features else None
     tokenizer.padding_side = "right"
-    for start in range(0, len(order), batch_size):
-        indices = order[start : start + batch_size]
-        batch = tokenizer.pad([encoded[i] for i in indices], padding="longest", return_tensors="pt")
-        logits = reward_outputs(model, {k: v.to(device) for k, v in batch.items()})
-        outputs[indices] = logits.cpu().numpy()
-    return outputs
+    try:
+        for start in range(0, len(order), batch_size):
+            indices = order[start : start + batch_size]
+            padded = tokenizer.pad([encoded[i] for i in indices], padding="longest", return_tensors="pt")
+            batch = {k: v.to(device) for k, v in padded.items()}
+            outputs[indices] = reward_outputs(model, batch).cpu().numpy()
+            if kept is not None:
+                kept[indices] = _pooled(seen.pop(), batch["attention_mask"]).float().cpu().numpy()
+    finally:
+        if hook is not None:
+            hook.remove()
+    return outputs, kept
+
+
+def _pooled(head_input: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(sequences, hidden): an encoder's head input already is; a decoder's is per position, and its reward is
+    the last real token's (right padding)."""
+    if head_input.dim() == 2:
+        return head_input
+    last = attention_mask.sum(dim=1) - 1
+    return head_input[torch.arange(head_input.shape[0], device=head_input.device), last]
+
+
+@dataclass
+class PairSignals:
+    """What selection strategies read of pairs (training.ml.selection.Pool), margins B minus A."""
+
+    margins: np.ndarray  # (pairs,) the members' mean of reward_b - reward_a
+    member_margins: np.ndarray  # (pairs, members)
+    features: np.ndarray  # (pairs, hidden) the first member's head input for B minus for A
+    embeddings: np.ndarray  # (pairs, hidden) the first member's head inputs for A and B added, L2-normalised
 
 
 class RewardScorer:
@@ -69,6 +127,29 @@ class RewardScorer:
         if not items:
             return np.zeros(0, dtype=np.float32)
         return self.outputs(items)[:, :, 0].mean(axis=0)
+
+    def pair_signals(self, pairs: Sequence[tuple[Prompt, str, str]]) -> PairSignals:
+        """Margins of (prompt, response_a, response_b) pairs by every member, and the first member's features."""
+        items = [(prompt, a) for prompt, a, _ in pairs] + [(prompt, b) for prompt, _, b in pairs]
+        model, tokenizer = self.members[0]
+        first, hidden = model_outputs_and_features(
+            model, tokenizer, items, batch_size=self.batch_size, max_length=self.max_length
+        )
+        rest = [
+            model_outputs(model, tokenizer, items, batch_size=self.batch_size, max_length=self.max_length)
+            for model, tokenizer in self.members[1:]
+        ]
+        rewards = np.stack([first, *rest])[:, :, 0]  # (members, items)
+        n = len(pairs)
+        member_margins = (rewards[:, n:] - rewards[:, :n]).T
+        side_sum = hidden[:n] + hidden[n:]
+        norms = np.linalg.norm(side_sum, axis=1, keepdims=True)
+        return PairSignals(
+            margins=member_margins.mean(axis=1),
+            member_margins=member_margins,
+            features=hidden[n:] - hidden[:n],
+            embeddings=side_sum / np.maximum(norms, 1e-12),
+        )
 
     def score_pairs(self, pairs: Sequence[tuple[Prompt, str, str]]) -> list[PairScore]:
         """Rewards of both responses of (prompt, response_a, response_b) pairs, with the ensemble's spread."""

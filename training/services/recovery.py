@@ -1,4 +1,5 @@
-"""The watchdog: training runs and scoring jobs whose worker died are sent to the gpu queue again, or failed.
+"""The watchdog: training runs, scoring jobs, curation rounds and selection runs whose worker died are sent to the gpu
+queue again, or failed.
 
 Celery beat runs it every minute on the default queue (training.watchdog_tasks: on the gpu queue it would wait
 behind the very job it checks); `manage.py recover_stale_jobs` runs it by hand or from cron.
@@ -46,14 +47,14 @@ from django.utils import timezone
 
 from concord import jobs, locks
 from concord.locks import job_lock
-from training.models import Campaign, CampaignRound, ScoringJob, TrainingRun
+from training.models import Campaign, CampaignRound, ScoringJob, SelectionRun, TrainingRun
 from training.selectors import Job, jobs_to_recover
 from training.services.campaigns import campaign_round_unroute
 from training.services.runs import run_log
 
 logger = logging.getLogger(__name__)
 
-AnyJob = TrainingRun | ScoringJob | CampaignRound
+AnyJob = TrainingRun | ScoringJob | CampaignRound | SelectionRun
 
 # A re-send that no worker has taken for this long is sent once more (uncounted), in case the broker lost it.
 RESEND_AFTER = timedelta(hours=1)
@@ -86,6 +87,7 @@ def stale_jobs_recover(
         _recover_all(TrainingRun, locks.TRAINING, policy)
         + _recover_all(ScoringJob, locks.SCORING, policy)
         + _recover_all(CampaignRound, locks.CAMPAIGN_ROUND, policy)
+        + _recover_all(SelectionRun, locks.SELECTION, policy)
     )
 
 
@@ -163,6 +165,8 @@ def _send(job: AnyJob) -> None:
         jobs.send(jobs.TRAINING_RUN, job.pk)
     elif isinstance(job, ScoringJob):
         jobs.send(jobs.SCORING, job.pk)
+    elif isinstance(job, SelectionRun):
+        jobs.send(jobs.SELECTION, job.pk)
     else:
         jobs.send(jobs.CAMPAIGN_ROUND, job.pk)
 
@@ -170,6 +174,8 @@ def _send(job: AnyJob) -> None:
 def _name(job: AnyJob) -> str:
     if isinstance(job, TrainingRun):
         return f"training run {job.pk}"
+    if isinstance(job, SelectionRun):
+        return f"selection run {job.pk}"
     return f"scoring job {job.pk}" if isinstance(job, ScoringJob) else f"curation round {job.pk}"
 
 

@@ -76,6 +76,11 @@ def reward_model_promote(*, reward_model: RewardModel, despite_warning: bool = F
     )
     RewardModel.objects.filter(pk=reward_model.pk).update(is_active=True)
     reward_model.refresh_from_db()
+    # Here, not at the top: the selection service reads the active model through this module.
+    from training.services.selection import selection_after_promotion
+
+    # A policy that selects after each promotion ranks the pool with the new model (a job after the commit).
+    selection_after_promotion(reward_model=reward_model)
     return reward_model
 
 
