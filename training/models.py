@@ -354,6 +354,8 @@ class SelectionRun(models.Model):
     pool = models.PositiveIntegerField(default=0, help_text="Unlabelled items the strategy chose from.")
     picked = models.PositiveIntegerField(default=0, help_text="Items given a rank.")
     labels_at_start = models.PositiveIntegerField(default=0, help_text="The project's human labels when it ran.")
+    # Asked for again while it ran (another strategy, settings or model): a new selection follows it.
+    rerun_requested = models.BooleanField(default=False)
     error = models.TextField(blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     recoveries = models.PositiveIntegerField(default=0, help_text="Times a lost worker's job was sent again.")

@@ -5,29 +5,22 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.cache import cache
 from django.db.models import Count, Q
-from django.http import Http404
 
-from annotate.access import AnyUser, project_for_member
-from annotate.models import Annotation, Item, Project, Role
+from annotate.models import Annotation, Item, Project
+from training.ml.selection import required_inputs
 from training.models import RewardModel, SelectionPolicy, SelectionRun
 from training.selectors_campaigns import Tick, plot_x, plot_y
 
 # The models a learning curve shows at most: the latest ones.
 CURVE_MODELS = 30
+LABELS_BEFORE_KEEP_S = 7 * 24 * 3600
 
 
 def selection_policy(project: Project) -> SelectionPolicy:
     """The project's policy, or the default (no strategy: the queue's own order), unsaved."""
     return SelectionPolicy.objects.filter(project=project).first() or SelectionPolicy(project=project)
-
-
-def selection_run_for_admin(user: AnyUser, project_id: int, run_id: int) -> tuple[Project, SelectionRun]:
-    project = project_for_member(user, project_id, min_role=Role.ADMIN)
-    run = SelectionRun.objects.filter(project=project, pk=run_id).select_related("reward_model").first()
-    if run is None:
-        raise Http404("No such selection run")
-    return project, run
 
 
 def selection_runs(project: Project, limit: int = 10) -> list[SelectionRun]:
@@ -42,6 +35,41 @@ def selection_run_active(project: Project) -> SelectionRun | None:
 
 def selection_last_done(project: Project) -> SelectionRun | None:
     return SelectionRun.objects.filter(project=project, status=SelectionRun.Status.DONE).first()
+
+
+def active_model(project: Project) -> RewardModel | None:
+    return RewardModel.objects.filter(project=project, is_active=True).select_related("run").first()
+
+
+def selection_needs_model(*, strategy: str) -> bool:
+    """Whether the strategy reads the active reward model's signals (all but random)."""
+    return bool(required_inputs(strategy))
+
+
+def selection_reads_features(*, strategy: str) -> bool:
+    """Whether it reads last-layer features or embeddings of every pool item (hidden x 8 bytes each)."""
+    return bool({"features", "embeddings"} & required_inputs(strategy))
+
+
+def selection_blocker(*, policy: SelectionPolicy, model: RewardModel | None = None) -> str:
+    """Why a selection under the policy cannot start now with the project's active model (looked up unless
+    given); empty when it can."""
+    if policy.strategy == SelectionPolicy.QUEUE_ORDER:
+        return "choose a strategy first: the queue order needs no selection"
+    if not selection_needs_model(strategy=policy.strategy):
+        return ""
+    model = model or active_model(policy.project)
+    if model is None:
+        return (
+            f"the {policy.strategy} strategy reads the active reward model, and the project has none: "
+            "promote a trained model first"
+        )
+    if "member_margins" in required_inputs(policy.strategy) and model.run.config.get("ensemble_size", 1) < 2:
+        return (
+            f"the {policy.strategy} strategy reads an ensemble's members, and the active model is a single model: "
+            "train one with an ensemble size of 2 or more and promote it"
+        )
+    return ""
 
 
 def human_label_count(project: Project) -> int:
@@ -84,12 +112,17 @@ def learning_curve(project: Project) -> LearningCurve | None:
     """Each model's held-out accuracy against the human labels the project had when its data was frozen, in
     label order; None before a model has measured one. The labels are counted for every model in one pass over
     the project's human annotations."""
+    measured_models = RewardModel.objects.filter(
+        project=project,
+        model_card__metrics__heldout__accuracy__isnull=False,
+        run__dataset_version__frozen_at__isnull=False,
+    )
     models = [
         (model, accuracy)
-        for model in RewardModel.objects.filter(project=project)
-        .select_related("run__dataset_version")
-        .order_by("-created_at", "-id")[:CURVE_MODELS]
-        if (accuracy := model_heldout_accuracy(model)) is not None and model.run.dataset_version.frozen_at
+        for model in measured_models.select_related("run__dataset_version").order_by("-created_at", "-id")[
+            :CURVE_MODELS
+        ]
+        if (accuracy := model_heldout_accuracy(model)) is not None
     ]
     if not models:
         return None
@@ -99,10 +132,18 @@ def learning_curve(project: Project) -> LearningCurve | None:
 
 
 def _labels_before(project: Project, moments: dict[int, Any]) -> dict[int, int]:
+    """The human labels made up to each moment, in one pass over the project's human annotations; kept in the
+    cache under the moments themselves, since labels made before a moment past do not change."""
+    key = f"concord:labels-before:{project.pk}:" + ",".join(f"{pk}@{m.timestamp()}" for pk, m in moments.items())
+    cached = cache.get(key)
+    if cached is not None:
+        return {int(pk): count for pk, count in cached.items()}
     counts = Annotation.objects.filter(item__project=project, origin=Annotation.Origin.HUMAN).aggregate(
         **{f"m{pk}": Count("id", filter=Q(created_at__lte=moment)) for pk, moment in moments.items()}
     )
-    return {pk: int(counts[f"m{pk}"] or 0) for pk in moments}
+    found = {pk: int(counts[f"m{pk}"] or 0) for pk in moments}
+    cache.set(key, found, timeout=LABELS_BEFORE_KEEP_S)
+    return found
 
 
 def _curve(measured: list[tuple[int, float, RewardModel]]) -> LearningCurve:

@@ -48,5 +48,5 @@ urlpatterns += [
 urlpatterns += [
     path("projects/<int:project_id>/selection/", selection.selection_detail, name="selection"),
     path("projects/<int:project_id>/selection/policy/", selection.selection_update, name="selection_update"),
-    path("projects/<int:project_id>/selection/runs/", selection.selection_run_start, name="selection_run_create"),
+    path("projects/<int:project_id>/selection/runs/", selection.selection_run_start, name="selection_run_start"),
 ]

@@ -160,10 +160,18 @@ def assignment_next(*, project: Project, annotator: AbstractBaseUser) -> Item | 
     # The pairs a curation round routed to the humans first, then those the selection strategy ranked, then the
     # least annotated.
     for stage in QUEUE_STAGES:
+        if stage != "rest" and not _stage_has_items(project=project, stage=stage):
+            continue
         leased = _lease_candidate(project=project, annotator=annotator, now=now, stage=stage)
         if leased is not None:
             return leased
     return None
+
+
+def _stage_has_items(*, project: Project, stage: str) -> bool:
+    """Whether a small stage (routed, selected) has any item at all: one read of its partial index, where looking
+    for a candidate in an empty stage costs two queries in a transaction (a third of a request's time)."""
+    return Item.objects.filter(QUEUE_STAGES[stage][0], project=project, is_gold=False).exists()
 
 
 def _lease_candidate(*, project: Project, annotator: AbstractBaseUser, now: datetime, stage: str) -> Item | None:

@@ -82,7 +82,7 @@ MIN_ROLE: dict[str, dict[str, str]] = {
     "training:decision_override": {"POST": C},
     "training:selection": {"GET": AD},
     "training:selection_update": {"POST": AD},
-    "training:selection_run_create": {"POST": AD},
+    "training:selection_run_start": {"POST": AD},
     # The API has no project in its URLs: a version and its exports are for curators of every project in it.
     "api:version-detail": {"GET": C},
     "api:version-exports": {"GET": C, "POST": C},

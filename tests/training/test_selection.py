@@ -21,6 +21,7 @@ from tests.training.test_scoring import project_with_active_model
 from tests.waits import HANG_GUARD_S, wait_for
 from training import tasks
 from training.ml.data import prompt_with_context
+from training.ml.model import reward_head
 from training.ml.scoring import RewardScorer
 from training.models import RewardModel, SelectionPolicy, SelectionRun
 from training.services.scoring import reward_model_promote
@@ -45,7 +46,7 @@ def policy_url(project) -> str:  # type: ignore[no-untyped-def]
 
 
 def run_url(project) -> str:  # type: ignore[no-untyped-def]
-    return reverse("training:selection_run_create", args=[project.pk])
+    return reverse("training:selection_run_start", args=[project.pk])
 
 
 def policy_data(strategy: str, **fields: object) -> dict[str, object]:
@@ -104,15 +105,16 @@ def test_an_admin_picks_uncertainty_and_annotators_get_the_least_certain_items_f
     (run,) = run_sent(sent_jobs)
     assert (run.status, run.strategy, run.reason, run.reward_model) == ("done", "uncertainty", "policy", model)
     assert (run.pool, run.picked) == (len(pool), 4), run.error
+    # The four ranked are the four least certain (their |margin| the four smallest: the tiny model's margins are
+    # close together, so compared as values, not as which item of a near tie), the least certain ranked first.
     margins = margins_of(trained_model_dir, pool)
-    expected = sorted(margins, key=lambda pk: (abs(margins[pk]), pk))[:4]
     ranked = list(Item.objects.filter(selection_rank__gt=0).order_by("-selection_rank").values_list("pk", flat=True))
-    assert ranked == expected
+    np.testing.assert_allclose([abs(margins[pk]) for pk in ranked], sorted(map(abs, margins.values()))[:4], atol=1e-6)
     # One annotator labels in that order, then goes on with the queue's own order.
     annotator = member(project)
     handed = [label_next(project, annotator).pk for _ in range(5)]
-    assert handed[:4] == expected
-    assert handed[4] not in expected
+    assert handed[:4] == ranked
+    assert handed[4] not in ranked
     page = admin.get(page_url(project)).content.decode()
     assert 'data-strategy="uncertainty"' in page
     assert "Priorities last computed" in page
@@ -143,12 +145,31 @@ def test_random_needs_no_model_and_the_queue_order_takes_every_rank_back(login, 
     )
 
 
+def test_a_new_selection_carries_started_items_above_its_batch_and_leaves_other_projects_alone(sent_jobs):
+    project, other = ProjectFactory(overlap=2), ProjectFactory()
+    ItemFactory.create_batch(12, project=project)
+    elsewhere = ItemFactory(project=other)
+    Item.objects.filter(pk=elsewhere.pk).update(selection_rank=7)
+    SelectionPolicy.objects.create(project=project, strategy="random", batch_size=3, random_share=0)
+    run_sent([(jobs.SELECTION, selection_run_create(project=project, reason="manual").pk)])
+    first_batch = list(Item.objects.filter(project=project, selection_rank__gt=0).order_by("-selection_rank"))
+    started = first_batch[1]
+    AnnotationFactory(item=started)  # one of its two annotations
+    run_sent([(jobs.SELECTION, selection_run_create(project=project, reason="manual").pk)])
+    ranks = dict(Item.objects.filter(project=project, selection_rank__gt=0).values_list("pk", "selection_rank"))
+    assert ranks[started.pk] == 4, "the started item stays ranked, above the new batch of three"
+    assert sorted(rank for pk, rank in ranks.items() if pk != started.pk) == [1, 2, 3]
+    assert Item.objects.get(pk=elsewhere.pk).selection_rank == 7
+    annotator = member(project)
+    assert label_next(project, annotator) == started
+
+
 def test_a_strategy_that_reads_a_model_waits_for_one_and_says_so(login, sent_jobs):
     project = ProjectFactory()
     ItemFactory.create_batch(3, project=project)
     admin = login(member(project, Role.ADMIN))
     saved = admin.post(policy_url(project), policy_data("fisher"), follow=True).content.decode()
-    assert "the pool is ranked once one is promoted" in saved
+    assert "Nothing is ranked until it can run: the fisher strategy reads the active reward model" in saved
     assert not sent_jobs
     assert not SelectionRun.objects.exists()
     assert 'data-testid="selection-blocked"' in saved
@@ -165,7 +186,7 @@ def test_bad_settings_are_refused_by_name_and_nothing_is_saved(login, sent_jobs)
     assert response.status_code == 422
     page = response.content.decode()
     assert "must be between 0 and 1" in page
-    assert "must be between 1 and 100,000" in page
+    assert "must be between 1 and 10,000" in page
     unknown = admin.post(policy_url(project), policy_data("oracle"))
     assert unknown.status_code == 422
     assert "Select a valid choice" in unknown.content.decode()
@@ -209,11 +230,14 @@ def test_enough_new_labels_start_a_selection_and_fewer_do_not(sent_jobs):
     assert selection_runs_due() == []
     AnnotationFactory(item=items[2])
     (second,) = selection_runs_due()
-    assert (second.reason, second.labels_at_start, first.labels_at_start) == ("labels", 3, 0)
     # Asked again while it waits: the same run, nothing sent twice.
     assert selection_run_create(project=project, reason="manual") == second
     assert selection_runs_due() == []
     assert len(sent_jobs) == 1
+    run_sent(sent_jobs)
+    second.refresh_from_db()
+    first.refresh_from_db()
+    assert (second.reason, second.status, second.labels_at_start, first.labels_at_start) == ("labels", "done", 3, 0)
 
 
 def test_a_selection_delivered_twice_ranks_once(sent_jobs):
@@ -274,3 +298,64 @@ def test_disagreement_needs_an_ensemble_and_says_so(login, sent_jobs, trained_mo
     assert "the active model is a single model" in refused.content.decode()
     assert not SelectionPolicy.objects.exists()
     assert not sent_jobs
+
+
+def test_a_policy_changed_while_a_selection_waits_or_runs_is_the_one_applied(sent_jobs):
+    project = ProjectFactory(overlap=1)
+    ItemFactory.create_batch(10, project=project)
+    SelectionPolicy.objects.create(project=project, strategy="random", batch_size=2, random_share=0)
+    waiting = selection_run_create(project=project, reason="manual")
+    SelectionPolicy.objects.filter(project=project).update(batch_size=3)
+    assert selection_run_create(project=project, reason="manual") == waiting
+    waiting.refresh_from_db()
+    assert waiting.batch_size == 3, "a waiting selection takes the new settings"
+    # Now it runs (a worker claimed it) when the admin changes the batch again.
+    SelectionRun.objects.filter(pk=waiting.pk).update(status="running")
+    SelectionPolicy.objects.filter(project=project).update(batch_size=4)
+    selection_run_create(project=project, reason="manual")
+    superseded, successor = run_sent(sent_jobs)  # the successor is sent when the superseded one ends
+    assert (superseded.pk, superseded.status, superseded.picked) == (waiting.pk, "failed", 0)
+    assert superseded.error.startswith("Not applied: the project's selection policy changed")
+    assert (successor.status, successor.batch_size, successor.picked) == ("done", 4, 4)
+    assert Item.objects.filter(selection_rank__gt=0).count() == 4
+
+
+def test_switching_to_the_queue_order_while_a_selection_runs_leaves_no_ranks(login, sent_jobs):
+    project = ProjectFactory()
+    ItemFactory.create_batch(5, project=project)
+    admin = login(member(project, Role.ADMIN))
+    admin.post(policy_url(project), policy_data("random", batch_size=2))
+    SelectionRun.objects.update(status="running")
+    assert admin.post(policy_url(project), policy_data("")).status_code == 302
+    (run,) = run_sent(sent_jobs)
+    assert run.status == "failed"
+    assert not sent_jobs
+    assert not Item.objects.filter(selection_rank__gt=0).exists()
+
+
+def test_a_selection_that_keeps_failing_waits_for_new_labels_before_it_runs_again(sent_jobs, trained_model_dir):
+    project, *_ = project_with_active_model(trained_model_dir)
+    RewardModel.objects.filter(project=project).update(path="/nowhere/model")
+    SelectionPolicy.objects.create(project=project, strategy="uncertainty", batch_size=2, every_labels=5)
+    (run,) = selection_runs_due()
+    run_sent(sent_jobs)
+    run.refresh_from_db()
+    assert run.status == "failed"
+    assert run.error.startswith("Selection failed:")
+    assert selection_runs_due() == []
+    assert selection_runs_due() == []
+    assert SelectionRun.objects.count() == 1
+
+
+def test_the_features_are_what_the_reward_head_reads(backbones):
+    """margin = w . (h_B - h_A) for the head's weights w: the features come from the position the reward is read
+    at, also for a decoder padding with its end-of-sequence token when a response ends with that token."""
+    pairs = [([{"role": "user", "content": f"question {n}?"}], "no.", f"yes, answer {n} is good.") for n in range(4)]
+    ending = [(prompt, a + " </s>", b + " </s>") for prompt, a, b in pairs]
+    for architecture in ("bert", "gpt2", "llama"):
+        scorer = RewardScorer(backbones[architecture], batch_size=3, max_length=32)
+        weights = reward_head(scorer.members[0][0]).weight[0].detach().numpy()
+        for batch in (pairs, ending):
+            signals = scorer.pair_signals(batch)
+            assert signals.features is not None
+            np.testing.assert_allclose(signals.features @ weights, signals.margins, rtol=1e-3, atol=1e-5)

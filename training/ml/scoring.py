@@ -69,7 +69,7 @@ def _run(
     kept = np.zeros((len(items), head.in_features), dtype=np.float32) if features else None
     seen: list[torch.Tensor] = []
     # The head's input, whatever the architecture pools: a decoder's head runs on every position and the model
-    # keeps the last real token's output, so the input at that position is taken the same way (last_positions).
+    # keeps one position's output, so the input at that position is taken (_pooled).
     hook = head.register_forward_pre_hook(lambda _, args: seen.append(args[0])) if features else None
     tokenizer.padding_side = "right"
     try:
@@ -79,30 +79,36 @@ def _run(
             batch = {k: v.to(device) for k, v in padded.items()}
             outputs[indices] = reward_outputs(model, batch).cpu().numpy()
             if kept is not None:
-                kept[indices] = _pooled(seen.pop(), batch["attention_mask"]).float().cpu().numpy()
+                pooled = _pooled(seen.pop(), batch["input_ids"], model.config.pad_token_id)
+                kept[indices] = pooled.float().cpu().numpy()
     finally:
         if hook is not None:
             hook.remove()
     return outputs, kept
 
 
-def _pooled(head_input: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """(sequences, hidden): an encoder's head input already is; a decoder's is per position, and its reward is
-    the last real token's (right padding)."""
+def _pooled(head_input: torch.Tensor, input_ids: torch.Tensor, pad_token_id: int | None) -> torch.Tensor:
+    """(sequences, hidden): an encoder's head input already is; a decoder's is per position, and its reward is read
+    where transformers reads it, at the rightmost token that is not the pad token (else the first), so a decoder
+    padding with its end-of-sequence token skips a trailing one, as packing._last_real_token does."""
     if head_input.dim() == 2:
         return head_input
-    last = attention_mask.sum(dim=1) - 1
+    positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+    real = input_ids != pad_token_id if pad_token_id is not None else torch.ones_like(input_ids, dtype=torch.bool)
+    last = (positions * real).argmax(dim=-1)
     return head_input[torch.arange(head_input.shape[0], device=head_input.device), last]
 
 
 @dataclass
 class PairSignals:
-    """What selection strategies read of pairs (training.ml.selection.Pool), margins B minus A."""
+    """What selection strategies read of pairs (training.ml.selection.Pool), margins B minus A. The features are
+    the first member's (an ensemble's members share a backbone's pretraining); the margins, and so the Fisher
+    weights p(1 - p), are the members' mean, the better estimate of p. None: not asked for."""
 
     margins: np.ndarray  # (pairs,) the members' mean of reward_b - reward_a
     member_margins: np.ndarray  # (pairs, members)
-    features: np.ndarray  # (pairs, hidden) the first member's head input for B minus for A
-    embeddings: np.ndarray  # (pairs, hidden) the first member's head inputs for A and B added, L2-normalised
+    features: np.ndarray | None  # (pairs, hidden) the first member's head input for B minus for A
+    embeddings: np.ndarray | None  # (pairs, hidden) the first member's head inputs for A and B added, L2-normalised
 
 
 class RewardScorer:
@@ -128,20 +134,23 @@ class RewardScorer:
             return np.zeros(0, dtype=np.float32)
         return self.outputs(items)[:, :, 0].mean(axis=0)
 
-    def pair_signals(self, pairs: Sequence[tuple[Prompt, str, str]]) -> PairSignals:
-        """Margins of (prompt, response_a, response_b) pairs by every member, and the first member's features."""
+    def pair_signals(self, pairs: Sequence[tuple[Prompt, str, str]], *, features: bool = True) -> PairSignals:
+        """Margins of (prompt, response_a, response_b) pairs by every member and, with `features`, the first
+        member's last-layer features (hidden x 4 bytes x 2 per pair: asked for only by the strategies that read
+        them)."""
         items = [(prompt, a) for prompt, a, _ in pairs] + [(prompt, b) for prompt, _, b in pairs]
+        options = {"batch_size": self.batch_size, "max_length": self.max_length}
         model, tokenizer = self.members[0]
-        first, hidden = model_outputs_and_features(
-            model, tokenizer, items, batch_size=self.batch_size, max_length=self.max_length
-        )
-        rest = [
-            model_outputs(model, tokenizer, items, batch_size=self.batch_size, max_length=self.max_length)
-            for model, tokenizer in self.members[1:]
-        ]
+        if features:
+            first, hidden = model_outputs_and_features(model, tokenizer, items, **options)
+        else:
+            first, hidden = model_outputs(model, tokenizer, items, **options), None
+        rest = [model_outputs(model, tokenizer, items, **options) for model, tokenizer in self.members[1:]]
         rewards = np.stack([first, *rest])[:, :, 0]  # (members, items)
         n = len(pairs)
         member_margins = (rewards[:, n:] - rewards[:, :n]).T
+        if hidden is None:
+            return PairSignals(member_margins.mean(axis=1), member_margins, None, None)
         side_sum = hidden[:n] + hidden[n:]
         norms = np.linalg.norm(side_sum, axis=1, keepdims=True)
         return PairSignals(
