@@ -1,5 +1,5 @@
 # Two commands do everything: `make run` and `make test`. See README.md.
-.PHONY: run test stop install services
+.PHONY: run test stop install services screenshots
 
 run:
 	@scripts/run.sh
@@ -18,3 +18,7 @@ install:
 
 services:
 	@scripts/services.sh start
+
+# Renews docs/screens/ (the README's and docs/tour.md's screenshots) from the screen tests.
+screenshots:
+	@scripts/screenshots.sh

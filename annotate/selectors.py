@@ -10,7 +10,6 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.cache import cache
-from django.core.paginator import Page, Paginator
 from django.db import connection
 from django.db.models import Exists, F, Max, OuterRef, Prefetch, QuerySet
 from django.utils import timezone
@@ -318,20 +317,6 @@ WHERE i.project_id = %(project)s AND i.is_gold AND a.origin = %(human)s
 GROUP BY u.{username}
 ORDER BY u.{username}
 """
-
-
-def items_for_curator(*, project: Project, gold_only: bool = False) -> QuerySet[Item]:
-    items = Item.objects.filter(project=project).select_related("gold_answer").order_by("id")
-    return items.filter(is_gold=True) if gold_only else items
-
-
-def items_page(*, project: Project, gold_only: bool, page: Any, per_page: int) -> Page[Item]:
-    """One page of the project's items in id order. The page's ids come first from the index alone (item_by_project:
-    a deep page skips index entries, not rows), then its items by id."""
-    ids = items_for_curator(project=project, gold_only=gold_only).values_list("pk", flat=True)
-    id_page: Page[int] = Paginator(ids, per_page).get_page(page)
-    items = list(items_for_curator(project=project).filter(pk__in=list(id_page.object_list)))
-    return Page(items, id_page.number, id_page.paginator)  # type: ignore[arg-type]
 
 
 def item_annotations(*, item: Item) -> QuerySet[Annotation]:

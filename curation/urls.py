@@ -30,6 +30,7 @@ from .views import versions  # noqa: E402
 urlpatterns += [
     path("projects/<int:project_id>/versions/", versions.version_list, name="version_list"),
     path("projects/<int:project_id>/versions/new/", versions.version_new, name="version_new"),
+    path("projects/<int:project_id>/versions/count/", versions.version_count, name="version_count"),
     path("projects/<int:project_id>/versions/<int:version_id>/", versions.version_detail, name="version_detail"),
     path("projects/<int:project_id>/versions/<int:version_id>/freeze/", versions.version_freeze, name="version_freeze"),
     path("projects/<int:project_id>/versions/<int:version_id>/exports/", versions.export_create, name="export_create"),
@@ -38,4 +39,11 @@ urlpatterns += [
         versions.export_download,
         name="export_download",
     ),
+]
+
+# Bulk actions from the items list.
+from .views import items_bulk  # noqa: E402
+
+urlpatterns += [
+    path("projects/<int:project_id>/items/bulk/", items_bulk.items_bulk, name="items_bulk"),
 ]

@@ -11,6 +11,13 @@
 // UTF-16 units, so every offset is converted on the way in and out (an emoji is one code point, two units).
 // Marked text is drawn with text nodes and <mark> elements whose text is set with textContent, never HTML.
 // Spans of one response may not overlap: a selection over a marked span is refused.
+//
+// Spans can be marked with the keyboard too: Tab to a response's text, move with the arrow keys (Home, End;
+// Ctrl or Alt for a word), extend the selection with Shift, then press a category key. The moves are the
+// browser's own (Selection.modify), so the selection is the very kind a mouse makes and is measured the same way.
+//
+// "Show formatting" shows each prompt turn and response as the server formatted it (Markdown, sanitised) instead
+// of the raw text; the choice is kept per browser. Spans are marked on the raw text only.
 (function () {
   "use strict";
   let shownAt = performance.now();
@@ -20,6 +27,7 @@
   let pending = null; // a selection waiting for its category: {response, start, end}
   let ratingRow = null; // the row the digits rate while rating by keyboard; null outside that mode
   let dirty = false; // the card holds changes the server has not acknowledged
+  let keyboardSelection = false; // the pending selection was made with the keyboard
 
   function card() { return document.getElementById("item-card"); }
   function form() { return document.getElementById("annotation-form"); }
@@ -210,15 +218,23 @@
     const p = popover();
     if (p) p.hidden = true;
     pending = null;
+    keyboardSelection = false;
   }
 
   function addSpan(category) {
     if (!pending) return;
-    spans.push({ response: pending.response, start: pending.start, end: pending.end, category: category });
+    const span = { response: pending.response, start: pending.start, end: pending.end, category: category };
+    const byKeyboard = keyboardSelection;
+    spans.push(span);
     hidePopover();
     window.getSelection().removeAllRanges();
     saveSpans();
     draw();
+    const text = texts[span.response], unitAt = unitIndex(text);
+    announce("Marked " + quoted(text.slice(unitAt[span.start], unitAt[span.end])) + " in response " +
+      span.response.toUpperCase() + " as " + categoryOf(category).label + ".");
+    const box = responseBoxOf(span.response);
+    if (byKeyboard && box && document.activeElement === box) caretAt(box, unitAt[span.end]);
   }
 
   function removeSpan(index) {
@@ -230,6 +246,8 @@
   function setUpCard() {
     const c = card();
     hidePopover();
+    hideCaret();
+    setUpFormatting();
     ratingRow = null;
     texts = {};
     spans = [];
@@ -290,6 +308,204 @@
   }
   document.addEventListener("mouseover", event => hot(event, true));
   document.addEventListener("mouseout", event => hot(event, false));
+
+  // Announcements for screen readers (the card's aria-live region).
+
+  function quoted(text) {
+    const flat = text.replace(/\s+/g, " ").trim();
+    return "“" + (flat.length > 80 ? flat.slice(0, 79) + "…" : flat) + "”";
+  }
+
+  function announce(message) {
+    const live = card() && card().querySelector(".span-live");
+    if (live) live.textContent = message;
+  }
+
+  // Marking with the keyboard.
+
+  function responseBoxOf(side) {
+    const c = card();
+    return c ? c.querySelector('.response-text[data-side="' + side + '"]') : null;
+  }
+
+  function responseBoxAt(target) {
+    return target instanceof Element ? target.closest("#item-card .response-text[tabindex]") : null;
+  }
+
+  // The DOM point `units` UTF-16 units into the box's text (marks split it into several text nodes).
+  function pointAt(box, units) {
+    const walker = document.createTreeWalker(box, NodeFilter.SHOW_TEXT);
+    let last = null;
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      if (units <= node.data.length) return [node, units];
+      units -= node.data.length;
+      last = node;
+    }
+    return last ? [last, last.data.length] : [box, 0];
+  }
+
+  function caretAt(box, units) {
+    const [node, offset] = pointAt(box, units);
+    window.getSelection().collapse(node, offset);
+    showCaret(box);
+  }
+
+  function selectionIn(box) {
+    const selection = window.getSelection();
+    return selection.rangeCount > 0 && box.contains(selection.anchorNode) && box.contains(selection.focusNode);
+  }
+
+  // A collapsed selection in text that is not editable is invisible, so a thin bar is drawn where it is.
+  function caretElement() {
+    let caret = document.querySelector(".kbd-caret");
+    if (!caret) {
+      caret = document.createElement("span");
+      caret.className = "kbd-caret";
+      caret.setAttribute("aria-hidden", "true");
+      caret.hidden = true;
+      document.body.append(caret);
+    }
+    return caret;
+  }
+
+  function hideCaret() {
+    const caret = document.querySelector(".kbd-caret");
+    if (caret) caret.hidden = true;
+  }
+
+  // The caret drawn at the focus end of the selection, which a key's move keeps in view inside the box's own
+  // scroll area (a scroll by the reader only moves the drawing along).
+  function showCaret(box, keepInView = true) {
+    const selection = window.getSelection();
+    if (!selection.rangeCount) { hideCaret(); return; }
+    const range = document.createRange();
+    range.setStart(selection.focusNode, selection.focusOffset);
+    let rect = range.getBoundingClientRect();
+    const view = box.getBoundingClientRect();
+    if (keepInView && rect.bottom > view.bottom) box.scrollTop += rect.bottom - view.bottom + 4;
+    if (keepInView && rect.top < view.top) box.scrollTop -= view.top - rect.top + 4;
+    rect = range.getBoundingClientRect();
+    const caret = caretElement();
+    caret.hidden = !selection.isCollapsed || rect.height === 0;
+    caret.style.left = rect.left + window.scrollX + "px";
+    caret.style.top = rect.top + window.scrollY + "px";
+    caret.style.height = rect.height + "px";
+  }
+
+  const MOVES = {
+    ArrowLeft: ["backward", "character"], ArrowRight: ["forward", "character"],
+    ArrowUp: ["backward", "line"], ArrowDown: ["forward", "line"],
+    Home: ["backward", "lineboundary"], End: ["forward", "lineboundary"],
+  };
+
+  // One arrow key in a focused response: move the caret, or with Shift extend the selection, never past the
+  // response's own text. Returns what was moved over, for the announcement.
+  function moveInResponse(box, event) {
+    const selection = window.getSelection();
+    if (!selectionIn(box)) caretAt(box, 0);
+    const [direction, unit] = MOVES[event.key];
+    const byWord = (event.ctrlKey || event.altKey) && unit === "character";
+    const before = [selection.anchorNode, selection.anchorOffset, selection.focusNode, selection.focusOffset];
+    selection.modify(event.shiftKey ? "extend" : "move", direction, byWord ? "word" : unit);
+    if (!selectionIn(box)) { selection.setBaseAndExtent(...before); return ""; }
+    const passed = document.createRange();
+    passed.setStart(before[2], before[3]);
+    passed.setEnd(selection.focusNode, selection.focusOffset);
+    if (passed.collapsed) { passed.setStart(selection.focusNode, selection.focusOffset); passed.setEnd(before[2], before[3]); }
+    return passed.toString();
+  }
+
+  function keyInResponse(event) {
+    const box = responseBoxAt(event.target);
+    if (!box || event.metaKey || !(event.key in MOVES)) return false;
+    event.preventDefault();
+    const passed = moveInResponse(box, event);
+    showCaret(box);
+    const candidate = selectionSpan();
+    const side = box.dataset.side.toUpperCase();
+    if (event.shiftKey && candidate) {
+      showPopover(candidate);
+      keyboardSelection = true;
+      const text = texts[candidate.response], unitAt = unitIndex(text);
+      const chosen = quoted(text.slice(unitAt[candidate.start], unitAt[candidate.end]));
+      announce(pending ? chosen + " selected in response " + side + ": a key 1–" +
+        popover().querySelectorAll(".span-category").length + " marks it, Esc cancels."
+        : chosen + " overlaps a marked span: remove that one first.");
+    } else {
+      hidePopover();
+      if (event.shiftKey) announce("Nothing selected.");
+      else if (passed === "") announce("Edge of response " + side + ".");
+      else if (!passed.trim()) announce(passed.includes("\n") ? "New line." : "Space.");
+      else announce(quoted(passed));
+    }
+    return true;
+  }
+
+  // Escape after a keyboard selection drops it, leaving the caret where the selection ended.
+  function cancelKeyboardSelection() {
+    const selection = window.getSelection();
+    hidePopover();
+    const box = responseBoxAt(document.activeElement);
+    if (box && selectionIn(box)) {
+      selection.collapse(selection.focusNode, selection.focusOffset);
+      showCaret(box);
+    }
+    announce("Selection cancelled.");
+  }
+
+  // Tabbing to a response puts the caret at its start (a click puts it where it lands, as usual).
+  document.addEventListener("focusin", function (event) {
+    const box = responseBoxAt(event.target);
+    if (!box || event.target !== box || !box.matches(":focus-visible")) return;
+    if (!selectionIn(box)) caretAt(box, 0); else showCaret(box);
+  });
+  document.addEventListener("focusout", function (event) {
+    if (responseBoxAt(event.target)) hideCaret();
+  });
+  document.addEventListener("mousedown", hideCaret);
+  document.addEventListener("scroll", function () {
+    const box = responseBoxAt(document.activeElement);
+    if (box && !document.querySelector(".kbd-caret[hidden]")) showCaret(box, false);
+  }, true);
+
+  // Show formatting.
+
+  const FORMATTING_KEY = "concord-show-formatting";
+
+  function formattingWanted() {
+    const store = storage();
+    try { return Boolean(store && store.getItem(FORMATTING_KEY) === "on"); } catch (error) { return false; }
+  }
+
+  function applyFormatting(on) {
+    document.documentElement.classList.toggle("show-formatting", on);
+    const c = card();
+    if (c) c.querySelectorAll(".format-toggle").forEach(toggle => { toggle.checked = on; });
+    if (!on) return;
+    // Marking works on the raw text alone: a selection or popover over it goes with it.
+    const box = responseBoxAt(document.activeElement);
+    if (box) box.blur();
+    if (popoverOpen()) { hidePopover(); window.getSelection().removeAllRanges(); }
+    hideCaret();
+  }
+
+  function setUpFormatting() {
+    const c = card();
+    if (c) c.querySelectorAll(".format-option").forEach(option => { option.hidden = false; });
+    applyFormatting(formattingWanted());
+  }
+
+  document.addEventListener("change", function (event) {
+    const toggle = event.target instanceof Element ? event.target.closest("#item-card .format-toggle") : null;
+    if (!toggle) return;
+    const store = storage();
+    try { if (store) store.setItem(FORMATTING_KEY, toggle.checked ? "on" : "off"); } catch (error) { /* unkept */ }
+    applyFormatting(toggle.checked);
+    if (card().querySelector(".span-live")) {
+      announce(toggle.checked ? "Formatting shown. Errors are marked on the raw text: untick Show formatting to mark one."
+        : "Raw text shown.");
+    }
+  });
 
   // Keyboard.
 
@@ -411,14 +627,18 @@
   }
 
   function chooseCategoryWithKey(event) {
-    if (event.key === "Escape") { event.preventDefault(); hidePopover(); return; }
+    if (event.key === "Escape") {
+      event.preventDefault();
+      if (keyboardSelection) cancelKeyboardSelection(); else hidePopover();
+      return;
+    }
     const button = popover().querySelector('.span-category[data-key="' + event.key + '"]');
     if (button && !button.disabled) { event.preventDefault(); addSpan(button.dataset.category); }
   }
 
   document.addEventListener("keydown", function (event) {
     const f = form();
-    if (!f || event.altKey) return;
+    if (!f || keyInResponse(event) || event.altKey) return;
     if (popoverOpen() && !event.ctrlKey && !event.metaKey) { chooseCategoryWithKey(event); return; }
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) { event.preventDefault(); submit(); return; }
     if (typing(event) || event.ctrlKey || event.metaKey) return;

@@ -3,6 +3,7 @@ a campaign, filter a round's decisions, override one."""
 
 import dataclasses
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from django import forms
@@ -34,7 +35,22 @@ CONFIG_FIELDS = (
 
 
 def _backbone_options(user: Any) -> list[tuple[str, str]]:
-    return [(backbone.path, backbone.label) for backbone in backbone_choices(user)]
+    """The allowed backbones, each labelled in words: the packaged default, a model directory under the server's
+    model roots (by its folder's name, then where it is), a model trained in a project the user administers."""
+    options = []
+    for backbone in backbone_choices(user):
+        label = backbone.label
+        if backbone.label == backbone.path and backbone.path != backbone_default():  # under a model root
+            path = Path(backbone.path)
+            label = f"{path.name}, on the server ({path.parent})"
+        options.append((backbone.path, label))
+    return options
+
+
+def _objective_options() -> list[tuple[str, str]]:
+    from training.ml.config import OBJECTIVE_LABELS  # a dataclass module: no torch
+
+    return [(name, f"{label}: {line}") for name, (label, line) in OBJECTIVE_LABELS.items()]
 
 
 class RetrainForm(forms.Form):
@@ -45,7 +61,7 @@ class RetrainForm(forms.Form):
         help_text="The model to start from: the packaged default, a model under the server's model roots, or one "
         "trained in a project you administer (weights load offline, safetensors only).",
     )
-    objective = forms.ChoiceField(choices=[])
+    objective = forms.ChoiceField(choices=_objective_options, widget=forms.RadioSelect)
     # Initial values come from TrainConfig's defaults (see __init__), so the form and the config agree.
     epochs = forms.IntegerField(min_value=1, max_value=100)
     batch_size = forms.IntegerField(min_value=1, max_value=1024, help_text="Pairs per step.")
@@ -78,7 +94,6 @@ class RetrainForm(forms.Form):
         # poll builds it every two seconds to show only the runs.
         self.fields["backbone"].choices = partial(_backbone_options, user)  # type: ignore[attr-defined]
         self.fields["backbone"].initial = backbone_default
-        self.fields["objective"].choices = [(name, name) for name in OBJECTIVES]  # type: ignore[attr-defined]
         self.fields["objective"].initial = OBJECTIVES[0]
         names = [attribute["name"] for attribute in label_schema_current(project=project).definition["attributes"]]
         self.fields["attributes"].choices = [(name, name) for name in names]  # type: ignore[attr-defined]

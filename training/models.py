@@ -41,6 +41,8 @@ class TrainingRun(models.Model):
     # [{"step", "loss", "eval_accuracy"}...], at most HISTORY_MAX_POINTS (thinned as it grows).
     history = models.JSONField(default=list, blank=True)
     log = models.TextField(blank=True, help_text=f"The last {LOG_MAX_CHARS} characters.")
+    # What the worker is doing before and between steps (loading the model, tokenising N pairs, evaluating).
+    phase = models.CharField(max_length=200, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     # Set by training.services.recovery each time it sends the task of a run whose worker died again.
     recoveries = models.PositiveIntegerField(default=0, help_text="Times a lost worker's run was sent again.")

@@ -2,6 +2,7 @@ from django.urls import path
 
 from . import views
 from . import views_campaigns as campaigns
+from . import views_project_summaries as summaries
 from . import views_selection as selection
 
 app_name = "training"
@@ -49,4 +50,9 @@ urlpatterns += [
     path("projects/<int:project_id>/selection/", selection.selection_detail, name="selection"),
     path("projects/<int:project_id>/selection/policy/", selection.selection_update, name="selection_update"),
     path("projects/<int:project_id>/selection/runs/", selection.selection_run_start, name="selection_run_start"),
+]
+
+# The project list's agreement and active-model figures, a fragment its cards load (annotate may not import them).
+urlpatterns += [
+    path("projects/summaries/", summaries.project_summary_list, name="project_summaries"),
 ]

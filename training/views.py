@@ -16,18 +16,20 @@ from concord.forms import form_add_errors
 from training.forms import RetrainForm, ScoringForm
 from training.models import RewardModel
 from training.selectors import (
-    BAR_LABEL_WIDTH,
-    BAR_ROW_HEIGHT,
-    BAR_WIDTH,
+    CURVE_BOX,
     CURVE_HEIGHT,
+    CURVE_VIEW_BOX,
     CURVE_WIDTH,
-    heldout_accuracy_bars,
+    heldout_accuracy_chart,
     latest_scoring_job,
+    model_rows,
+    objective_label,
     reward_models_for_project,
     run_curve,
     run_eta_seconds,
     run_for_admin,
     run_is_stale,
+    run_metrics,
     run_percent,
     run_rows,
     runs_for_project,
@@ -57,20 +59,15 @@ def run_list(request: HttpRequest, project_id: int) -> HttpResponse:
 def _run_list(request: HttpRequest, project: Project, form: RetrainForm, status: int = 200) -> HttpResponse:
     runs = list(runs_for_project(project, request.user)[:50])
     models = list(reward_models_for_project(project, request.user)[:50])
-    bars = heldout_accuracy_bars(models)
+    chart = heldout_accuracy_chart(models)
     scoring = latest_scoring_job(project)
     finished = all(run.finished for run in runs) and (scoring is None or scoring.finished)
     context = {
         "project": project,
         "form": form,
         "rows": run_rows(runs),
-        "models": models,
-        "bars": bars,
-        "bar_chart_height": len(bars) * BAR_ROW_HEIGHT,
-        "bar_label_width": BAR_LABEL_WIDTH,
-        "bar_width": BAR_WIDTH,
-        "bar_chart_width": BAR_LABEL_WIDTH + BAR_WIDTH + 60,
-        "coin_flip_x": BAR_LABEL_WIDTH + BAR_WIDTH // 2,
+        "models": model_rows(models, chart.bars),
+        "chart": chart,
         "scoring": scoring,
         "scoring_form": ScoringForm(project=project, user=request.user),
         "finished": finished,
@@ -117,7 +114,12 @@ def run_detail(request: HttpRequest, project_id: int, run_id: int) -> HttpRespon
         "accuracy": run_curve(run.history, "eval_accuracy", low=0.0, high=1.0),
         "curve_width": CURVE_WIDTH,
         "curve_height": CURVE_HEIGHT,
-        "heldout": (run.metrics or {}).get("heldout") or {},
+        "curve_box": CURVE_BOX,
+        "curve_view_box": CURVE_VIEW_BOX,
+        "curve_mid_x": CURVE_WIDTH // 2,
+        "curve_mid_y": CURVE_HEIGHT // 2,
+        "objective": objective_label((run.config or {}).get("objective")),
+        "final": run_metrics(run.metrics),
         "scoring_form": ScoringForm(project=project, user=request.user),
         "promotion_warning": promotion_warning(model) if model is not None else "",
         **NAV,

@@ -13,6 +13,8 @@ Public datasets with labels of their own, imported as prior annotations (one mod
 - "oasst": OpenAssistant message trees, JSON lines: ranked replies become groups.
 - "helpsteer2": HelpSteer2 ratings and HelpSteer2-Preference rows, JSON lines.
 
+"auto" (annotate.formats.detect) picks the format from the file's first records.
+
 Files may be gzip-compressed (detected by content, not by name). Every problem raises ImportFormatError with
 the 1-based number of the line (JSON lines) or record (JSON arrays) and the field at fault. Reading is bounded
 (annotate.formats.reading): how far gzip data may expand, how large and how deeply nested a record may be.
@@ -42,6 +44,7 @@ from .core import (
     json_type,
     pair_hash,
 )
+from .detect import FORMAT_NAMES, Detection, format_detect
 from .finegrained import parse_finegrained
 from .helpsteer2 import parse_helpsteer2
 from .oasst import parse_tree
@@ -52,8 +55,10 @@ from .reading import JsonArrayReader, LineReader, ReadLimits, json_object, stora
 __all__ = [
     "EXTERNAL_ID_MAX_CHARS",
     "FORMATS",
+    "FORMAT_NAMES",
     "PAIR_MODES",
     "SOURCE_MAX_CHARS",
+    "Detection",
     "GroupRecord",
     "ImportFormatError",
     "JsonArrayReader",
@@ -68,6 +73,7 @@ __all__ = [
     "canonical_prompt",
     "content_digest",
     "content_hash",
+    "format_detect",
     "group_hash",
     "group_pairs",
     "open_reader",

@@ -7,6 +7,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import IO
 
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -15,7 +16,17 @@ from django.core.files import File
 from django.db import transaction
 from django.utils import timezone
 
-from annotate.formats import FORMATS, ImportFormatError, ReadLimits, Record, open_reader, parse_records
+from annotate.formats import (
+    FORMAT_NAMES,
+    FORMATS,
+    Detection,
+    ImportFormatError,
+    ReadLimits,
+    Record,
+    format_detect,
+    open_reader,
+    parse_records,
+)
 from annotate.models import ImportBatch, ItemGroup, Project
 from annotate.selectors import ImportProgress, import_progress_cache_key
 from annotate.services.import_writer import ImportWriter
@@ -30,6 +41,14 @@ PROGRESS_TTL_SECONDS = 24 * 3600
 FILE_NAME_MAX_CHARS = 255
 
 ProgressCallback = Callable[[ImportProgress], None]
+# The format choice that asks for detection from the file's first records (annotate.formats.detect).
+AUTO_FORMAT = "auto"
+
+
+def import_format_detect(*, raw: IO[bytes]) -> Detection:
+    """The format of a file, from its first records, under the import's read limits; the file is left where it
+    was. Raises ImportFormatError naming the likely formats when none fits."""
+    return format_detect(raw, limits=ReadLimits(expanded_bytes=settings.CONCORD_MAX_EXPANDED_BYTES))
 
 
 @transaction.atomic
@@ -98,7 +117,7 @@ def item_import(*, batch: ImportBatch, path: Path, progress: ProgressCallback | 
         ran = _import_file(batch=batch, path=path, progress=progress)
     except ImportFormatError as error:
         ran = True
-        _import_batch_fail(batch=batch, message=error.for_file(batch.file_name))
+        _import_batch_fail(batch=batch, message=error.for_file(batch.file_name) + _format_hint(batch, path))
     except OSError as error:
         ran = True
         _import_batch_fail(batch=batch, message=f"{batch.file_name}: the file could not be read ({error})")
@@ -178,6 +197,18 @@ def _import_batch_finish(*, batch: ImportBatch, records: int, items: int, create
             "finished_at",
         ]
     )
+
+
+def _format_hint(batch: ImportBatch, path: Path) -> str:
+    """When a file fails in the format it was imported as but its first records fit another, name that one."""
+    try:
+        with path.open("rb") as raw:
+            detected = import_format_detect(raw=raw)
+    except (ImportFormatError, OSError):
+        return ""
+    if detected.format == batch.format:
+        return ""
+    return f" (The file looks like {FORMAT_NAMES[detected.format]}: import it with that format, or with auto.)"
 
 
 @transaction.atomic

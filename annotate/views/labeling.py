@@ -24,11 +24,12 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from annotate.access import item_for_annotator, project_for_member
+from annotate.access import item_for_annotator, project_for_member, role_in_project
 from annotate.forms import RESPONSE_FIELD, AnnotationForm, SkipForm
 from annotate.labels import SIDES, strength_labels
-from annotate.models import Assignment, Item, Project
+from annotate.models import Assignment, Item, Project, Role
 from annotate.selectors import annotator_is_paused, label_schema_current, lease_live, progress_for_annotator
+from annotate.selectors_home import project_filled_by_imports
 from annotate.services.labeling import (
     AnnotatorPaused,
     LabelingError,
@@ -289,6 +290,9 @@ def _render_card(
     }
     if item is not None:
         context.update(_labeling_context(item, form, errors or []))
+    elif not take_next and not context["paused"] and project_filled_by_imports(project=project):
+        context["filled_by_import"] = True
+        context["can_edit_settings"] = role_in_project(request.user, project) == Role.ADMIN
     template = "annotate/label.html#item-card" if request.htmx else "annotate/label.html"  # type: ignore[attr-defined]
     return render(request, template, context, status=status)
 

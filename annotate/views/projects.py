@@ -8,7 +8,9 @@ from annotate.access import membership_in_project, project_for_member, require_s
 from annotate.forms import MemberForm, ProjectForm
 from annotate.models import Membership, Role
 from annotate.selectors import progress_for_annotator, projects_with_roles
-from annotate.services.project_counts import project_counts_current
+from annotate.selectors_home import project_filled_by_imports
+from annotate.selectors_projects import project_cards
+from annotate.services.project_counts import project_counts_current, project_counts_refresh_send
 from annotate.services.projects import (
     MembershipError,
     membership_remove,
@@ -21,8 +23,11 @@ from annotate.services.projects import (
 @require_GET
 @login_required
 def project_list(request: HttpRequest) -> HttpResponse:
-    projects = projects_with_roles(request.user)  # type: ignore[arg-type]
-    return render(request, "annotate/project_list.html", {"projects": projects})
+    cards = project_cards(projects_with_roles(request.user))  # type: ignore[arg-type]
+    for card in cards:
+        if card.stale:
+            project_counts_refresh_send(project_id=card.project.pk)
+    return render(request, "annotate/project_list.html", {"cards": cards})
 
 
 @require_GET
@@ -30,13 +35,15 @@ def project_list(request: HttpRequest) -> HttpResponse:
 def project_queue(request: HttpRequest, project_id: int) -> HttpResponse:
     project = project_for_member(request.user, project_id)
     role = role_in_project(request.user, project)
+    progress = progress_for_annotator(project=project, annotator=request.user)  # type: ignore[arg-type]
     context = {
         "project": project,
         "role": role,
         "is_admin": role == Role.ADMIN,
         "is_curator": role in (Role.CURATOR, Role.ADMIN),
-        "progress": progress_for_annotator(project=project, annotator=request.user),  # type: ignore[arg-type]
+        "progress": progress,
         "counts": project_counts_current(project=project),
+        "filled_by_imports": not progress.remaining and project_filled_by_imports(project=project),
     }
     return render(request, "annotate/queue.html", context)
 

@@ -64,6 +64,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "concord.navigation.project_nav",
             ],
         },
     },
@@ -151,6 +152,8 @@ CONCORD_MAX_EXPANDED_BYTES = env_int("CONCORD_MAX_EXPANDED_BYTES", 4 * CONCORD_M
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False  # htmx reads the token from the page, not the cookie.
 X_FRAME_OPTIONS = "DENY"
+# A refused form (an expired session's token, say) gets a page that says what to do (concord.error_views).
+CSRF_FAILURE_VIEW = "concord.error_views.csrf_failure"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 # Content-Security-Policy (django-csp) on every response: scripts, styles and everything else from this origin

@@ -17,6 +17,7 @@ import io
 import json
 import logging
 import math
+import re
 import secrets
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -40,7 +41,8 @@ logger = logging.getLogger(__name__)
 
 ROW_CHUNK = 2000
 EXPORT_DIR = "exports/versions"
-EXTENSIONS = {"trl": "jsonl", "parquet": "parquet", "fine": "jsonl", "csv": "csv"}
+# A Parquet export is a zip of one Parquet file per split (curation.services.version_parquet.splits_write).
+EXTENSIONS = {"trl": "jsonl", "parquet": "parquet.zip", "fine": "jsonl", "csv": "csv"}
 ROW_FIELDS = DatasetRow.CONTENT_FIELDS
 JSON_FIELDS = ("prompt", "annotation_ids", "labels")
 # Fields version_rows reads besides a row's own: a JSON field as PostgreSQL writes it, JSON text; a text field
@@ -104,6 +106,24 @@ def _run_claimed(job: ExportJob) -> ExportJob:
     )
     job.refresh_from_db()
     return job
+
+
+# What a downloaded file's name ends with, by format: the format's name only where the extension does not say it.
+FILE_ENDINGS = {"trl": "-trl.jsonl", "fine": "-fine-grained.jsonl", "csv": ".csv", "parquet": ".parquet"}
+# A version tag already in a version's name ("helpful-v2", "v3 draft", "V1.1"): the file name adds none of its own.
+_VERSION_TAG = re.compile(r"(?:^|[^a-z0-9])v\d+(?:\.\d+)*(?:$|[^a-z0-9])", re.IGNORECASE)
+
+
+def export_file_name(job: ExportJob) -> str:
+    """The name a finished export downloads as: the version's name (made safe), its id as "v<id>" unless the name
+    carries a version tag already, and the format's ending ("helpful-v3-trl.jsonl", "release-v2.csv"); a Parquet
+    export in splits ends in ".parquet.zip"."""
+    name = "".join(c if c.isalnum() or c in "-_." else "-" for c in job.version.name).strip("-.")[:60] or "dataset"
+    tagged = name if _VERSION_TAG.search(name) else f"{name}-v{job.version_id}"
+    ending = FILE_ENDINGS[job.format]
+    if job.file and job.file.name.endswith(".zip"):
+        ending += ".zip"
+    return tagged + ending
 
 
 def _progress(job: ExportJob) -> Progress:
@@ -191,9 +211,10 @@ def version_export_file(*, version: DatasetVersion, format: str, path: Path, pro
     """version_export into a temporary file beside `path`, renamed to `path` once complete: a failed export leaves
     nothing where a finished one is expected (and nothing half-written beside it)."""
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    zipped = path.suffix == ".zip"
     try:
         rows = version_export(
-            version=version, format=format, path=temporary, progress=progress, gz=path.suffix == ".gz"
+            version=version, format=format, path=temporary, progress=progress, gz=path.suffix == ".gz", zipped=zipped
         )
         temporary.replace(path)
     except BaseException:
@@ -203,18 +224,26 @@ def version_export_file(*, version: DatasetVersion, format: str, path: Path, pro
 
 
 def version_export(
-    *, version: DatasetVersion, format: str, path: Path, progress: Progress | None = None, gz: bool | None = None
+    *,
+    version: DatasetVersion,
+    format: str,
+    path: Path,
+    progress: Progress | None = None,
+    gz: bool | None = None,
+    zipped: bool | None = None,
 ) -> int:
     """Write the version to a new file at `path` in `format`, a text format gzipped when `gz` (by default: when
-    the name ends in .gz); returns the number of rows."""
+    the name ends in .gz), Parquet as a zip of a file per split when `zipped` (by default: when the name ends in
+    .zip), else as one file; returns the number of rows."""
     if version.status != DatasetVersion.Status.FROZEN:
         raise VersionError("only a frozen version can be exported")
     if format == "parquet":
         # Imported here: pyarrow is large, and only this export needs it.
-        from curation.services.version_parquet import FIELDS, ROW_GROUP, chunks_write
+        from curation.services.version_parquet import FIELDS, ROW_GROUP, chunks_write, splits_write
 
         chunks = version_value_chunks(version=version, fields=FIELDS, chunk_size=ROW_GROUP)
-        return chunks_write(_counting(chunks, progress), path)
+        write_parquet = splits_write if (path.suffix == ".zip" if zipped is None else zipped) else chunks_write
+        return write_parquet(_counting(chunks, progress), path)
     if format not in TEXT_WRITERS:
         raise ValueError(f"unknown export format {format!r}")
     fields, write = TEXT_WRITERS[format]

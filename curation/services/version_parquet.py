@@ -4,22 +4,33 @@ the margin, weight, split and provenance as columns, and the per-response labels
 depends on the project's label schema), as PostgreSQL writes it: the same JSON as json.dumps would write, in
 PostgreSQL's order of keys.
 
+An export for download (splits_write) is a zip of one Parquet file per split, train.parquet, validation.parquet
+and test.parquet (a split without rows has none: `datasets` refuses an empty split), so that Hugging Face
+`datasets` loads the splits as splits, the file names naming them once the zip is unpacked into a folder:
+
+    unzip helpful-v3.parquet.zip -d helpful-v3
+    datasets.load_dataset("parquet", data_dir="helpful-v3")  # DatasetDict: train, validation, test
+
 The columns are built a chunk at a time rather than row by row: the prompts and annotation ids are parsed from
 the JSON text PostgreSQL hands over by Arrow's JSON reader, and chosen and rejected become one-turn lists
 around their text columns.
 """
 
 import io
+import tempfile
+import zipfile
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from curation.services.version_exports import IDS_JSON, LABELS_JSON, PROMPT_JSON
+from curation.services.version_rows import SPLITS
 
 TURN = pa.struct([("role", pa.string()), ("content", pa.string())])
 SCHEMA = pa.schema(
@@ -74,6 +85,36 @@ def chunks_write(chunks: Iterable[list[tuple[Any, ...]]], path: Path) -> int:
                 count += len(chunk)
         if pending is not None:
             pending.result()
+    return count
+
+
+def splits_write(chunks: Iterable[list[tuple[Any, ...]]], path: Path) -> int:
+    """Write chunks of version rows to a new zip at `path` holding a Parquet file per split (SPLITS, each in
+    position order, a row group per chunk's rows of it); returns how many rows. The files are built beside
+    `path` and stored uncompressed in the zip: Parquet compresses its own pages. A split without rows gets no
+    file."""
+    count = 0
+    written: set[str] = set()
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".splits-") as folder:
+        files = {split: Path(folder) / f"{split}.parquet" for split in SPLITS}
+        writers = {split: pq.ParquetWriter(file, SCHEMA, **_WRITER) for split, file in files.items()}
+        try:
+            for chunk in chunks:
+                if chunk:
+                    built = table(chunk)
+                    for split, writer in writers.items():
+                        part = built.filter(pc.equal(built.column("split"), split))
+                        if part.num_rows:
+                            writer.write_table(part, row_group_size=part.num_rows)
+                            written.add(split)
+                    count += len(chunk)
+        finally:
+            for writer in writers.values():
+                writer.close()
+        with zipfile.ZipFile(path, "x", compression=zipfile.ZIP_STORED) as archive:
+            for split, file in files.items():
+                if split in written:
+                    archive.write(file, f"{split}.parquet")
     return count
 
 

@@ -10,55 +10,24 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from annotate.access import item_for_annotator, item_for_curator, project_for_member, role_in_project
-from annotate.forms import RatingsField
 from annotate.labels import SCALES, strength_labels
 from annotate.models import Annotation, Item, Role
 from annotate.selectors import annotation_scale, item_annotations, label_schema_current, schema_scales
-from concord.forms import form_add_errors
+from curation.forms import AdjudicationForm
 from curation.models import Adjudication, ItemFlag
 from curation.selectors_review import REASONS, item_consensus, project_sources, review_queue_page
-from curation.services.adjudication import MAX_MORE, AdjudicationError, adjudication_record, item_flag_raise
+from curation.selectors_review_next import QueueFilters, QueuePosition, project_item_id, review_queue_next
+from curation.services.adjudication import AdjudicationError, adjudication_record, item_flag_raise
 from curation.services.quality import project_model_threshold_set
 from training.selectors import item_model_view, queue_model
 from training.services.review_sync import review_queue_bring_up_to_date
 
 COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 NO_COLOR = "#bbbbbb"
-
-
-class AdjudicationForm(forms.Form):
-    decision = forms.ChoiceField(choices=Adjudication.Decision.choices, widget=forms.RadioSelect)
-    # Checked against the project's scale by adjudication_record, which names the range when it is off.
-    strength = forms.IntegerField(required=False, label="Final label", widget=forms.Select)
-    ratings = RatingsField(
-        widget=forms.Textarea(attrs={"rows": 2}),
-        label="Final ratings (optional)",
-        help_text='JSON, e.g. {"a": {"correctness": 4}, "b": {"correctness": 1}}.',
-    )
-    more = forms.IntegerField(
-        required=False, min_value=1, max_value=MAX_MORE, initial=2, label="How many more annotations"
-    )
-    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), label="Reason", required=False)
-
-    def __init__(self, *args: Any, labels: dict[int, str], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        choices = [("", "—"), *((value, f"{value:+d} {text}") for value, text in labels.items())]
-        self.fields["strength"].widget.choices = choices
-
-    def decision_arguments(self) -> dict[str, Any]:
-        """What adjudication_record takes: only the fields that go with the chosen decision."""
-        data = self.cleaned_data
-        decision = data["decision"]
-        return {
-            "decision": decision,
-            "reason": data["reason"],
-            "strength": data["strength"] if decision == Adjudication.Decision.LABEL else None,
-            "ratings": data["ratings"] if decision == Adjudication.Decision.LABEL else None,
-            "more": (data["more"] or 0) if decision == Adjudication.Decision.MORE else 0,
-        }
 
 
 class FlagForm(forms.Form):
@@ -93,6 +62,10 @@ def review_queue(request: HttpRequest, project_id: int) -> HttpResponse:
         "model": model,
         "up_to_date": up_to_date,
         "threshold_form": ThresholdForm(initial={"threshold": project.model_threshold}),
+        # Carried to each item's adjudication page, so that a decision opens the next item under these filters.
+        "queue_query": QueueFilters(
+            reason=reason, source=source, page=str(page.number) if page.number > 1 else ""
+        ).query(),
         **_nav_context(request, project),
     }
     return render(request, "curation/review_queue.html", context)
@@ -198,33 +171,72 @@ def _ratings_grid(annotations: list[AnnotationView]) -> list[dict[str, Any]]:
     return rows
 
 
+def _with_query(url: str, query: str) -> str:
+    return f"{url}?{query}" if query else url
+
+
+def _after_decision(item: Item, filters: QueueFilters, position: QueuePosition) -> str:
+    """Where a decision leads: the next item of the queue under the curator's filters, saying which item was just
+    decided (a way back to it), or the queue itself after its last item."""
+    model = queue_model(item.project) if filters.needs_model else None
+    following = review_queue_next(project=item.project, after=position, filters=filters, model=model)
+    if following is None:
+        return _with_query(reverse("curation:review_queue", args=[item.project_id]), filters.query())
+    return _with_query(
+        reverse("curation:adjudicate", args=[item.project_id, following]), filters.query(decided=item.pk)
+    )
+
+
+def _queue_links(request: HttpRequest, item: Item, filters: QueueFilters) -> dict[str, Any]:
+    """The way back to the queue (as the curator left it), the item after this one, and the item just decided."""
+    query = filters.query()
+    model = queue_model(item.project) if filters.needs_model else None
+    following = review_queue_next(project=item.project, after=QueuePosition.of(item), filters=filters, model=model)
+    decided = project_item_id(project=item.project, value=request.GET.get("decided", ""))
+    return {
+        "queue_url": _with_query(reverse("curation:review_queue", args=[item.project_id]), query),
+        "next_url": _adjudicate_url(item.project_id, following, query),
+        "decided_id": decided,
+        "decided_url": _adjudicate_url(item.project_id, decided, query),
+    }
+
+
+def _adjudicate_url(project_id: int, item_id: int | None, query: str) -> str:
+    return "" if item_id is None else _with_query(reverse("curation:adjudicate", args=[project_id, item_id]), query)
+
+
 @require_http_methods(["GET", "POST"])
 @login_required
 def adjudicate(request: HttpRequest, project_id: int, item_id: int) -> HttpResponse:
     item = item_for_curator(request.user, project_id, item_id)
     definition = label_schema_current(project=item.project).definition
     labels = strength_labels(definition) if definition["preference"]["enabled"] else {}
-    form = AdjudicationForm(request.POST or None, labels=labels)
+    filters = QueueFilters.from_query(request.GET)
+    form = AdjudicationForm(request.POST or None, labels=labels, attributes=definition["attributes"])
     if request.method == "POST" and form.is_valid():
+        position = QueuePosition.of(item)  # where it stood in the queue before the decision moves it
         try:
             adjudication_record(item=item, curator=request.user, **form.decision_arguments())  # type: ignore[arg-type]
         except AdjudicationError as error:
-            form_add_errors(form, error.errors)
+            form.add_service_errors(error.errors)
         else:
             messages.success(request, f"Item {item.pk}: {Adjudication.Decision(form.cleaned_data['decision']).label}.")
-            return redirect("curation:review_queue", project_id=item.project_id)
+            return redirect(_after_decision(item, filters, position))
     views = _annotation_views(item, definition)
+    consensus = item_consensus(item=item)
     context = {
         "project": item.project,
         "item": item,
         "annotations": views,
         "ratings_grid": _ratings_grid(views),
-        "consensus": item_consensus(item=item),
+        "consensus": consensus,
         "model_view": item_model_view(item),
         "flags": ItemFlag.objects.filter(item=item).select_related("raised_by").order_by("-created_at"),
         "history": Adjudication.objects.filter(item=item).select_related("curator"),
         "form": form,
+        "rating_rows": form.rating_rows(consensus.ratings_helpsteer2),
         "scale": SCALES[definition["preference"]["scale"]] if labels else None,
+        **_queue_links(request, item, filters),
         **_nav_context(request, item.project),
     }
     return render(request, "curation/adjudicate.html", context, status=422 if form.errors else 200)

@@ -13,6 +13,7 @@ from django_htmx.http import HttpResponseStopPolling
 
 from annotate.access import project_for_member, role_in_project
 from annotate.models import Project, Role
+from annotate.selectors import project_is_small
 from concord.forms import form_add_errors
 from curation.aggregation import CONSENSUS_RULES
 from curation.models import DatasetRow, DatasetVersion, ExportJob
@@ -22,10 +23,12 @@ from curation.selectors_versions import (
     export_jobs_for_version,
     parent_choices,
     version_for_curator,
+    version_row_count,
     version_rows_preview,
+    version_tables,
     versions_for_project,
 )
-from curation.services.version_exports import export_job_create
+from curation.services.version_exports import export_file_name, export_job_create
 from curation.services.version_rows import DEFAULT_STATES, STATES, VersionFilters
 from curation.services.versions import VersionError, dataset_version_create, dataset_version_freeze_start
 from training.selectors import runs_for_version
@@ -101,6 +104,14 @@ class VersionForm(forms.Form):
         return cleaned
 
 
+class VersionCountForm(VersionForm):
+    """The build form's filters alone: what the live count reads (name and lineage change no row)."""
+
+    def __init__(self, *args: Any, project: Project, user: Any, **kwargs: Any) -> None:
+        super().__init__(*args, project=project, user=user, **kwargs)
+        del self.fields["name"], self.fields["parent"]
+
+
 @login_required
 @require_GET
 def version_list(request: HttpRequest, project_id: int) -> HttpResponse:
@@ -128,8 +139,37 @@ def version_new(request: HttpRequest, project_id: int) -> HttpResponse:
             )
             dataset_version_freeze_start(version=version)
             return redirect("curation:version_detail", project_id=project.pk, version_id=version.pk)
-    context = {"project": project, "form": form, **_nav(request, project)}
+    context = {"project": project, "form": form, **_count_context(request, project), **_nav(request, project)}
     return render(request, "curation/version_new.html", context, status=422 if form.is_bound else 200)
+
+
+def _count_context(request: HttpRequest, project: Project) -> dict[str, Any]:
+    """The live count's first answer, so the page shows it without JavaScript: of the filters posted, or the
+    defaults."""
+    form = VersionCountForm(request.POST if request.method == "POST" else None, project=project, user=request.user)
+    if not project_is_small(project=project):
+        # A big project's count reads every item (seconds at a million): the page comes at once and asks for it.
+        return {"count_form": form, "count": None, "count_later": True}
+    if not form.is_bound:
+        return {"count_form": form, "count": version_row_count(projects=[project], filters=VersionFilters())}
+    valid = form.is_valid()
+    filters = form.version_filters() if valid else None
+    count = version_row_count(projects=list(form.cleaned_data["projects"]), filters=filters) if filters else None
+    return {"count_form": form, "count": count}
+
+
+@login_required
+@require_GET
+def version_count(request: HttpRequest, project_id: int) -> HttpResponse:
+    """The rows the build form's filters would take, as a fragment the form asks for on every change."""
+    project = project_for_member(request.user, project_id, min_role=Role.CURATOR)
+    form = VersionCountForm(request.GET, project=project, user=request.user)
+    count = None
+    if form.is_valid():
+        count = version_row_count(projects=list(form.cleaned_data["projects"]), filters=form.version_filters())
+    return render(
+        request, "curation/version_new.html#row-count", {"project": project, "count_form": form, "count": count}
+    )
 
 
 @login_required
@@ -161,19 +201,48 @@ def version_detail(request: HttpRequest, project_id: int, version_id: int) -> Ht
 def _detail_context(request: HttpRequest, project: Project, version: DatasetVersion) -> dict[str, Any]:
     jobs = list(export_jobs_for_version(version)[:20])
     busy_jobs = any(job.status in (ExportJob.Status.QUEUED, ExportJob.Status.RUNNING) for job in jobs)
-    histogram = version.stats.get("margin_histogram", [])
     return {
         "project": project,
         "version": version,
         "rows": version_rows_preview(version) if version.status == DatasetVersion.Status.FROZEN else [],
         "jobs": jobs,
         "formats": ExportJob.Format.choices,
-        "histogram": histogram,
-        "histogram_max": max([b["count"] for b in histogram] + [1]),
+        "histogram": histogram_chart(version.stats.get("margin_histogram", [])),
+        "tables": version_tables(version),
         "finished": version.status != DatasetVersion.Status.FREEZING and not busy_jobs,
         "training_runs": list(runs_for_version(version).filter(project=project).order_by("-created_at", "-id")[:20]),
         **_nav(request, project),
     }
+
+
+# The strength histogram's drawing, in SVG user units: the plot area inside its axes.
+PLOT = {"left": 56, "right": 420, "top": 12, "bottom": 150}
+
+
+def histogram_chart(bins: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A version's margin histogram as bars and axis ticks placed in the plot area (PLOT), or None when empty."""
+    if not bins:
+        return None
+    top = max(b["count"] for b in bins) or 1
+    width = (PLOT["right"] - PLOT["left"]) / len(bins)
+    height = PLOT["bottom"] - PLOT["top"]
+    bars = [
+        {
+            "x": round(PLOT["left"] + i * width + 1, 1),
+            "y": round(PLOT["bottom"] - b["count"] / top * height, 1),
+            "width": round(width - 2, 1),
+            "height": round(b["count"] / top * height, 1),
+            "low": b["low"],
+            "high": b["high"],
+            "count": b["count"],
+        }
+        for i, b in enumerate(bins)
+    ]
+    x_ticks = [
+        {"x": round(PLOT["left"] + f * (PLOT["right"] - PLOT["left"]), 1), "label": f"{f:g}"} for f in (0, 0.5, 1)
+    ]
+    y_ticks = [{"y": PLOT["bottom"], "label": "0"}, {"y": PLOT["top"], "label": str(top)}]
+    return {"bars": bars, "x_ticks": x_ticks, "y_ticks": y_ticks, "plot": PLOT, "rows": sum(b["count"] for b in bins)}
 
 
 @login_required
@@ -196,16 +265,7 @@ def export_create(request: HttpRequest, project_id: int, version_id: int) -> Htt
 @require_GET
 def export_download(request: HttpRequest, project_id: int, version_id: int, job_id: int) -> FileResponse:
     job = export_for_member(request.user, project_id, version_id, job_id)
-    name = f"{_slug(job.version.name)}-v{job.version_id}-{job.format}{_suffix(job.file.name)}"
-    return FileResponse(job.file.open("rb"), as_attachment=True, filename=name)
-
-
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "-" for c in name)[:60] or "dataset"
-
-
-def _suffix(path: str) -> str:
-    return "." + path.rsplit(".", 1)[-1] if "." in path else ""
+    return FileResponse(job.file.open("rb"), as_attachment=True, filename=export_file_name(job))
 
 
 def _nav(request: HttpRequest, project: Project) -> dict[str, Any]:

@@ -80,6 +80,8 @@ MIN_ROLE: dict[str, dict[str, str]] = {
     "training:campaign_round_close": {"POST": C},
     "training:decision_list": {"GET": C},
     "training:decision_override": {"POST": C},
+    "curation:items_bulk": {"POST": C},
+    "curation:version_count": {"GET": C},
     "training:selection": {"GET": AD},
     "training:selection_update": {"POST": AD},
     "training:selection_run_start": {"POST": AD},

@@ -8,6 +8,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 OBJECTIVES = ("bt", "bt_margin", "bt_soft", "regression", "combined")
+# Each objective in words, with one line on what it does: the Retrain form offers them so.
+OBJECTIVE_LABELS = {
+    "bt": ("Bradley-Terry", "Learns to score the chosen response above the rejected one; the standard reward loss."),
+    "bt_margin": (
+        "Bradley-Terry with a margin",
+        "As Bradley-Terry, and a stronger preference must be won by a wider gap (Llama 2's margin loss).",
+    ),
+    "bt_soft": (
+        "Bradley-Terry with soft labels",
+        "As Bradley-Terry, allowing for a share of wrong labels (label smoothing): steadier on noisy annotations.",
+    ),
+    "regression": (
+        "Regression on attribute ratings",
+        "Predicts each rated attribute of a response (helpfulness, correctness...) rather than the preference.",
+    ),
+    "combined": (
+        "Bradley-Terry with attribute regression",
+        "Learns the preference and the attribute ratings together (as HelpSteer2-Preference).",
+    ),
+}
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 PACKING = ("auto", "on", "off")
 ENSEMBLE_KINDS = ("seeds", "bootstrap")
@@ -31,7 +51,12 @@ class TrainConfig:
         default_factory=default_backbone,
         metadata={"help": "A local Hugging Face checkpoint directory (safetensors). Default: the packaged MiniLM."},
     )
-    objective: str = field(default="bt", metadata={"help": f"The loss, one of {', '.join(OBJECTIVES)}."})
+    objective: str = field(
+        default="bt",
+        metadata={
+            "help": "The loss: " + "; ".join(f"{name} ({label})" for name, (label, _) in OBJECTIVE_LABELS.items()) + "."
+        },
+    )
     epochs: int = field(default=1, metadata={"help": "Passes over the training examples."})
     batch_size: int = field(default=16, metadata={"help": "Pairs per forward pass (2x that many sequences)."})
     learning_rate: float = field(default=2e-5, metadata={"help": "Peak AdamW learning rate."})

@@ -121,8 +121,10 @@ def train(
     output_dir: Path,
     progress: Callable[[TrainProgress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    phase: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Train (or resume training) the configured model and evaluate it on eval_examples."""
+    """Train (or resume training) the configured model and evaluate it on eval_examples. `phase` is told, in
+    words, what comes next while no step is being counted: loading the model, tokenising, training, evaluating."""
     config.validate()
     if not train_examples:
         raise ValueError("train_examples: there is nothing to train on")
@@ -136,11 +138,14 @@ def train(
             continue  # trained before this run was stopped
         examples = member_examples(config, train_examples, member)
         run = _MemberRun(config, member, fingerprint, output_dir, examples, eval_examples, progress, should_stop)
+        run.phase = phase
         with _deterministic():
             run.train()
         runs.append(run)
         if run.stopped:
             return _result(runs, started, stopped=True)
+    if phase is not None:
+        phase(f"evaluating on {len(eval_examples)} validation pairs")
     metrics = evaluate(model_dir_for(output_dir, config), eval_examples, max_length=config.max_length)
     if not runs:  # every member was already trained: report the last one's numbers
         saved = model_metadata(member_dir(output_dir, config, config.ensemble_size - 1))
@@ -263,14 +268,19 @@ class _MemberRun:
         self.best: dict[str, Any] | None = None  # {"step", "accuracy"} of the best evaluation so far
         self.checkpointed_best: int | None = None  # the best step the checkpoint on disk names
         self.evaluated: tuple[int, float] | None = None  # (step, accuracy) of the latest evaluation
+        self.phase: Callable[[str], None] | None = None
 
     def train(self) -> None:
         self._restore_best()
+        source = f"the checkpoint of step {self.position.step}" if self.resumed else Path(self.config.backbone).name
+        self._say(f"loading the model ({source})")
         model, tokenizer, optimizer, scheduler, scaler = self._setup()
         self.packed = use_packing(self.config.packing, model, self.device)
+        self._say(f"tokenising {len(self.train_examples)} pairs")
         encoded = encode_pairs(
             self.train_examples, tokenizer, max_length=self.config.max_length, attributes=self.config.attributes
         )
+        self._say("training")
         self.started = time.monotonic()
         collator = PackedPairCollator(tokenizer) if self.packed else PairCollator(tokenizer)
         while self.position.epoch < self.config.epochs and not self.stopped:
@@ -284,6 +294,14 @@ class _MemberRun:
             save_reward_model(model, tokenizer, target, metadata=self._metadata())
         prune_best(self.output_dir, self.member)
         remove_checkpoint(self.output_dir)
+
+    def _say(self, message: str) -> None:
+        """Tell the phase callback what comes next, naming the member in an ensemble."""
+        if self.phase is not None:
+            prefix = (
+                f"member {self.member + 1} of {self.config.ensemble_size}: " if self.config.ensemble_size > 1 else ""
+            )
+            self.phase(prefix + message)
 
     def _restore_best(self) -> None:
         """The best evaluation the checkpoint names, and its model; the best models of a previous run, or of

@@ -145,6 +145,13 @@ def run_log(run: TrainingRun, message: str) -> None:
     TrainingRun.objects.filter(pk=run.pk).update(log=Right(Concat("log", Value(line)), LOG_MAX_CHARS))
 
 
+def run_phase(run: TrainingRun, message: str) -> None:
+    """Say on the run's row what its worker is doing now (the run's page shows it while no step is counted), and
+    in its log; a word from the worker, so its heartbeat too."""
+    TrainingRun.objects.filter(pk=run.pk).update(phase=message[:200], heartbeat_at=timezone.now())
+    run_log(run, message)
+
+
 def training_run_execute(*, run: TrainingRun) -> TrainingRun:
     """Train a queued run, or resume one whose worker died. Safe to deliver twice (see the module's doc)."""
     with job_lock(locks.TRAINING, run.pk) as mine:
@@ -154,6 +161,7 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
             started_at=Coalesce("started_at", Now()),
             heartbeat_at=Now(),
             error="",
+            phase="starting on a worker",
         )
         if not claimed:
             logger.info("Training run %s is running elsewhere or has ended; leaving it alone", run.pk)
@@ -191,6 +199,7 @@ def _execute_claimed(run: TrainingRun) -> None:
     # Again here: the run may have been written by other means than training_run_enqueue, or its creator may no
     # longer administer the project whose model it names.
     training_backbone_check(backbone=config.backbone, user=run.created_by)
+    run_phase(run, f"exporting the pairs of {run.dataset_version.name}")
     splits = training_examples(version=run.dataset_version, out=out, seed=config.seed)
     run_log(run, f"{len(splits.train)} train, {len(splits.validation)} validation, {len(splits.test)} held-out pairs")
     result = _train(run, config, splits.train, splits.validation, out)
@@ -198,6 +207,7 @@ def _execute_claimed(run: TrainingRun) -> None:
         _finish_cancelled(run)
         return
     model_dir = Path(result.model_dir or out)
+    run_phase(run, f"evaluating on {len(splits.test or splits.validation)} held-out pairs")
     metrics = _evaluate(model_dir, splits, config, result)
     metrics["resumed_from"] = resumed_from
     _finish_succeeded(run, model_dir, metrics)
@@ -261,6 +271,7 @@ def _train(
         output_dir=out,
         progress=reporter.progress,
         should_stop=reporter.should_stop,
+        phase=reporter.phase,
     )
     reporter.flush()
     run_log(run, f"trained {result.steps} steps in {result.seconds:.1f}s" + (" (stopped)" if result.stopped else ""))
@@ -272,6 +283,7 @@ class _Reporter:
     once per PROGRESS_INTERVAL_S."""
 
     def __init__(self, run: TrainingRun, *, members: int) -> None:
+        self.run = run
         self.run_id = run.pk
         self.members = members
         self.history: list[dict[str, Any]] = list(run.history or [])
@@ -314,6 +326,11 @@ class _Reporter:
         )
         self.pending = None
         self.last_write = time.monotonic()
+
+    def phase(self, message: str) -> None:
+        """Written at once, after any progress not written yet: phases are few, and each says the next wait."""
+        self.flush()
+        run_phase(self.run, message)
 
     def should_stop(self) -> bool:
         if not self.stop and time.monotonic() - self.last_check >= PROGRESS_INTERVAL_S:

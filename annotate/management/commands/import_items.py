@@ -1,4 +1,5 @@
-"""Import a file of items into a project, synchronously: `manage.py import_items --project P --format F FILE`."""
+"""Import a file of items into a project, synchronously: `manage.py import_items --project P [--format F] FILE`
+(the format is detected from the file's first records unless given)."""
 
 import time
 from pathlib import Path
@@ -6,10 +7,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from annotate.formats import FORMATS
+from annotate.formats import FORMATS, ImportFormatError
 from annotate.models import ImportBatch
 from annotate.selectors import ImportProgress, import_batch_annotation_count, project_by_ref
-from annotate.services.imports import import_batch_create, item_import
+from annotate.services.imports import AUTO_FORMAT, import_batch_create, import_format_detect, item_import
 
 
 class Command(BaseCommand):
@@ -20,7 +21,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--project", required=True, help="Project id or exact name.")
-        parser.add_argument("--format", required=True, choices=list(FORMATS), help="File format.")
+        parser.add_argument(
+            "--format",
+            default=AUTO_FORMAT,
+            choices=[AUTO_FORMAT, *FORMATS],
+            help="File format (default: auto, detected from the file's first records).",
+        )
         parser.add_argument("--seed", type=int, help="Seed of the chosen/rejected to A/B shuffle (default: random).")
         parser.add_argument("file", type=Path, help="JSON lines, or a JSON array for some formats; plain or gzip.")
 
@@ -31,8 +37,9 @@ class Command(BaseCommand):
             raise CommandError(f"No project with the name or id {options['project']!r}.")
         if not path.is_file():
             raise CommandError(f"{path}: no such file.")
+        format = options["format"] if options["format"] != AUTO_FORMAT else self._detect(path)
         batch = import_batch_create(
-            project=project, created_by=None, file_name=path.name, format=options["format"], seed=options["seed"]
+            project=project, created_by=None, file_name=path.name, format=format, seed=options["seed"]
         )
         started = time.monotonic()
         progress = self._show_progress if options["verbosity"] >= 2 else None
@@ -47,6 +54,15 @@ class Command(BaseCommand):
             + (f", {annotations} imported annotations on them" if annotations else "")
             + f" (seed {batch.seed}, import batch {batch.pk}, {time.monotonic() - started:.1f} s)."
         )
+
+    def _detect(self, path: Path) -> str:
+        try:
+            with path.open("rb") as raw:
+                detection = import_format_detect(raw=raw)
+        except ImportFormatError as error:
+            raise CommandError(error.for_file(str(path))) from None
+        self.stdout.write(detection.describe())
+        return detection.format
 
     def _show_progress(self, progress: ImportProgress) -> None:
         self.stderr.write(f"{progress.records_read} records, {progress.percent}% of the file")
