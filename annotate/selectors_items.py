@@ -23,7 +23,7 @@ from urllib.parse import urlencode
 from django.db.models import Q, QuerySet, TextField
 from django.db.models.functions import Cast
 
-from .models import Item, Project
+from .models import LABEL_COUNTED_FIELDS, Item, Project
 
 PER_PAGE = 50
 # Items read for a filter or sort that no index answers, per request.
@@ -186,15 +186,7 @@ ROW_FIELDS = (
     "is_gold",
     "import_batch_id",
     "extra_overlap",
-    "annotation_count",
-    "human_count",
-    "strength_count",
-    "prefer_a_count",
-    "prefer_b_count",
-    "strength_min",
-    "strength_max",
-    "strength_sum",
-    "rating_spread",
+    *LABEL_COUNTED_FIELDS,
     "review_severity",
     "model_probability_b",
 )
