@@ -2,12 +2,10 @@
 user's reach is a 404; writes go through curation's services, and exports run on a Celery worker."""
 
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 from django.db.models import QuerySet
 from django.http import FileResponse, Http404
-from django.utils.text import slugify
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
@@ -29,7 +27,7 @@ from curation.api.serializers import (
     VersionSerializer,
 )
 from curation.models import DatasetVersion, ExportJob
-from curation.services.version_exports import export_job_create
+from curation.services.version_exports import export_file_name, export_job_create
 from curation.services.versions import VersionError
 
 NOT_FOUND = OpenApiResponse(description="No such version or export within your reach.")
@@ -136,7 +134,5 @@ class ExportViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet[ExportJob
         job = self.get_object()
         if job.status != ExportJob.Status.DONE or not job.file:
             raise Http404("The export is not done")
-        name = (
-            f"{slugify(job.version.name)[:60] or 'dataset'}-v{job.version_id}-{job.format}{Path(job.file.name).suffix}"
-        )
-        return FileResponse(job.file.open("rb"), as_attachment=True, filename=name)
+        # The same name as the page's download (one rule).
+        return FileResponse(job.file.open("rb"), as_attachment=True, filename=export_file_name(job))
