@@ -146,6 +146,8 @@ KINDS = {
     "trl": ("trl", "jsonl"),
     "naive-trl": ("trl", "jsonl"),
     "parquet": ("parquet", "parquet"),
+    # What a download job writes: a zip of one Parquet file per split (version_parquet.splits_write).
+    "parquet-splits": ("parquet", "parquet.zip"),
     "naive-parquet": ("parquet", "parquet"),
 }
 
@@ -226,6 +228,7 @@ average as the export ended (other work on the machine included).
 {line("Concord TRL (`version_export`: 2,000 rows a query, read a chunk ahead, responses escaped by PostgreSQL)", trl)}
 {line("Naive ORM loop to TRL (`for row in DatasetRow.objects.filter(version=v)`)", figures["naive-trl"])}
 {line("Concord Parquet (10,000 rows a query and a row group, built column by column, compressed in a thread)", parquet)}
+{line("Concord Parquet, a zip of a file per split (what a download job writes)", figures["parquet-splits"])}
 {line("Naive ORM loop to Parquet (a dict per row, `pa.Table.from_pylist` per 10,000)", figures["naive-parquet"])}
 
 TRL: {ratio("trl", "naive-trl")}. Parquet: {ratio("parquet", "naive-parquet")}; Concord's Parquet export runs
