@@ -173,7 +173,13 @@ class Item(models.Model):
         B = 1, "B preferred"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="items")
-    import_batch = models.ForeignKey(ImportBatch, null=True, blank=True, on_delete=models.SET_NULL)
+    # Indexed with the item number (item_by_import), which serves the foreign key's lookups too.
+    import_batch = models.ForeignKey(ImportBatch, null=True, blank=True, on_delete=models.SET_NULL, db_index=False)
+    # The item's number in its project, 1, 2, 3... in the order its items arrived: what people see, search for
+    # and sort by (ids are global, and say nothing to a curator). The database numbers a row inserted with 0 (the
+    # trigger of migration 0011, under the project's concord.locks.ITEM_NUMBERS), so every way of creating items numbers
+    # them alike; the importer numbers a chunk itself in its INSERT, under the same lock (ItemCopier).
+    number = models.PositiveIntegerField(db_default=0, editable=False)
     prompt = models.JSONField(help_text='Chat turns: [{"role": "user", "content": "..."}, ...]')
     # Reference material the responses should rest on (retrieved passages, a document); shown above the prompt.
     context = models.TextField(blank=True)
@@ -224,7 +230,11 @@ class Item(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["project", "content_hash"], name="item_unique_content")]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "content_hash"], name="item_unique_content"),
+            # Also the index of the items list in number order and of its windows.
+            models.UniqueConstraint(fields=["project", "number"], name="item_unique_number"),
+        ]
         indexes = [
             models.Index(
                 fields=["project", "annotation_count", "id"], name="item_queue_order", condition=Q(is_gold=False)
@@ -244,8 +254,11 @@ class Item(models.Model):
             models.Index(fields=["project", "id"], name="item_gold", condition=Q(is_gold=True)),
             # A project's items in id order: pages of the items list, chunks of whole-project passes.
             models.Index(fields=["project", "id"], name="item_by_project"),
-            # The distinct sources of a project, read by skipping through it (curation.selectors_review).
-            models.Index(fields=["project", "source"], name="item_source"),
+            # The distinct sources of a project, read by skipping through it (curation.selectors_review), and a
+            # source's items in number order (the items list).
+            models.Index(fields=["project", "source", "number"], name="item_source"),
+            # An import's items in number order (the items list), and the foreign key's lookups.
+            models.Index(fields=["import_batch", "number"], name="item_by_import"),
             # The review queue, most severe first: only the items in it, so a small partial index.
             models.Index(
                 fields=["project", "-review_severity", "-annotation_count", "id"],
@@ -262,7 +275,7 @@ class Item(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"Item {self.pk} of project {self.project_id}"
+        return f"Item {self.number} of project {self.project_id}"
 
 
 # The bit of each review reason (annotate.rules.REASON_LABELS) in Item.review_reasons; the model's two reasons share

@@ -3,13 +3,14 @@ in the list it was opened from.
 
 Whatever the project's size, a request reads a bounded number of rows:
 
-- What an index answers is read through it: the project's items in id order (item_by_project), by source
-  (item_source), gold items (item_gold), an import batch's items (its foreign key index), items with an open flag
-  (few: a set of ids).
-- A search for a number ("123", "#123") is the item with that number, through the primary key.
+- Items are listed and found by their number in the project (Item.number), never by their global id.
+- What an index answers is read through it: the project's items in number order (item_unique_number), a
+  source's (item_source) and an import's (item_by_import) in number order, gold items (item_gold), items with
+  an open flag (few: a set of ids).
+- A search for a number ("123", "#123") is the item with that number, through item_unique_number.
 - What no index answers (text in prompts and responses, the state, the annotation count, the model's probability,
-  and sorting by the annotation count) is looked for in a window of SCAN_WINDOW items in id order, and the page
-  says which: "searched items 1 to 10,000; search the next 10,000". There is no full-text or trigram index on the
+  and sorting by the annotation count) is looked for in a window of SCAN_WINDOW items in number order, and the
+  page says which: "searched items 1 to 10,000; search the next 10,000". There is no full-text or trigram index on the
   item texts, and building one for a million items on every import costs more than a curator's occasional search
   gains, so the search is a bounded scan that says it is one.
 - Pages are pieces of PER_PAGE rows read with one row more (is there a next page?); nothing counts the whole list.
@@ -30,14 +31,14 @@ PER_PAGE = 50
 SCAN_WINDOW = 10_000
 PROMPT_CHARS = 240
 
-# Sort keys as the query string names them, each with its columns (ties broken by id).
+# Sort keys as the query string names them, each with its columns (ties broken by the item number).
 SORTS: dict[str, tuple[str, ...]] = {
-    "number": ("id",),
-    "-number": ("-id",),
-    "source": ("source", "id"),
-    "-source": ("-source", "-id"),
-    "annotations": ("annotation_count", "id"),
-    "-annotations": ("-annotation_count", "-id"),
+    "number": ("number",),
+    "-number": ("-number",),
+    "source": ("source", "number"),
+    "-source": ("-source", "-number"),
+    "annotations": ("annotation_count", "number"),
+    "-annotations": ("-annotation_count", "-number"),
 }
 # Sorts that need the window: no index of all a project's items orders them so.
 SCANNED_SORTS = ("annotations", "-annotations")
@@ -59,13 +60,13 @@ class ItemFilters:
     max_p_b: float | None = None
     sort: str = "number"
     page: int = 1
-    start: int = 0  # the window's first item id ("from" in the query string)
+    start: int = 0  # the window's first item number ("from" in the query string)
 
     @property
     def number(self) -> int | None:
-        """The item number a search for a number ("123" or "#123") asks for: found through the primary key."""
+        """The item number a search for a number ("123" or "#123") asks for."""
         digits = self.q.removeprefix("#")
-        return int(digits) if digits.isdigit() and len(digits) < 19 else None
+        return int(digits) if digits.isdigit() and len(digits) < 10 else None
 
     @property
     def scanned(self) -> bool:
@@ -107,8 +108,8 @@ class ItemFilters:
 
 @dataclass(frozen=True)
 class Window:
-    """The items a scanned request reads: ids from `start` up to (not including) `next_start`; `next_start` None
-    when the window reaches the project's last item."""
+    """The items a scanned request reads: numbers from `start` up to (not including) `next_start`; `next_start`
+    None when the window reaches the project's last item."""
 
     start: int
     next_start: int | None
@@ -116,11 +117,11 @@ class Window:
 
     @property
     def within(self) -> Q | None:
-        """The window as a condition on item ids (item_id), for the subqueries of decisions and flags."""
+        """The window as a condition on the item of a decision or flag, for their subqueries."""
         if not self.scanned:
             return None
-        bounds = Q(item_id__gte=self.start)
-        return bounds & Q(item_id__lt=self.next_start) if self.next_start is not None else bounds
+        bounds = Q(item__number__gte=self.start)
+        return bounds & Q(item__number__lt=self.next_start) if self.next_start is not None else bounds
 
     @property
     def partial(self) -> bool:
@@ -129,11 +130,11 @@ class Window:
 
 
 def item_window(*, project: Project, filters: ItemFilters) -> Window:
-    """The window a request reads: one index-only probe of item_by_project for the first id past it."""
+    """The window a request reads: one index-only probe of item_unique_number for the first number past it."""
     if not filters.scanned:
         return Window(start=0, next_start=None, scanned=False)
-    ids = Item.objects.filter(project=project, pk__gte=filters.start).order_by("pk").values_list("pk", flat=True)
-    next_start = ids[SCAN_WINDOW : SCAN_WINDOW + 1].first()
+    numbers = Item.objects.filter(project=project, number__gte=filters.start).order_by("number")
+    next_start = numbers.values_list("number", flat=True)[SCAN_WINDOW : SCAN_WINDOW + 1].first()
     return Window(start=filters.start, next_start=next_start, scanned=True)
 
 
@@ -152,11 +153,11 @@ def items_filtered(*, project: Project, filters: ItemFilters, window: Window) ->
     """The project's items that the filters annotate answers take (state and flags are the view's to add)."""
     items = Item.objects.filter(project=project)
     if window.scanned:
-        items = items.filter(pk__gte=window.start)
+        items = items.filter(number__gte=window.start)
         if window.next_start is not None:
-            items = items.filter(pk__lt=window.next_start)
+            items = items.filter(number__lt=window.next_start)
     if filters.number is not None:
-        items = items.filter(pk=filters.number)  # a number is an item number: a jump, not a text search
+        items = items.filter(number=filters.number)  # a number is an item number: a jump, not a text search
     elif filters.q:
         items = items.alias(prompt_text=Cast("prompt", TextField())).filter(_search_q(filters.q))
     if filters.gold:
@@ -180,6 +181,7 @@ def items_filtered(*, project: Project, filters: ItemFilters, window: Window) ->
 ROW_FIELDS = (
     "id",
     "project_id",
+    "number",
     "prompt",
     "source",
     "external_id",
@@ -216,7 +218,7 @@ def _after(item: Item, columns: tuple[str, ...]) -> Q:
     equal: dict[str, Any] = {}
     for column in columns:
         name = column.lstrip("-")
-        value = getattr(item, "pk" if name == "id" else name)
+        value = getattr(item, name)
         step = Q(**{f"{name}__{'lt' if column.startswith('-') else 'gt'}": value})
         condition |= Q(**equal) & step
         equal[name] = value

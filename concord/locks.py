@@ -19,6 +19,10 @@ SCORING = 4
 CAMPAIGN_ROUND = 5
 REVIEW_SYNC = 6  # by project id
 SELECTION = 7
+# By project id, held to the end of a transaction (pg_advisory_xact_lock) that numbers new items: Item.number is
+# the project's largest number plus one, read under this lock. Migration annotate 0011's trigger has it as 8.
+ITEM_NUMBERS = 8
+SCORING_CHUNK = 9  # by chunk id (training.models.ScoringChunk): a scoring job's chunks run on many workers
 
 
 @contextmanager

@@ -114,7 +114,7 @@ def queue_entries(
     """A page of queue rows as entries with their items, reasons and severity (annotate.rules, which the SQL order
     mirrors): one query for the items, one for the rating details, one for the model's margins."""
     ids = [row["id"] for row in rows]
-    items = Item.objects.filter(pk__in=ids).only("id", "project_id", "prompt", "source", "annotation_count")
+    items = Item.objects.filter(pk__in=ids).only("id", "project_id", "number", "prompt", "source", "annotation_count")
     by_id = {item.pk: item for item in items}
     spreads = rating_spreads(ids)
     margins = dict(model.scores.filter(item_id__in=ids).values_list("item_id", "margin")) if model else {}

@@ -81,8 +81,9 @@ def review_queue_next(
     return None
 
 
-def project_item_id(*, project: Project, value: str) -> int | None:
-    """`value` as the id of an item of `project` (one index probe), else None: what a query string names."""
+def project_item_named(*, project: Project, value: str) -> Item | None:
+    """The item of `project` whose id is `value` (its id and number only; one index probe), else None: what a
+    query string names."""
     if not value.isdigit() or len(value) > 18:
         return None
-    return int(value) if Item.objects.filter(project=project, pk=int(value)).exists() else None
+    return Item.objects.filter(project=project, pk=int(value)).only("id", "number").first()

@@ -87,7 +87,10 @@ def export_for_member(user: AnyUser, project_id: int, version_id: int, job_id: i
 
 
 def version_rows_preview(version: DatasetVersion) -> QuerySet[DatasetRow]:
-    return DatasetRow.objects.filter(version=version).order_by("position")[:PREVIEW_ROWS]
+    """The first rows, each with its item's number in the project (None where the item is gone)."""
+    number = Item.objects.filter(pk=OuterRef("item_id")).values("number")
+    rows = DatasetRow.objects.filter(version=version).annotate(item_number=Subquery(number))
+    return rows.order_by("position")[:PREVIEW_ROWS]
 
 
 def export_jobs_for_version(version: DatasetVersion) -> QuerySet[ExportJob]:

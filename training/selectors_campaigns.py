@@ -398,7 +398,7 @@ def round_decisions(round_: CampaignRound, filters: DecisionFilters) -> QuerySet
         decisions = decisions.filter(strength__lte=filters.max_strength)
     return (
         decisions.select_related("item")
-        .only(*DECISION_FIELDS, "item__id", "item__prompt", "item__project_id")
+        .only(*DECISION_FIELDS, "item__id", "item__number", "item__prompt", "item__project_id")
         .order_by("strength", "id")
     )
 

@@ -178,7 +178,7 @@ def decision_override(
         except CampaignError as error:
             form_add_errors(form, error.errors)
         else:
-            messages.success(request, f"Item {pair.item_id}: {form.cleaned_data['decision']} (overridden).")
+            messages.success(request, f"Item {pair.item.number}: {form.cleaned_data['decision']} (overridden).")
             url = reverse("training:decision_list", args=[project_id, campaign_id, number])
             query = request.GET.urlencode()
             return redirect(f"{url}?{query}#decision-{pair.pk}" if query else f"{url}#decision-{pair.pk}")

@@ -51,6 +51,7 @@ from annotate.formats import (
 from annotate.models import Annotation, ImportBatch, Item, ItemGroup, LabelSchema, Project
 from annotate.services.label_summary import item_label_summaries_refresh, items_lock
 from annotate.services.schemas import label_schema_ensure
+from concord import locks
 
 IMPORTED_USER_PREFIX = "imported:"
 # uuid5 namespace of imported annotations' submission ids, which are derived from batch, item and annotator.
@@ -73,10 +74,22 @@ STAGED_FIELDS = (
 # A sort of a chunk's staged rows (by file order) done in memory rather than in temporary files.
 STAGE_SORT_MEMORY = "64MB"
 _A, _B = int(Item.SourceLabel.A), int(Item.SourceLabel.B)
-# A chunk's staged rows into the items, in file order; the unique constraint skips the duplicates.
+# A chunk's staged rows into the items, in file order, numbered on from the project's last item: the rows whose
+# content the project has not got, the first of each content in the chunk, so that duplicates take no number. The
+# project's ITEM_NUMBERS lock, held to the end of the import's transaction, keeps other writers from numbering
+# meanwhile; the unique constraint is still there as the last word on duplicates.
 _INSERT_SQL = """
-INSERT INTO {item} ({others}, {staged})
-SELECT {values}, {selected} FROM {stage} ORDER BY seq
+INSERT INTO {item} ({others}, {staged}, number)
+SELECT {values}, {selected},
+    (SELECT coalesce(max(number), 0) FROM {item} WHERE project_id = %(project)s) + row_number() OVER (ORDER BY seq)
+FROM (
+    SELECT DISTINCT ON (content_hash) * FROM {stage} AS staged
+    WHERE NOT EXISTS (
+        SELECT FROM {item} WHERE project_id = %(project)s AND content_hash = staged.content_hash
+    )
+    ORDER BY content_hash, seq
+) AS fresh
+ORDER BY seq
 ON CONFLICT (project_id, content_hash) DO NOTHING
 """
 _DEFERRED_KEYS_SQL = """
@@ -175,7 +188,7 @@ class ImportWriter:
         existing = self._existing([plan.content_hash for plan in plans])
         self._write_groups(plans, groups, existing)
         created = self._copier.insert(plans)
-        # Those skipped as conflicts are rows another import committed meanwhile: found here all the same.
+        # The items just written, and a chunk's repeats of them, found by their content.
         existing |= self._existing([plan.content_hash for plan in plans if plan.content_hash not in existing])
         self._write_annotations(plans, existing, created)
 
@@ -361,11 +374,12 @@ class ImportWriter:
 
 
 class ItemCopier:
-    """Writes planned items through a TEMP staging table: COPY a chunk in, then one INSERT ... SELECT ... ON
-    CONFLICT DO NOTHING moves into the items, in file order, the rows whose content hash the project has not got:
-    the unique constraint, not Python, skips duplicates within the file and of the project's items, including
-    those another import commits meanwhile. The table goes with the transaction, so a failed import leaves
-    nothing behind.
+    """Writes planned items through a TEMP staging table: COPY a chunk in, then one INSERT ... SELECT moves into
+    the items, in file order and numbered on from the project's last item, the rows whose content hash the project
+    has not got: SQL, not Python, skips duplicates within the file and of the project's items. The project's
+    ITEM_NUMBERS lock, taken first and held to the end of the transaction, makes this import the project's only
+    writer of items meanwhile (another import into the same project waits for it). The table goes with the
+    transaction, so a failed import leaves nothing behind.
 
     submit() copies a chunk in, then hands its INSERT to a worker thread, which runs it on the import's own
     connection (psycopg's connections may be shared by threads), and so inside its transaction, while the caller
@@ -384,7 +398,10 @@ class ItemCopier:
         self._worker: threading.Thread | None = None
         self._failure: BaseException | None = None
         self._statements(batch)
+        self._project_id = batch.project_id
         with connection.cursor() as cursor:
+            # The project's items are numbered by one writer at a time, to the end of this transaction.
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [locks.ITEM_NUMBERS, batch.project_id])
             cursor.execute(self._create_sql)
             cursor.execute(f"SET LOCAL work_mem = '{STAGE_SORT_MEMORY}'")
             # The planner overestimates the set-based statements of an import (the label summary refresh of a
@@ -421,7 +438,7 @@ class ItemCopier:
         self._insert_sql = _INSERT_SQL.format(
             item=Item._meta.db_table,
             others=", ".join(f.column for f in others),
-            values=", ".join(["%s"] * len(others)),
+            values=", ".join(f"%(v{n})s" for n in range(len(others))),
             staged=columns,
             selected=", ".join(_from_stage(f.column, f.db_type(connection) or "") for f in staged),
             stage=self._stage,
@@ -490,8 +507,9 @@ class ItemCopier:
         values = list(self._values)
         for n in self._now_at:
             values[n] = timezone.now()
+        params = {f"v{n}": value for n, value in enumerate(values)} | {"project": self._project_id}
         with self._connection.cursor() as cursor:
-            cursor.execute(self._insert_sql + (" RETURNING content_hash" if returning else ""), values)
+            cursor.execute(self._insert_sql + (" RETURNING content_hash" if returning else ""), params)
             added = {hash_ for (hash_,) in cursor.fetchall()} if returning else set()
             self.items_created += cursor.rowcount
         return added

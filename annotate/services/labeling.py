@@ -210,7 +210,7 @@ def item_handed_out_check(*, item: Item, annotator: AbstractBaseUser) -> None:
     _ensure_not_paused(project=item.project, annotator=annotator)
     mine = Q(item=item, annotator_id=annotator.pk)
     if not (Assignment.objects.filter(mine).exists() or Annotation.objects.filter(mine).exists()):
-        raise OutsideQueue(f"Item {item.pk} was not handed to you: answer the items the queue gives you.")
+        raise OutsideQueue(f"Item {item.number} was not handed to you: answer the items the queue gives you.")
 
 
 def _ensure_handed_out(*, item: Item, annotator: AbstractBaseUser, now: datetime) -> None:
@@ -219,14 +219,14 @@ def _ensure_handed_out(*, item: Item, annotator: AbstractBaseUser, now: datetime
     _ensure_not_paused(project=item.project, annotator=annotator)
     mine = Assignment.objects.filter(item=item, annotator_id=annotator.pk).first()
     if mine is not None and mine.status == Assignment.Status.SKIPPED:
-        raise OutsideQueue(f"You skipped item {item.pk}, so it cannot be submitted.")
+        raise OutsideQueue(f"You skipped item {item.number}, so it cannot be submitted.")
     if mine is None or mine.status != Assignment.Status.LEASED:
-        raise OutsideQueue(f"Item {item.pk} was not handed to you: answer the items the queue gives you.")
+        raise OutsideQueue(f"Item {item.number} was not handed to you: answer the items the queue gives you.")
     if mine.expires_at > now or item.is_gold:  # gold items ignore overlap, so nobody can take an annotator's place
         return
     others = _live_leases(item.pk, now, exclude_annotator_id=annotator.pk)
     if item.annotation_count + others >= item.project.overlap + item.extra_overlap:
-        raise OutsideQueue(f"Your time on item {item.pk} ran out and it has gone to other annotators.")
+        raise OutsideQueue(f"Your time on item {item.number} ran out and it has gone to other annotators.")
 
 
 @transaction.atomic
@@ -323,7 +323,7 @@ def assignment_skip(*, item: Item, annotator: AbstractBaseUser, reason: str) -> 
     handed_out = [Assignment.Status.LEASED, Assignment.Status.SKIPPED]
     assignment = Assignment.objects.filter(item=item, annotator_id=annotator.pk, status__in=handed_out).first()
     if assignment is None:
-        raise OutsideQueue(f"Item {item.pk} was not handed to you: skip only the items the queue gives you.")
+        raise OutsideQueue(f"Item {item.number} was not handed to you: skip only the items the queue gives you.")
     assignment.status = Assignment.Status.SKIPPED
     assignment.skip_reason = reason
     assignment.finished_at = timezone.now()

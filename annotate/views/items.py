@@ -64,7 +64,7 @@ def item_list(request: HttpRequest, project_id: int) -> HttpResponse:
         .only("pk", "file_name", "created_at")[:MAX_BATCHES_LISTED],
         "scores": gold_scores(project=project),
         "scan_window": f"{SCAN_WINDOW:,}",
-        "window_first": window.start or _first_id(project),
+        "window_first": window.start or _first_number(project),
         "next_window_query": filters.query(start=window.next_start or 0, page=1),
         "first_window_query": filters.query(start=0, page=1),
         "previous_query": filters.query(page=page.number - 1),
@@ -73,8 +73,8 @@ def item_list(request: HttpRequest, project_id: int) -> HttpResponse:
     return render(request, "annotate/items.html", context)
 
 
-def _first_id(project: Project) -> int:
-    return Item.objects.filter(project=project).order_by("pk").values_list("pk", flat=True).first() or 0
+def _first_number(project: Project) -> int:
+    return Item.objects.filter(project=project).order_by("number").values_list("number", flat=True).first() or 0
 
 
 MAX_BATCHES_LISTED = 100

@@ -389,11 +389,12 @@ def _submit_notice(result: SubmitResult) -> Notice:
     """What really happened to a submit: saved, or an earlier answer kept (a page shown again by Back/Forward)."""
     if result.created:
         return Notice("Saved.")
+    number = result.annotation.item.number
     if result.same_answer:
-        return Notice(f"Already saved: item {result.annotation.item_id} was submitted before with this answer.")
+        return Notice(f"Already saved: item {number} was submitted before with this answer.")
     when = timezone.localtime(result.annotation.created_at)
     return Notice(
-        f"Not saved: you already answered item {result.annotation.item_id} on {when:%d %b %Y at %H:%M}. "
+        f"Not saved: you already answered item {number} on {when:%d %b %Y at %H:%M}. "
         "Your first answer stands; the one you just gave was discarded.",
         warning=True,
     )

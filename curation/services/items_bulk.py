@@ -48,9 +48,9 @@ def _make_gold(items: Sequence[Item], curator: AbstractBaseUser, reason: str) ->
     for decision in Adjudication.objects.filter(item__in=items).order_by("item_id", "-created_at", "-id"):
         latest.setdefault(decision.item_id, decision)
     signs = {item.pk: _gold_sign(item, latest.get(item.pk)) for item in items}
-    refused = [item.pk for item in items if signs[item.pk] is None]
+    refused = [item.number for item in items if signs[item.pk] is None]
     if refused:
-        listed = ", ".join(str(pk) for pk in refused)
+        listed = ", ".join(str(number) for number in refused)
         message = f"items {listed} have no agreed or adjudicated answer: open each to give its expected answer"
         raise AdjudicationError(errors=[FieldError("items", message)])
     note = reason.strip() or "The annotators' agreed answer (made gold from the items list)."

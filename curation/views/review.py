@@ -20,7 +20,7 @@ from annotate.selectors import annotation_scale, item_annotations, label_schema_
 from curation.forms import AdjudicationForm
 from curation.models import Adjudication, ItemFlag
 from curation.selectors_review import REASONS, item_consensus, project_sources, review_queue_page
-from curation.selectors_review_next import QueueFilters, QueuePosition, project_item_id, review_queue_next
+from curation.selectors_review_next import QueueFilters, QueuePosition, project_item_named, review_queue_next
 from curation.services.adjudication import AdjudicationError, adjudication_record, item_flag_raise
 from curation.services.quality import project_model_threshold_set
 from training.selectors import item_model_view, queue_model
@@ -192,12 +192,12 @@ def _queue_links(request: HttpRequest, item: Item, filters: QueueFilters) -> dic
     query = filters.query()
     model = queue_model(item.project) if filters.needs_model else None
     following = review_queue_next(project=item.project, after=QueuePosition.of(item), filters=filters, model=model)
-    decided = project_item_id(project=item.project, value=request.GET.get("decided", ""))
+    decided = project_item_named(project=item.project, value=request.GET.get("decided", ""))
     return {
         "queue_url": _with_query(reverse("curation:review_queue", args=[item.project_id]), query),
         "next_url": _adjudicate_url(item.project_id, following, query),
-        "decided_id": decided,
-        "decided_url": _adjudicate_url(item.project_id, decided, query),
+        "decided": decided,
+        "decided_url": _adjudicate_url(item.project_id, decided.pk if decided else None, query),
     }
 
 
@@ -220,7 +220,9 @@ def adjudicate(request: HttpRequest, project_id: int, item_id: int) -> HttpRespo
         except AdjudicationError as error:
             form.add_service_errors(error.errors)
         else:
-            messages.success(request, f"Item {item.pk}: {Adjudication.Decision(form.cleaned_data['decision']).label}.")
+            messages.success(
+                request, f"Item {item.number}: {Adjudication.Decision(form.cleaned_data['decision']).label}."
+            )
             return redirect(_after_decision(item, filters, position))
     views = _annotation_views(item, definition)
     consensus = item_consensus(item=item)
@@ -259,7 +261,7 @@ def item_flag(request: HttpRequest, project_id: int, item_id: int) -> HttpRespon
         if error:
             messages.error(request, f"Not flagged: {error}")
         else:
-            messages.success(request, f"Item {item.pk} flagged for review.")
+            messages.success(request, f"Item {item.number} flagged for review.")
         return redirect("annotate:label", project_id=item.project_id)
     context = {"project": item.project, "item": item, "error": error, "flagged": not error}
     return render(request, "curation/review_flag.html", context, status=422 if error else 200)

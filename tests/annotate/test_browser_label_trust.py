@@ -17,6 +17,7 @@ from annotate.models import Annotation
 from annotate.services.labeling import annotation_submit
 from tests.annotate.factories import ItemFactory, ProjectFactory, member
 from tests.annotate.test_browser_fine import _drag_over
+from tests.annotate.test_labeling import item_number
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, fresh_page, log_in
 from tests.waits import HANG_GUARD_MS
 
@@ -262,7 +263,7 @@ def test_a_stale_copy_of_an_answered_item_is_refused_with_a_warning(live_server,
     stale.keyboard.type("Changed my mind.")
     stale.keyboard.press("Control+Enter")
     notice = stale.get_by_test_id("notice")
-    expect(notice).to_contain_text(f"Not saved: you already answered item {answered}")
+    expect(notice).to_contain_text(f"Not saved: you already answered item {item_number(answered)}")
     expect(notice).to_contain_text("Your first answer stands")
     expect(notice).to_contain_class("warning")
     expect(_card(stale)).not_to_have_attribute("data-item-id", answered)

@@ -65,7 +65,9 @@ def test_a_submit_after_the_item_went_to_someone_else_says_so_and_offers_the_nex
     page.keyboard.press("1")
     page.keyboard.press("Enter")
     notice = page.get_by_test_id("notice")
-    expect(notice).to_have_text(f"Not saved: Your time on item {first.pk} ran out and it has gone to other annotators.")
+    expect(notice).to_have_text(
+        f"Not saved: Your time on item {first.number} ran out and it has gone to other annotators."
+    )
     expect(notice).to_contain_class("warning")
     assert page.evaluate(DRAFT_KEYS) == [], "the refused item's draft was kept"
     assert not Annotation.objects.exists()

@@ -85,6 +85,8 @@ def test_a_file_of_several_chunks_imports_in_file_order_skipping_duplicates(tmp_
     assert lines == sorted(lines)
     assert set(lines) == set(range(4, len(rows) + 1)) - {13, INSERT_BATCH_SIZE + 6, 2 * INSERT_BATCH_SIZE + 2}
     assert [item.external_id for item in items[:2]] == ["line 4", "line 5"]
+    # Numbered on from the project's three items, in file order, duplicates taking no number.
+    assert [item.number for item in items] == list(range(4, len(rows) - 2))
     assert all(chosen_of(i).startswith("good") and rejected_of(i).startswith("bad") for i in items)
     assert Item.objects.filter(project=project).count() == len(rows) - 3
 
@@ -98,8 +100,9 @@ def test_imported_items_get_the_defaults_of_the_columns_an_import_does_not_set(t
     assert (item.project_id, item.import_batch_id) == (project.pk, batch.pk)
     assert before - timedelta(seconds=1) <= item.created_at <= timezone.now()
     for field in Item._meta.concrete_fields:
-        if field.name not in {*STAGED_FIELDS, "id", "project", "import_batch", "created_at"}:
+        if field.name not in {*STAGED_FIELDS, "id", "project", "import_batch", "created_at", "number"}:
             assert getattr(item, field.attname) == field.get_default(), field.name
+    assert item.number == 1
 
 
 @pytest.mark.parametrize(
@@ -191,35 +194,58 @@ def test_labels_meet_an_item_a_chunk_on_the_worker_wrote_the_other_way_round(tmp
 
 
 @pytest.mark.django_db(transaction=True)
-def test_labels_go_to_an_item_another_import_committed_while_this_one_ran(monkeypatch):
+def test_another_writer_of_the_projects_items_waits_for_an_import_and_is_numbered_after_it():
     from django.db import connection, transaction
 
     project = ProjectFactory()
     batch = import_batch_create(project=project, created_by=None, file_name="labels.jsonl", format="pairs")
     prompt = [{"role": "user", "content": "q"}]
-    write_groups = ImportWriter._write_groups
+    numbers: list[int] = []
 
-    def another_import_commits_first(self, plans, groups, existing):  # type: ignore[no-untyped-def]
-        # After this import looked for the project's items, before it inserts its own.
-        def commit() -> None:
-            Item.objects.create(
+    def other_writer() -> None:
+        try:
+            item = Item.objects.create(
                 project=project,
                 prompt=prompt,
-                response_a="x",
-                response_b="y",
-                content_hash=content_hash(prompt, "x", "y"),
+                response_a="m",
+                response_b="n",
+                content_hash=content_hash(prompt, "m", "n"),
             )
+            numbers.append(item.number)
+        finally:
             connection.close()
 
-        other = threading.Thread(target=commit)
-        other.start()
-        other.join()
-        return write_groups(self, plans, groups, existing)
-
-    monkeypatch.setattr(ImportWriter, "_write_groups", another_import_commits_first)
     label = PriorAnnotation("source", strength=1, scale="binary")
+    other = threading.Thread(target=other_writer)
     with transaction.atomic(), ImportWriter(batch=batch, rng=random.Random(1)) as writer:
-        writer.write([pair(1, "y", "x", label)])
-    assert writer.items_created == 0
-    item = Item.objects.get(project=project)
-    assert (item.import_batch_id, Annotation.objects.get(item=item).strength) == (None, -1)
+        writer.write([pair(1, "y", "x", label), pair(2, "u", "v", label)])
+        other.start()
+        wait_until_a_backend_waits_for_the_item_numbers(project.pk)
+        assert numbers == []
+    other.join(timeout=60)
+    assert writer.items_created == 2
+    by_number = dict(Item.objects.filter(project=project).values_list("number", "import_batch_id"))
+    assert by_number == {1: batch.pk, 2: batch.pk, 3: None}
+    assert numbers == [3]
+
+
+def wait_until_a_backend_waits_for_the_item_numbers(project_id: int) -> None:
+    """Polls pg_locks until another connection waits for the project's ITEM_NUMBERS lock (a hang guard, not a
+    timing: the wait is what is asserted)."""
+    import time
+
+    from django.db import connection
+
+    from concord import locks
+
+    sql = """
+    SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND classid = %s AND objid = %s
+    """
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [locks.ITEM_NUMBERS, project_id])
+            if cursor.fetchone()[0]:
+                return
+        time.sleep(0.05)
+    raise AssertionError("no other connection waited for the item numbers")

@@ -41,7 +41,8 @@ def test_it_finds_items_by_prompt_response_source_and_number(curator, project) -
     assert listed(curator, project, q="LLAMAS") == [llama.pk]
     assert listed(curator, project, q="capital of france") == [answer.pk]
     assert listed(curator, project, q="hh-rlhf") == [sourced.pk]
-    assert listed(curator, project, q=str(other.pk)) == [other.pk]
+    assert other.number == 4
+    assert listed(curator, project, q="4") == listed(curator, project, q="#4") == [other.pk]
     assert listed(curator, project, q="no such words anywhere") == []
 
 

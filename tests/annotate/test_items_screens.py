@@ -89,7 +89,7 @@ def test_the_item_page_at_both_widths(browser: Browser, live_server, tmp_path: P
     url = reverse("annotate:item_detail", args=[project.pk, items[1].pk]) + query
 
     def check(page: Page) -> None:
-        expect(page.get_by_role("heading", name=f"Item {items[1].pk}")).to_be_visible()
+        expect(page.get_by_role("heading", name=f"Item {items[1].number}")).to_be_visible()
         steps = page.get_by_test_id("item-steps")
         expect(steps.get_by_role("link", name="Back to the list")).to_have_attribute(
             "href", reverse("annotate:item_list", args=[project.pk]) + query

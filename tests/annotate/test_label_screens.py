@@ -48,3 +48,54 @@ def test_the_labeling_page_with_formatting_at_both_widths(live_server, browser: 
         folder=screenshot_dir(tmp_path),
     )
     assert all(shot.stat().st_size > 0 for shot in shots)
+
+
+QUESTION = "What is the capital of Australia, and why was it chosen over Sydney and Melbourne?"
+ANSWER_A = (
+    "The capital of Australia is Canberra. It was chosen as a compromise: Sydney and Melbourne, the two largest "
+    "cities, both wanted to be the capital, so in 1908 a site between them was picked and a new city was planned."
+)
+ANSWER_B = (
+    "Sydney is the capital of Australia, since it is the largest city and home to the Opera House. Melbourne was "
+    "the capital until 1927."
+)
+
+
+def test_the_labeling_page_with_every_kind_of_label_at_both_widths(
+    live_server, browser: Browser, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """The README's picture: a preference, HelpSteer2 ratings, a Fine-Grained RLHF error span and missing
+    information, given with the keyboard and the mouse, before the submit."""
+    from tests.annotate.test_browser_fine import _drag_over
+
+    project = ProjectFactory(name="Everyday questions", overlap=1, schema=DEFAULT_SCHEMA)
+    ItemFactory(
+        project=project, prompt=[{"role": "user", "content": QUESTION}], response_a=ANSWER_A, response_b=ANSWER_B
+    )
+
+    def check(page: Page) -> None:
+        page.wait_for_load_state("load")
+        expect(page.locator("#item-card [data-item-id]")).to_be_visible()
+        page.keyboard.press("2")  # A is better
+        expect(page.locator('.strength-option[data-key="2"] input')).to_be_checked()
+        page.keyboard.press("r")
+        for value in "44422" + "10311":  # A: helpful and correct; B: neither
+            page.keyboard.press(value)
+        _drag_over(page, "b", "Sydney is the capital of Australia")
+        page.keyboard.press("4")
+        expect(page.get_by_test_id("spans-b").locator(".span-item")).to_have_count(1)
+        page.locator('.response[data-side="b"]').get_by_label("Missing major").check()
+        page.keyboard.press("j")
+        page.keyboard.type("B names the wrong capital and does not say why Canberra was chosen.")
+        page.locator("#item-card").scroll_into_view_if_needed()
+
+    shots = at_both_widths(
+        browser,
+        live_server.url,
+        member(project),
+        reverse("annotate:label", args=[project.pk]),
+        check,
+        name="label",
+        folder=screenshot_dir(tmp_path),
+    )
+    assert all(shot.stat().st_size > 0 for shot in shots)

@@ -21,6 +21,11 @@ def shown_item(response) -> int | None:  # type: ignore[no-untyped-def]
     return int(match.group(1)) if match else None
 
 
+def item_number(item_id: int) -> int:
+    """The number in its project of the item with this id: what messages to people name."""
+    return Item.objects.values_list("number", flat=True).get(pk=item_id)
+
+
 def submission_uuid(response) -> str:  # type: ignore[no-untyped-def]
     match = re.search(r'name="submission_uuid" value="([^"]+)"', response.content.decode())
     assert match, "the labeling form carries a submission id"
@@ -114,13 +119,13 @@ def test_a_resubmit_says_whether_it_was_saved_and_never_claims_a_save_that_did_n
     assert "Saved." in submit(client, project, first, submission_uuid=token).content.decode()
     # The stale page posts its own submission id again, with another answer.
     stale = submit(client, project, first, submission_uuid=token, strength="3").content.decode()
-    assert f"Not saved: you already answered item {first}" in stale
+    assert f"Not saved: you already answered item {item_number(first)}" in stale
     assert "Your first answer stands" in stale
     assert 'role="alert"' in stale
     assert "Saved." not in stale
     # The same answer again (a double click, a retry) is told it is already saved.
     again = submit(client, project, first, submission_uuid=token).content.decode()
-    assert f"Already saved: item {first} was submitted before with this answer." in again
+    assert f"Already saved: item {item_number(first)} was submitted before with this answer." in again
     # A plain form post (no JavaScript) hears the same, after the redirect.
     plain = client.post(
         reverse("annotate:submit", args=[project.pk, first]),
@@ -218,7 +223,8 @@ def test_an_expired_lease_goes_to_someone_else_and_a_late_submit_is_refused(logi
     late = submit(slow_client, project, only.pk)
     assert late.status_code == 409
     assert (
-        f"Not saved: Your time on item {only.pk} ran out and it has gone to other annotators." in late.content.decode()
+        f"Not saved: Your time on item {only.number} ran out and it has gone to other annotators."
+        in late.content.decode()
     )
     assert submit(quick_client, project, only.pk).status_code == 200
     assert list(Annotation.objects.values_list("annotator", flat=True)) == [quick.pk]

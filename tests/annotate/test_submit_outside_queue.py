@@ -13,7 +13,7 @@ from annotate.labels import Labels
 from annotate.models import Annotation, Assignment, Item, Membership
 from annotate.services.labeling import AnnotatorPaused, OutsideQueue, annotation_submit, assignment_skip
 from tests.annotate.factories import AssignmentFactory, ItemFactory, ProjectFactory, member
-from tests.annotate.test_labeling import HTMX, shown_item, submission_uuid, submit, take_next
+from tests.annotate.test_labeling import HTMX, item_number, shown_item, submission_uuid, submit, take_next
 
 pytestmark = pytest.mark.django_db
 
@@ -48,7 +48,7 @@ def test_it_refuses_a_submit_to_an_item_never_handed_to_the_annotator(login, pro
     response = submit(client, project, other.pk)
     assert response.status_code == 409
     body = response.content.decode()
-    assert f"Not saved: Item {other.pk} was not handed to you" in body
+    assert f"Not saved: Item {other.number} was not handed to you" in body
     assert 'data-testid="queue-next"' in body, "the card offers the next item instead"
     assert shown_item(response) is None
     assert not Annotation.objects.exists()
@@ -77,7 +77,7 @@ def test_a_plain_form_post_outside_the_queue_gets_the_whole_page_saying_why(logi
     assert response.status_code == 409
     body = response.content.decode()
     assert "<html" in body
-    assert f"Not saved: Item {item.pk} was not handed to you" in body
+    assert f"Not saved: Item {item.number} was not handed to you" in body
     assert not Annotation.objects.exists()
 
 
@@ -107,7 +107,7 @@ def test_a_paused_annotator_s_repeat_of_a_saved_submit_says_it_was_already_saved
     again = submit(client, project, first, submission_uuid=token)
     assert again.status_code == 200
     body = again.content.decode()
-    assert f"Already saved: item {first} was submitted before with this answer." in body
+    assert f"Already saved: item {item_number(first)} was submitted before with this answer." in body
     assert 'data-testid="paused"' in body, "and nothing new is handed out"
     assert Annotation.objects.filter(annotator=annotator).count() == 1
     assert leases(annotator) == before
@@ -122,7 +122,7 @@ def test_a_repeat_after_the_lease_went_to_others_still_says_what_happened(login)
     assert submit(client, project, only.pk, submission_uuid=token).status_code == 200
     again = submit(client, project, only.pk, submission_uuid=token, strength="3")
     assert again.status_code == 200
-    assert f"Not saved: you already answered item {only.pk}" in again.content.decode()
+    assert f"Not saved: you already answered item {only.number}" in again.content.decode()
     assert list(Annotation.objects.values_list("strength", flat=True)) == [-2]
 
 
@@ -133,7 +133,7 @@ def test_a_skipped_item_cannot_then_be_submitted(login, project) -> None:  # typ
     assert skip(client, project, first, **HTMX).status_code == 200
     response = submit(client, project, first)
     assert response.status_code == 409
-    assert f"Not saved: You skipped item {first}, so it cannot be submitted." in response.content.decode()
+    assert f"Not saved: You skipped item {item_number(first)}, so it cannot be submitted." in response.content.decode()
     assert not Annotation.objects.exists()
 
 
@@ -164,7 +164,7 @@ def test_skip_refuses_an_item_never_handed_out_and_a_paused_annotator(login, pro
     assert other is not None
     refused = skip(client, project, other.pk, **HTMX)
     assert refused.status_code == 409
-    assert f"Not skipped: Item {other.pk} was not handed to you" in refused.content.decode()
+    assert f"Not skipped: Item {other.number} was not handed to you" in refused.content.decode()
     pause(annotator, project)
     paused = skip(client, project, leased, **HTMX)
     assert paused.status_code == 403
@@ -189,7 +189,7 @@ def test_the_submit_service_refuses_work_outside_the_queue(project) -> None:  # 
     assert item is not None
     annotator = member(project)
     labels = Labels(strength=1)
-    with pytest.raises(OutsideQueue, match=f"Item {item.pk} was not handed to you"):
+    with pytest.raises(OutsideQueue, match=f"Item {item.number} was not handed to you"):
         annotation_submit(item=item, annotator=annotator, labels=labels, seconds_spent=1, submission_uuid=uuid.uuid4())
     AssignmentFactory(item=item, annotator=annotator)
     pause(annotator, project)

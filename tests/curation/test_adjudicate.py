@@ -205,7 +205,7 @@ def test_a_decision_opens_the_next_item_under_the_same_filters(login, queue) -> 
     assert response["Location"] == adjudicate_url(web[1], source="web", decided=web[0].pk)
     # The next item says which was just decided, with the way back to it and to the queue as it was left.
     page = client.get(response["Location"]).content.decode()
-    assert f'<a href="{adjudicate_url(web[0], source="web")}">item {web[0].pk}</a>' in page
+    assert f'<a href="{adjudicate_url(web[0], source="web")}">item {web[0].number}</a>' in page
     assert f'href="{reverse("curation:review_queue", args=[project.pk])}?source=web"' in page
     # Past the other source's item, which is as severe as web[2] and would come first unfiltered.
     response = client.post(adjudicate_url(web[1], source="web"), decide)
@@ -234,7 +234,7 @@ def test_a_refused_decision_stays_on_the_item(login, queue) -> None:  # type: ig
     _, web, _, curator = queue
     response = login(curator).post(adjudicate_url(web[0], source="web"), {"decision": "exclude", "reason": ""})
     assert response.status_code == 422
-    assert f"Adjudicate item {web[0].pk}" in response.content.decode()
+    assert f"Adjudicate item {web[0].number}" in response.content.decode()
 
 
 def test_only_an_item_of_the_project_is_named_as_just_decided(login, queue) -> None:  # type: ignore[no-untyped-def]

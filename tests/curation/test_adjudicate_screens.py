@@ -72,7 +72,7 @@ def test_a_refused_decision_focuses_the_summary_and_a_recorded_one_opens_the_nex
     project, items, curator = disputed_items()
     log_in(page, live_server.url, curator)
     page.goto(live_server.url + reverse("curation:review_queue", args=[project.pk]))
-    page.get_by_role("link", name=f"Item {items[0].pk}", exact=True).click()
+    page.get_by_role("link", name=f"Item {items[0].number}", exact=True).click()
 
     page.get_by_role("radio", name="Final label set").check()
     page.get_by_role("radiogroup", name="Helpfulness of B").get_by_text("3", exact=True).click()
@@ -93,10 +93,10 @@ def test_a_refused_decision_focuses_the_summary_and_a_recorded_one_opens_the_nex
     page.get_by_label("Reason").fill("Two of three prefer B.")
     page.get_by_role("button", name="Record decision").click()
 
-    expect(page.get_by_role("heading", name=f"Adjudicate item {items[1].pk}")).to_be_visible()
-    expect(page.get_by_test_id("decided")).to_contain_text(f"item {items[0].pk}")
+    expect(page.get_by_role("heading", name=f"Adjudicate item {items[1].number}")).to_be_visible()
+    expect(page.get_by_test_id("decided")).to_contain_text(f"item {items[0].number}")
     decision = Adjudication.objects.get(item=items[0])
     assert (decision.strength, decision.ratings) == (1, {"b": {"helpfulness": 3}})
     page.get_by_test_id("decided").get_by_role("link").click()
-    expect(page.get_by_role("heading", name=f"Adjudicate item {items[0].pk}")).to_be_visible()
+    expect(page.get_by_role("heading", name=f"Adjudicate item {items[0].number}")).to_be_visible()
     expect(page.get_by_test_id("history")).to_contain_text("Two of three prefer B.")

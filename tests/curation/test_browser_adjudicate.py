@@ -36,8 +36,8 @@ def test_a_curator_settles_a_split_item_and_it_leaves_the_queue(live_server, pag
     expect(rows).to_have_count(1)
     expect(rows.first).to_contain_text("Sign split")
 
-    page.get_by_role("link", name=f"Item {split.pk}").click()
-    expect(page.get_by_role("heading", name=f"Adjudicate item {split.pk}")).to_be_visible()
+    page.get_by_role("link", name=f"Item {split.number}").click()
+    expect(page.get_by_role("heading", name=f"Adjudicate item {split.number}")).to_be_visible()
     expect(page.get_by_test_id("annotations").locator("article")).to_have_count(3)
     # Untrusted text stays text.
     expect(page.get_by_test_id("response-a")).to_have_text("A <b>bold</b> claim.")

@@ -76,7 +76,7 @@ def test_gold_refuses_items_without_an_answer_and_names_them(curator, project) -
     response = bulk(curator, project, [agreed, disputed, fresh], "gold")
     assert not GoldAnswer.objects.exists(), "all or nothing"
     page = curator.get(response.url).content.decode()
-    assert f"items {disputed.pk}, {fresh.pk} have no agreed or adjudicated answer" in page
+    assert f"items {disputed.number}, {fresh.number} have no agreed or adjudicated answer" in page
 
 
 def test_a_foreign_item_is_a_404_and_nothing_is_written(curator, project) -> None:  # type: ignore[no-untyped-def]

@@ -100,8 +100,8 @@ def test_review_and_adjudication_work_with_no_violation(live_server, page: Page,
     page.goto(live_server.url + reverse("curation:review_queue", args=[project.pk]))
     expect(page.get_by_role("heading", name="Review queue")).to_be_visible()
     violations.none_on("the review queue")
-    page.get_by_role("link", name=f"Item {split.pk}").click()
-    expect(page.get_by_role("heading", name=f"Adjudicate item {split.pk}")).to_be_visible()
+    page.get_by_role("link", name=f"Item {split.number}").click()
+    expect(page.get_by_role("heading", name=f"Adjudicate item {split.number}")).to_be_visible()
     # The marked span takes its category's colour from static/span-colors.js, not from a style attribute.
     mark = page.locator("mark.span-mark").first
     expect(mark).to_have_text("claim")
