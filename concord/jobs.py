@@ -18,7 +18,10 @@ IMPORT = "annotate.tasks.import_batch_run"
 FREEZE = "curation.tasks.dataset_version_freeze_run"
 EXPORT = "curation.tasks.export_job_run"
 TRAINING_RUN = "training.tasks.training_run_execute_task"
+# A scoring job with chunks sends one task per chunk (by chunk id), taken by any gpu worker; scoring_task scores a
+# job with none (nothing to score, or a row from before chunks) whole.
 SCORING = "training.tasks.scoring_task"
+SCORING_CHUNK = "training.tasks.scoring_chunk_task"
 CAMPAIGN_ROUND = "training.tasks.campaign_round_task"
 SELECTION = "training.tasks.selection_run_task"
 # Not jobs with a row: counting a big project for its home page, by project id (annotate.services.project_counts);

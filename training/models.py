@@ -147,6 +147,49 @@ class ScoringJob(models.Model):
         return self.status in (self.Status.DONE, self.Status.FAILED)
 
 
+class ScoringChunk(models.Model):
+    """A contiguous range of a scoring job's items (in id order), scored by whichever gpu worker takes its task
+    (training.services.scoring.scoring_chunk_run); the job is done when its last open chunk is. A job with no
+    chunks (older rows, or nothing to score) is scored whole by training.tasks.scoring_task."""
+
+    Status = JobStatus
+
+    job = models.ForeignKey(ScoringJob, on_delete=models.CASCADE, related_name="chunks", db_index=False)
+    number = models.PositiveIntegerField(help_text="Its place in the job, from 1.")
+    # The job's items with first_item_id <= id <= last_item_id (items_to_score's rule applies within the range).
+    first_item_id = models.BigIntegerField()
+    last_item_id = models.BigIntegerField()
+    size = models.PositiveIntegerField(help_text="Items in the range when the job was created.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    done = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    # "pid@host" of the worker process that claimed it last, for the pages and the logs.
+    worker = models.CharField(max_length=200, blank=True)
+    # As on ScoringJob: with the chunk's lock (concord.locks.SCORING_CHUNK), how the watchdog tells a lost worker.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    recoveries = models.PositiveIntegerField(default=0, help_text="Times a lost worker's chunk was sent again.")
+    recovered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["job", "number"]
+        constraints = [models.UniqueConstraint(fields=["job", "number"], name="scoring_chunk_unique_number")]
+        indexes = [
+            # The watchdog's scan and a job's "any chunk still open?": only open chunks, a few at any time.
+            models.Index(
+                fields=["status", "job"], name="scoring_chunk_open", condition=Q(status__in=["queued", "running"])
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Chunk {self.number} of scoring job {self.job_id} ({self.status})"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (self.Status.DONE, self.Status.FAILED)
+
+
 class Campaign(models.Model):
     """Human-AI synergy curation of a project (training.services.campaigns): rounds in which a reward-model
     ensemble trained on the human-verified pairs decides the unverified ones and routes what it cannot decide to

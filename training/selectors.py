@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from django.db.models import F, Q, QuerySet
+from django.db.models import Count, F, Q, QuerySet
 from django.db.models.functions import Coalesce, Greatest
 from django.http import Http404
 from django.utils import timezone
@@ -22,6 +22,7 @@ from training.models import (
     CampaignRound,
     ItemScore,
     RewardModel,
+    ScoringChunk,
     ScoringJob,
     SelectionRun,
     TrainingRun,
@@ -79,7 +80,18 @@ def reward_models_for_project(project: Project, user: AnyUser) -> QuerySet[Rewar
 
 
 def latest_scoring_job(project: Project) -> ScoringJob | None:
-    return ScoringJob.objects.filter(project=project).select_related("reward_model", "dataset_version").first()
+    """The project's latest scoring job, with its chunks counted: `chunks_total`, `chunks_done`, `chunks_running`
+    (all 0 for a job scored whole)."""
+    return (
+        ScoringJob.objects.filter(project=project)
+        .select_related("reward_model", "dataset_version")
+        .annotate(
+            chunks_total=Count("chunks"),
+            chunks_done=Count("chunks", filter=Q(chunks__status=ScoringChunk.Status.DONE)),
+            chunks_running=Count("chunks", filter=Q(chunks__status=ScoringChunk.Status.RUNNING)),
+        )
+        .first()
+    )
 
 
 def active_model_scores(project: Project) -> QuerySet[ItemScore]:
@@ -157,7 +169,7 @@ def scorable_versions(project: Project, user: AnyUser) -> QuerySet[DatasetVersio
     return trainable_versions(project, user).filter(status=DatasetVersion.Status.FROZEN)
 
 
-Job = TypeVar("Job", TrainingRun, ScoringJob, CampaignRound, SelectionRun)
+Job = TypeVar("Job", TrainingRun, ScoringJob, ScoringChunk, CampaignRound, SelectionRun)
 
 
 def jobs_to_recover(model: type[Job], *, silent_before: datetime, resend_before: datetime) -> QuerySet[Job]:

@@ -6,11 +6,11 @@ import logging
 
 from celery import shared_task
 
-from training.models import CampaignRound, ScoringJob, SelectionRun, TrainingRun
+from training.models import CampaignRound, ScoringChunk, ScoringJob, SelectionRun, TrainingRun
 from training.services.campaigns import campaign_round_advance, campaign_rounds_notify
 from training.services.review_sync import review_queue_sync_send
 from training.services.runs import training_run_execute
-from training.services.scoring import scoring_run
+from training.services.scoring import scoring_chunk_run, scoring_run
 from training.services.selection import selection_run_execute
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,8 @@ def training_run_execute_task(run_id: int) -> None:
 
 @shared_task
 def scoring_task(job_id: int) -> None:
-    """Score a project's items with a reward model. Safe to deliver twice."""
+    """Score every item of a scoring job that has no chunks (nothing to score, or a row from before chunks). Safe
+    to deliver twice."""
     job = ScoringJob.objects.filter(pk=job_id).select_related("reward_model__run").first()
     if job is None:
         logger.warning("Scoring job %s does not exist (deleted before it ran?)", job_id)
@@ -44,9 +45,26 @@ def scoring_task(job_id: int) -> None:
     finally:
         job.refresh_from_db()
         if job.finished:
-            campaign_rounds_notify(scoring_job=job)
-            # The review queue weighs the annotators against these scores now: its columns follow at once.
-            review_queue_sync_send(project_id=job.project_id)
+            scoring_job_ended(job)
+
+
+@shared_task
+def scoring_chunk_task(chunk_id: int) -> None:
+    """Score one chunk of a scoring job, on whichever gpu worker takes it. Safe to deliver twice."""
+    chunk = ScoringChunk.objects.filter(pk=chunk_id).select_related("job__reward_model__run").first()
+    if chunk is None:
+        logger.warning("Scoring chunk %s does not exist (its job deleted before it ran?)", chunk_id)
+        return
+    ended = scoring_chunk_run(chunk=chunk)
+    if ended is not None:  # this chunk ended the job: once per job
+        scoring_job_ended(ended)
+
+
+def scoring_job_ended(job: ScoringJob) -> None:
+    """What follows a scoring job's end: the curation round waiting for it goes on, and the review queue weighs
+    the annotators against these scores now (its columns follow at once)."""
+    campaign_rounds_notify(scoring_job=job)
+    review_queue_sync_send(project_id=job.project_id)
 
 
 @shared_task

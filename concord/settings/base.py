@@ -5,6 +5,7 @@ from pathlib import Path
 
 import dj_database_url
 from csp.constants import NONE, SELF
+from django.core.exceptions import ImproperlyConfigured
 
 from .env import env_bool, env_int, env_list, env_str
 
@@ -140,6 +141,26 @@ WHITENOISE_AUTOREFRESH = DEBUG
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
 # Training runs' working directories (exported data, checkpoints) and the reward models they register.
 TRAINING_ROOT = Path(env_str("TRAINING_ROOT", str(VAR_DIR / "training")))
+# A training run in several processes (training.ml.launch): the gpu worker's task starts torchrun with this many
+# processes on its machine ("1": train in the task's own process; a number; "gpu": one per visible GPU), joined by
+# the ranks of CONCORD_TRAIN_NODES - 1 other machines meeting at CONCORD_TRAIN_RDZV_ENDPOINT (host:port of
+# torchrun's c10d rendezvous). torchrun restarts every rank from the last checkpoint when one dies, at most
+# CONCORD_TRAIN_MAX_RESTARTS times. README.md says how to start the other nodes.
+CONCORD_TRAIN_PROCESSES = env_str("CONCORD_TRAIN_PROCESSES", "1").strip()
+if not (
+    CONCORD_TRAIN_PROCESSES in ("gpu", "auto") or (CONCORD_TRAIN_PROCESSES.isdigit() and int(CONCORD_TRAIN_PROCESSES))
+):
+    raise ImproperlyConfigured(
+        f"CONCORD_TRAIN_PROCESSES must be a number, gpu or auto, not {CONCORD_TRAIN_PROCESSES!r}"
+    )
+CONCORD_TRAIN_NODES = max(1, env_int("CONCORD_TRAIN_NODES", 1))
+CONCORD_TRAIN_RDZV_ENDPOINT = env_str("CONCORD_TRAIN_RDZV_ENDPOINT", "")
+CONCORD_TRAIN_MAX_RESTARTS = max(0, env_int("CONCORD_TRAIN_MAX_RESTARTS", 3))
+# "ddp": a whole copy of the model on each rank; "fsdp": weights, gradients and optimizer state sharded over the
+# ranks, for a model whose training state does not fit one device.
+CONCORD_TRAIN_SHARDING = env_str("CONCORD_TRAIN_SHARDING", "ddp")
+if CONCORD_TRAIN_SHARDING not in ("ddp", "fsdp"):
+    raise ImproperlyConfigured(f"CONCORD_TRAIN_SHARDING must be ddp or fsdp, not {CONCORD_TRAIN_SHARDING!r}")
 
 # Uploads: imports are streamed from disk, never held in memory, and capped in size.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
@@ -199,6 +220,10 @@ CONCORD_MODEL_ROOTS = [
 ]
 CONCORD_MAX_RECOVERIES = env_int("CONCORD_MAX_RECOVERIES", 3)
 CONCORD_RECOVERY_GRACE_S = env_int("CONCORD_RECOVERY_GRACE_S", 120)
+# A scoring job is split into chunks of this many items (in id order), one task each, that any number of gpu workers
+# take (training.services.scoring); a worker loads the model once per chunk, so a chunk should take minutes, not
+# seconds.
+CONCORD_SCORING_CHUNK_ITEMS = max(1, env_int("CONCORD_SCORING_CHUNK_ITEMS", 20_000))
 CELERY_IMPORTS = ["training.watchdog_tasks", "training.review_tasks"]
 CELERY_BEAT_SCHEDULE = {
     "recover-stale-jobs": {

@@ -65,18 +65,18 @@ class StageGate:
         self.opened = False
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        execute, score = tasks.training_run_execute, tasks.scoring_run
+        execute, score = tasks.training_run_execute, tasks.scoring_chunk_run
 
         def gated_execute(*, run: Any) -> Any:
             self._hold("train")
             return execute(run=run)
 
-        def gated_score(*, job: Any) -> Any:
-            self._hold("score")
-            return score(job=job)
+        def gated_score(*, chunk: Any) -> Any:
+            self._hold("score")  # its first chunk
+            return score(chunk=chunk)
 
         monkeypatch.setattr(tasks, "training_run_execute", gated_execute)
-        monkeypatch.setattr(tasks, "scoring_run", gated_score)
+        monkeypatch.setattr(tasks, "scoring_chunk_run", gated_score)
 
     def _hold(self, stage: str) -> None:
         if self.opened or stage in self.held:  # a job delivered again is not held twice
@@ -115,7 +115,7 @@ def test_a_campaign_runs_live_in_the_browser_annotators_get_its_routed_pairs_fir
     admin = member(project, Role.ADMIN, username="ada")
     curator = member(project, Role.CURATOR, username="carol")
     annotator = member(project, Role.ANNOTATOR, username="ann")
-    worker_queue = private_queue(monkeypatch, jobs.TRAINING_RUN, jobs.SCORING, jobs.CAMPAIGN_ROUND)
+    worker_queue = private_queue(monkeypatch, jobs.TRAINING_RUN, jobs.SCORING, jobs.SCORING_CHUNK, jobs.CAMPAIGN_ROUND)
     gate = StageGate()
     gate.install(monkeypatch)
 
@@ -259,13 +259,13 @@ def override_a_decision(page: Page, base_url: str, curator, round_: CampaignRoun
         expect(effective).to_have_text("accept")
 
     row = page.locator(f"#decision-{chosen.pk}")
-    expect(row).to_contain_text(f"#{chosen.item_id}")
+    expect(row).to_contain_text(f"#{chosen.item.number}")
     row.locator("summary", has_text="Override").click()
     form = row.locator("form.override-form")
     form.get_by_label("Decision").select_option("flip")
     form.get_by_label("Reason").fill(REASON)
     form.get_by_role("button", name="Save the override").click()
-    expect(page.locator(".messages")).to_contain_text(f"Item {chosen.item_id}: flip (overridden).")
+    expect(page.locator(".messages")).to_contain_text(f"Item {chosen.item.number}: flip (overridden).")
     # No longer accepted: the filtered list lets it go.
     expect(rows).to_have_count(total_accepted - 1)
     expect(page.locator(f"#decision-{chosen.pk}")).to_have_count(0)

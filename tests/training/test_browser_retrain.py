@@ -124,7 +124,7 @@ def test_an_admin_retrains_promotes_scores_and_reviews_the_model_s_disagreements
     version = frozen_version(project, count=40)
     contradicted = items_the_annotators_get_wrong(project, count=2)
     admin = member(project, Role.ADMIN)
-    worker_queue = private_queue(monkeypatch, jobs.TRAINING_RUN, jobs.SCORING)
+    worker_queue = private_queue(monkeypatch, jobs.TRAINING_RUN, jobs.SCORING, jobs.SCORING_CHUNK)
     gate = ProgressGate(holds=HELD_WRITES)
     gate.install(monkeypatch)
 

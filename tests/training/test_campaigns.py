@@ -136,7 +136,7 @@ def test_a_campaign_runs_its_rounds_on_a_worker_routes_pairs_first_and_freezes_v
     mislabelled_pk = min(flipped)
     admin, curator = member(project, Role.ADMIN), member(project, Role.CURATOR)
     annotator = member(project, Role.ANNOTATOR)
-    queue = private_queue(monkeypatch, jobs.TRAINING_RUN, jobs.SCORING, jobs.CAMPAIGN_ROUND)
+    queue = private_queue(monkeypatch, jobs.TRAINING_RUN, jobs.SCORING, jobs.SCORING_CHUNK, jobs.CAMPAIGN_ROUND)
     with start_worker(celery_app, perform_ping_check=False, queues=[queue], shutdown_timeout=HANG_GUARD_S):
         campaign = campaign_start(project=project, name="toy", config=tiny_campaign(tiny_backbone), created_by=admin)
         assert wait_for(lambda: waiting_for_labels(campaign, 1))

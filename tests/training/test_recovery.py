@@ -39,7 +39,7 @@ NOW = timedelta(0)
 def sent(monkeypatch):  # type: ignore[no-untyped-def]
     """The tasks sent to the gpu queue, instead of sending them."""
     sent: list[tuple[str, int]] = []
-    kinds = {jobs.TRAINING_RUN: "train", jobs.SCORING: "score", jobs.SELECTION: "select"}
+    kinds = {jobs.TRAINING_RUN: "train", jobs.SCORING: "score", jobs.SCORING_CHUNK: "chunk", jobs.SELECTION: "select"}
     monkeypatch.setattr(jobs, "send", lambda name, pk: sent.append((kinds[name], pk)))
     return sent
 

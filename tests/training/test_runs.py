@@ -244,7 +244,7 @@ def test_a_run_trains_on_a_real_worker_registers_a_model_and_scores_items(
     project = ProjectFactory()
     version = frozen_version(project, count=16)
     admin = login(member(project, Role.ADMIN))
-    queue = private_queue(monkeypatch, jobs.TRAINING_RUN, jobs.SCORING)
+    queue = private_queue(monkeypatch, jobs.TRAINING_RUN, jobs.SCORING, jobs.SCORING_CHUNK)
     with start_worker(celery_app, perform_ping_check=False, queues=[queue], shutdown_timeout=HANG_GUARD_S):
         response = admin.post(create_url(project), form_data(version, backbone=tiny_backbone))
         assert response.status_code == 302, response.content.decode()[-2000:]

@@ -22,6 +22,12 @@ def score_url(project) -> str:  # type: ignore[no-untyped-def]
     return reverse("training:scoring_create", args=[project.pk])
 
 
+def run_chunks(job) -> None:  # type: ignore[no-untyped-def]
+    """The job's chunk tasks, run here in order: the worker path is covered in test_runs and test_scoring_fanout."""
+    for chunk_id in job.chunks.values_list("pk", flat=True):
+        tasks.scoring_chunk_task(chunk_id)
+
+
 def project_with_active_model(model_path):  # type: ignore[no-untyped-def]
     """A project with a frozen version of 6 labelled items, 3 more items added after the freeze, and an active
     model."""
@@ -49,7 +55,7 @@ def test_a_job_limited_to_a_version_scores_only_that_version_s_items(
     job = ScoringJob.objects.get()
     assert (job.dataset_version, job.total) == (version, 6)
     assert len(callbacks) == 1
-    tasks.scoring_task(job.pk)  # the task body, run here: the worker path is covered in test_runs
+    run_chunks(job)
     job.refresh_from_db()
     assert (job.status, job.done, job.total) == ("done", 6, 6), job.error
     scored = set(ItemScore.objects.filter(reward_model=model).values_list("item_id", flat=True))
@@ -71,7 +77,7 @@ def test_without_a_version_every_item_of_the_project_is_scored(
         assert admin.post(score_url(project), {"dataset_version": ""}).status_code == 302
     job = ScoringJob.objects.get()
     assert (job.dataset_version, job.total) == (None, 9)
-    tasks.scoring_task(job.pk)
+    run_chunks(job)
     assert ItemScore.objects.filter(reward_model=model).count() == 9
 
 
@@ -105,7 +111,7 @@ def test_an_item_is_scored_with_its_context_as_training_read_it(trained_model_di
         return score_pairs(self, pairs)
 
     monkeypatch.setattr(scoring.RewardScorer, "score_pairs", recording)
-    tasks.scoring_task(scoring_job_create(project=project, created_by=None).pk)
+    run_chunks(scoring_job_create(project=project, created_by=None))
     # What a training row of this item gives the trainer: the context as a system turn before the prompt.
     row = {"prompt": item.prompt, "context": item.context, "chosen": "yes", "rejected": "no"}
     assert scored["yes"] == example_from_row(row).prompt

@@ -14,7 +14,7 @@ then resumes with the one its checkpoint names.
 import json
 import os
 import shutil
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,9 +41,12 @@ class Position:
     extra: dict[str, Any] = field(default_factory=dict)  # optimizer groups, scheduler, scaler, best model
 
 
-def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """AdamW's state split into named tensors and JSON (its param groups and any scalar state)."""
-    state = optimizer.state_dict()
+def optimizer_tensors(
+    optimizer: torch.optim.Optimizer, state: dict[str, Any] | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """AdamW's state (its own, or `state` gathered from a sharded one) split into named tensors and JSON (its
+    param groups and any scalar state)."""
+    state = state or optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
     for index, values in state["state"].items():
@@ -86,12 +89,16 @@ def save_checkpoint(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     optimizer: torch.optim.Optimizer,
+    model_state: dict[str, torch.Tensor] | None = None,
+    optimizer_state: dict[str, Any] | None = None,
 ) -> None:
+    """The model, optimizer and random state at `position`; a sharded model's and optimizer's come gathered
+    (model_state, optimizer_state: training.ml.distributed), keyed as one process's are."""
     final = output_dir / CHECKPOINT_DIR
     partial = output_dir / f"{CHECKPOINT_DIR}.partial"
     shutil.rmtree(partial, ignore_errors=True)
-    save_reward_model(model, tokenizer, partial / "model")
-    tensors, groups = optimizer_tensors(optimizer)
+    save_reward_model(model, tokenizer, partial / "model", state_dict=model_state)
+    tensors, groups = optimizer_tensors(optimizer, optimizer_state)
     save_file(tensors, str(partial / "optimizer.safetensors"))
     save_file(rng_tensors(), str(partial / "rng.safetensors"))
     data = asdict(position)
@@ -112,9 +119,17 @@ def read_position(output_dir: Path, fingerprint: str, member: int) -> Position |
     return position
 
 
-def restore_optimizer(output_dir: Path, optimizer: torch.optim.Optimizer, position: Position) -> None:
+def restore_optimizer(
+    output_dir: Path,
+    optimizer: torch.optim.Optimizer,
+    position: Position,
+    *,
+    load: Callable[[dict[str, Any]], None] | None = None,
+) -> None:
+    """The checkpoint's optimizer state into `optimizer` (or through `load`, for a sharded one), and the random
+    state."""
     tensors = load_file(str(output_dir / CHECKPOINT_DIR / "optimizer.safetensors"))
-    optimizer.load_state_dict(optimizer_state(tensors, position.extra["optimizer"]))
+    (load or optimizer.load_state_dict)(optimizer_state(tensors, position.extra["optimizer"]))
     restore_rng(load_file(str(output_dir / CHECKPOINT_DIR / "rng.safetensors")))
 
 
@@ -138,6 +153,7 @@ def save_best(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     accuracy: float,
+    model_state: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """The model of a step whose evaluation is the best so far, written to a sibling directory and renamed into
     place as a checkpoint is."""
@@ -145,7 +161,7 @@ def save_best(
     partial = final.with_name(f"{final.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     metadata = {"selected_step": step, "selected_eval_accuracy": accuracy}
-    save_reward_model(model, tokenizer, partial, metadata=metadata)
+    save_reward_model(model, tokenizer, partial, metadata=metadata, state_dict=model_state)
     shutil.rmtree(final, ignore_errors=True)
     partial.rename(final)
 

@@ -79,18 +79,35 @@ def load_reward_model(path: Path | str, *, num_outputs: int = 1) -> tuple[PreTra
     if saved is not None and saved != num_outputs:
         # A Concord model as the backbone of another objective, e.g. Bradley-Terry initialised from an attribute
         # regression (HelpSteer2-Preference): output 0, the preference reward, carries over; the rest is new.
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=saved, use_safetensors=True, trust_remote_code=False
-        )
+        model = _from_pretrained(path, num_labels=saved)
         resize_head(model, num_outputs)
     else:
         # Any other checkpoint whose head has another number of outputs (a 2-class sentiment classifier, say)
         # gets a new head: its classes mean nothing as rewards.
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=num_outputs, use_safetensors=True, ignore_mismatched_sizes=True, trust_remote_code=False
-        )
+        model = _from_pretrained(path, num_labels=num_outputs, ignore_mismatched_sizes=True)
     model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+def attention_implementation(*, cuda: bool, flash_attention_2: bool) -> str | None:
+    """The attention kernel to ask transformers for: FlashAttention 2 on a GPU where it is installed (decoders
+    then train packed, without padding: training.ml.packing), else transformers' default (sdpa)."""
+    return "flash_attention_2" if cuda and flash_attention_2 else None
+
+
+def _from_pretrained(path: Path, **kwargs: Any) -> PreTrainedModel:
+    """The checkpoint as a sequence classifier, with FlashAttention 2 where attention_implementation asks for it
+    and the architecture has it (else the default kernel, and a line in the log saying so)."""
+    from transformers.utils import is_flash_attn_2_available
+
+    load = {"use_safetensors": True, "trust_remote_code": False, **kwargs}
+    attention = attention_implementation(cuda=torch.cuda.is_available(), flash_attention_2=is_flash_attn_2_available())
+    if attention is not None:
+        try:
+            return AutoModelForSequenceClassification.from_pretrained(path, attn_implementation=attention, **load)
+        except (ValueError, ImportError) as error:
+            logger.info("No %s for %s (%s): the default attention", attention, path, error)
+    return AutoModelForSequenceClassification.from_pretrained(path, **load)
 
 
 def saved_outputs(path: Path) -> int | None:
@@ -146,10 +163,12 @@ def save_reward_model(
     path: Path,
     *,
     metadata: dict[str, Any] | None = None,
+    state_dict: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Weights as safetensors (transformers 5 writes nothing else), the tokenizer, and Concord's metadata."""
+    """Weights as safetensors (transformers 5 writes nothing else), the tokenizer, and Concord's metadata. A
+    sharded model's weights come gathered in `state_dict` (training.ml.distributed.full_model_state)."""
     path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path)
+    model.save_pretrained(path, state_dict=state_dict)
     tokenizer.save_pretrained(path)
     (path / METADATA_FILE).write_text(json.dumps(metadata or {}, indent=2, sort_keys=True), encoding="utf-8")
 

@@ -1,10 +1,12 @@
 """The training loop: AdamW with linear warmup and decay, gradient accumulation, autocast on CUDA, padding-free
-packing for decoders (training.ml.packing), resumable checkpoints, progress reports and a stop flag. An ensemble's
+packing for decoders (training.ml.packing), resumable checkpoints, progress reports and a stop flag, in one process
+or data-parallel over the ranks torchrun starts (training.ml.distributed, training.ml.launch). An ensemble's
 members train one after another, each with seed config.seed + member (and, for a bootstrap ensemble, on its own
 resample of the examples); a finished member is skipped when a stopped run resumes. With select_best, a member's
 saved model is the one of its best evaluation, which a resumed run remembers (training.ml.checkpoint)."""
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -20,7 +22,7 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from training.ml import losses
+from training.ml import distributed, losses
 from training.ml.checkpoint import (
     CHECKPOINT_DIR,
     Position,
@@ -42,6 +44,7 @@ from training.ml.data import (
     encode_pairs,
     length_grouped_batches,
 )
+from training.ml.distributed import SINGLE, World
 from training.ml.evaluate import TIE, evaluate
 from training.ml.model import load_reward_model, model_metadata, reward_outputs, save_reward_model
 from training.ml.packing import PackedPairCollator, packed_reward_outputs, use_packing
@@ -122,9 +125,12 @@ def train(
     progress: Callable[[TrainProgress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     phase: Callable[[str], None] | None = None,
+    world: World = SINGLE,
 ) -> TrainResult:
     """Train (or resume training) the configured model and evaluate it on eval_examples. `phase` is told, in
-    words, what comes next while no step is being counted: loading the model, tokenising, training, evaluating."""
+    words, what comes next while no step is being counted: loading the model, tokenising, training, evaluating.
+    In a data-parallel run every rank calls this with its `world`; rank 0 alone reports, saves and evaluates, and
+    the others' result has no evaluation."""
     config.validate()
     if not train_examples:
         raise ValueError("train_examples: there is nothing to train on")
@@ -137,13 +143,16 @@ def train(
             prune_best(output_dir, member)  # left behind if the run was killed as the member finished
             continue  # trained before this run was stopped
         examples = member_examples(config, train_examples, member)
-        run = _MemberRun(config, member, fingerprint, output_dir, examples, eval_examples, progress, should_stop)
+        run = _MemberRun(config, member, fingerprint, output_dir, examples, eval_examples, progress, should_stop, world)
         run.phase = phase
         with _deterministic():
             run.train()
+        distributed.barrier(world)  # rank 0 has saved the member (or its checkpoint) before any rank goes on
         runs.append(run)
         if run.stopped:
             return _result(runs, started, stopped=True)
+    if not world.main:
+        return _result(runs, started, stopped=False, model_dir=model_dir_for(output_dir, config))
     if phase is not None:
         phase(f"evaluating on {len(eval_examples)} validation pairs")
     metrics = evaluate(model_dir_for(output_dir, config), eval_examples, max_length=config.max_length)
@@ -192,22 +201,43 @@ def linear_schedule(optimizer: torch.optim.Optimizer, *, warmup: int, total: int
     return LambdaLR(optimizer, factor)
 
 
-def objective_loss(config: TrainConfig, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The configured loss of one batch; outputs are (2B, outputs), the B chosen sequences first."""
+def objective_terms(
+    config: TrainConfig, outputs: torch.Tensor, batch: dict[str, torch.Tensor]
+) -> list[losses.LossTerm]:
+    """The configured objective's terms on one batch; outputs are (2B, outputs), the B chosen sequences first."""
     pairs = batch["margin"].shape[0]
     r_c, r_r = outputs[:pairs, 0], outputs[pairs:, 0]
     weight = batch["weight"]
     if config.objective == "bt":
-        return losses.bradley_terry(r_c, r_r, weight)
+        return [losses.bradley_terry_terms(r_c, r_r, weight)]
     if config.objective == "bt_margin":
-        return losses.bradley_terry_margin(r_c, r_r, batch["margin"], config.margin_scale, weight)
+        return [losses.bradley_terry_margin_terms(r_c, r_r, batch["margin"], config.margin_scale, weight)]
     if config.objective == "bt_soft":
-        return losses.bradley_terry_soft(r_c, r_r, config.label_smoothing, weight)
+        return [losses.bradley_terry_soft_terms(r_c, r_r, config.label_smoothing, weight)]
     targets, mask = batch["targets"], batch["target_mask"]
     if config.objective == "regression":
         # Output 0 learns the mean rating, outputs 1..n each attribute.
-        return losses.attribute_regression(outputs, targets, mask, torch.cat([weight, weight]))
-    return losses.combined(r_c, r_r, outputs[:, 1:], targets[:, 1:], mask[:, 1:], config.regression_weight, weight)
+        return [losses.attribute_regression_terms(outputs, targets, mask, torch.cat([weight, weight]))]
+    return losses.combined_terms(
+        r_c, r_r, outputs[:, 1:], targets[:, 1:], mask[:, 1:], config.regression_weight, weight
+    )
+
+
+def objective_loss(config: TrainConfig, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The configured loss of one batch."""
+    return losses.reduce_terms(objective_terms(config, outputs, batch))
+
+
+class _RewardForward(torch.nn.Module):
+    """The rewards of a batch as one module's forward, padded or packed: what DDP wraps, since it syncs the
+    gradients of what runs through its own forward."""
+
+    def __init__(self, model: PreTrainedModel, *, packed: bool) -> None:
+        super().__init__()
+        self.model, self.packed = model, packed
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return packed_reward_outputs(self.model, batch) if self.packed else reward_outputs(self.model, batch)
 
 
 def freeze_shift_invariant(model: PreTrainedModel, config: TrainConfig) -> list[str]:
@@ -248,8 +278,9 @@ class _MemberRun:
         eval_examples: Sequence[PairExample],
         progress: Callable[[TrainProgress], None] | None,
         should_stop: Callable[[], bool] | None,
+        world: World = SINGLE,
     ) -> None:
-        self.config, self.member, self.output_dir = config, member, output_dir
+        self.config, self.member, self.output_dir, self.world = config, member, output_dir, world
         self.seed = config.seed + member
         self.train_examples, self.eval_examples = train_examples, eval_examples
         self.progress, self.should_stop = progress, should_stop
@@ -259,9 +290,10 @@ class _MemberRun:
         self.tokens_seen = 0
         self.packed = False  # decided once the model is loaded (use_packing)
         self.examples_seen = 0
+        self.step_tokens = self.step_examples = 0  # this rank's, in the optimizer step under way
         self.window: list[float] = []  # step losses since the last report
         self.last_loss = math.nan
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = torch.device("cuda", world.local_rank) if torch.cuda.is_available() else torch.device("cpu")
         self.dtype = resolve_precision(config.precision)
         self.total_steps = config.epochs * self._steps_per_epoch(len(train_examples))
         self.selecting = config.select_best and bool(eval_examples)
@@ -275,25 +307,34 @@ class _MemberRun:
         source = f"the checkpoint of step {self.position.step}" if self.resumed else Path(self.config.backbone).name
         self._say(f"loading the model ({source})")
         model, tokenizer, optimizer, scheduler, scaler = self._setup()
-        self.packed = use_packing(self.config.packing, model, self.device)
         self._say(f"tokenising {len(self.train_examples)} pairs")
         encoded = encode_pairs(
             self.train_examples, tokenizer, max_length=self.config.max_length, attributes=self.config.attributes
         )
-        self._say("training")
+        sharing = "sharded (FSDP)" if self.world.sharded else "data-parallel (DDP)"
+        self._say("training" + (f" on {self.world.size} processes, {sharing}" if self.world.distributed else ""))
         self.started = time.monotonic()
         collator = PackedPairCollator(tokenizer) if self.packed else PairCollator(tokenizer)
         while self.position.epoch < self.config.epochs and not self.stopped:
             self._epoch(model, tokenizer, optimizer, scheduler, scaler, encoded, collator)
-        if self.stopped:
+        if self.stopped or not (self.world.main or self.world.sharded):
             return
         target = member_dir(self.output_dir, self.config, self.member)
         if self.best is not None and self.best["step"] < self.position.step:
-            install_best(self.output_dir, self.member, self.best["step"], target, metadata=self._metadata())
+            if self.world.main:
+                install_best(self.output_dir, self.member, self.best["step"], target, metadata=self._metadata())
         else:  # the last model is the best (or nothing was evaluated)
-            save_reward_model(model, tokenizer, target, metadata=self._metadata())
-        prune_best(self.output_dir, self.member)
-        remove_checkpoint(self.output_dir)
+            state = self._gathered_weights(model)
+            if self.world.main:
+                save_reward_model(model, tokenizer, target, metadata=self._metadata(), state_dict=state)
+        if self.world.main:
+            prune_best(self.output_dir, self.member)
+            remove_checkpoint(self.output_dir)
+
+    def _gathered_weights(self, model: PreTrainedModel) -> dict[str, torch.Tensor] | None:
+        """A sharded model's full weights, gathered on rank 0 with every rank taking part; None when the model
+        is whole on each rank (it saves itself)."""
+        return distributed.full_model_state(model) if self.world.sharded else None
 
     def _say(self, message: str) -> None:
         """Tell the phase callback what comes next, naming the member in an ensemble."""
@@ -312,7 +353,8 @@ class _MemberRun:
             saved = None
         self.best = saved
         self.checkpointed_best = saved["step"] if saved else None
-        prune_best(self.output_dir, self.member, keep=[self.checkpointed_best])
+        if self.world.main:
+            prune_best(self.output_dir, self.member, keep=[self.checkpointed_best])
 
     def _metadata(self) -> dict[str, Any]:
         best = self.best or {"step": self.position.step, "accuracy": None}
@@ -340,27 +382,44 @@ class _MemberRun:
         torch.manual_seed(self.seed)  # the new head's initialisation, then dropout
         source = self.output_dir / CHECKPOINT_DIR / "model" if self.resumed else Path(self.config.backbone)
         model, tokenizer = load_reward_model(source, num_outputs=self.config.num_outputs)
-        model.to(self.device)  # type: ignore[arg-type]  # transformers' stub types .to's argument as a model
+        if not self.world.sharded:  # a sharded model goes to the device shard by shard
+            model.to(self.device)  # type: ignore[arg-type]  # transformers' stub types .to's argument as a model
         freeze_shift_invariant(model, self.config)
         if self.config.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.train()
+        self.packed = use_packing(self.config.packing, model, self.device)
+        self.forward = self._parallel(model)
         parameters = [p for p in model.parameters() if p.requires_grad]
         # The fused kernel updates every tensor in one pass (CPU and CUDA): on a small model the optimizer step
-        # is a fifth of the step time otherwise. transformers' Trainer defaults to it too.
-        optimizer = torch.optim.AdamW(
-            parameters, lr=self.config.learning_rate, weight_decay=WEIGHT_DECAY, fused=_fused_adamw(self.device)
-        )
+        # is a fifth of the step time otherwise. transformers' Trainer defaults to it too. (Not over shards.)
+        fused = None if self.world.sharded else _fused_adamw(self.device)
+        optimizer = torch.optim.AdamW(parameters, lr=self.config.learning_rate, weight_decay=WEIGHT_DECAY, fused=fused)
         steps = self.total_steps
         scheduler = linear_schedule(optimizer, warmup=math.ceil(WARMUP_FRACTION * steps), total=steps)
         scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
         if self.resumed:
-            restore_optimizer(self.output_dir, optimizer, self.position)
+            load = None
+            if self.world.sharded:
+                load = functools.partial(distributed.load_optimizer_state, model, optimizer)
+            restore_optimizer(self.output_dir, optimizer, self.position, load=load)
             scheduler.load_state_dict(self.position.extra["scheduler"])
             if "scaler" in self.position.extra:
                 scaler.load_state_dict(self.position.extra["scaler"])
             logger.info("Resuming member %s at step %s", self.member, self.position.step)
         return model, tokenizer, optimizer, scheduler, scaler
+
+    def _parallel(self, model: PreTrainedModel) -> torch.nn.Module:
+        """The forward that training runs: the model's own in one process; wrapped in DDP, which syncs the
+        gradients of what runs through it; or over a model sharded in place (FSDP), whose hooks do."""
+        forward: torch.nn.Module = _RewardForward(model, packed=self.packed)
+        if self.world.sharded:
+            distributed.shard_model(model)
+        elif self.world.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            forward = torch.nn.parallel.DistributedDataParallel(forward, device_ids=ids)
+        self.model = model
+        return forward
 
     def _epoch(
         self,
@@ -382,7 +441,10 @@ class _MemberRun:
         start = self.position.next_batch
         for first in range(start, len(batches), accumulation):
             group = batches[first : first + accumulation]
-            loss = sum(self._backward(model, collator([encoded[i] for i in b]), scaler, len(group)) for b in group)
+            loss = 0.0
+            for n, indices in enumerate(group):
+                with self._gradient_sync(last=n == len(group) - 1):
+                    loss += self._backward(indices, encoded, collator, scaler, len(group))
             self._optimizer_step(model, optimizer, scheduler, scaler)
             self.position.next_batch = first + len(group)
             epoch_end = self.position.next_batch >= len(batches)
@@ -393,14 +455,39 @@ class _MemberRun:
                 return
         self._report(model, tokenizer, evaluate_now=self.config.eval_every == 0)
 
-    def _backward(self, model: PreTrainedModel, batch: dict[str, torch.Tensor], scaler: Any, parts: int) -> float:
+    def _gradient_sync(self, *, last: bool) -> contextlib.AbstractContextManager[Any]:
+        """DDP and FSDP reduce the ranks' gradients once a step, after its last micro-batch, not after each."""
+        forward = self.forward
+        if self.world.sharded:
+            distributed.set_gradient_sync(self.model, last)
+        if last or not isinstance(forward, torch.nn.parallel.DistributedDataParallel):
+            return contextlib.nullcontext()
+        return forward.no_sync()
+
+    def _backward(
+        self, indices: list[int], encoded: list[EncodedPair], collator: Collator, scaler: Any, parts: int
+    ) -> float:
+        """Forward and backward over this rank's share of a global batch; returns the share of its loss (the
+        whole loss in one process), divided by the micro-batches of the step."""
+        mine, stand_in = distributed.shard(indices, self.world)
+        batch = collator([encoded[i] for i in mine])
+        if stand_in:
+            batch["weight"] = torch.zeros_like(batch["weight"])
         batch = {key: value.to(self.device) for key, value in batch.items()}
         with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
-            outputs = packed_reward_outputs(model, batch) if self.packed else reward_outputs(model, batch)
-        loss = objective_loss(self.config, outputs, batch)
-        scaler.scale(loss / parts).backward()
-        self.tokens_seen += batch_tokens(batch)
-        self.examples_seen += int(batch["margin"].shape[0])
+            outputs = self.forward(batch)
+        terms = objective_terms(self.config, outputs, batch)
+        if self.world.distributed:
+            totals = distributed.all_sum_tensor(torch.stack([term.total.float() for term in terms]), self.world)
+            loss = losses.reduce_terms(terms, list(totals))
+            # DDP averages the ranks' gradients; the shares are to be summed.
+            scaler.scale(loss * self.world.size / parts).backward()
+        else:
+            loss = losses.reduce_terms(terms)
+            scaler.scale(loss / parts).backward()
+        if not stand_in:
+            self.step_tokens += batch_tokens(batch)
+            self.step_examples += int(batch["margin"].shape[0])
         return float(loss.detach()) / parts
 
     def _optimizer_step(
@@ -426,20 +513,30 @@ class _MemberRun:
         epoch_end: bool,
     ) -> None:
         step = self.position.step
+        finished = step >= self.total_steps
+        # The step's loss and tokens over all the ranks.
+        loss, tokens, examples = distributed.all_sum([loss, self.step_tokens, self.step_examples], self.world)
+        self.tokens_seen += int(tokens)
+        self.examples_seen += int(examples)
+        self.step_tokens = self.step_examples = 0
         self.position.loss_sum += loss
         self.position.loss_count += 1
         self.window.append(loss)
         evaluate_now = self.config.eval_every > 0 and step % self.config.eval_every == 0
-        if self.selecting and (evaluate_now or epoch_end):
+        # Under FSDP every rank takes part in an evaluation's forward passes and in gathering the weights it saves.
+        takes_part = self.world.main or self.world.sharded
+        if self.selecting and takes_part and (evaluate_now or epoch_end):
             # Here rather than with the end-of-epoch report, which a stop at the epoch's last step skips: the
             # checkpoint below must know this evaluation, or the resumed run would never make it.
             self._select(model, tokenizer)
         if evaluate_now or step % self.config.logging_every == 0:
             self._report(model, tokenizer, evaluate_now=evaluate_now)
-        finished = step >= self.total_steps
-        # A stop at the last step is no stop: the model is saved as usual.
-        self.stopped = not finished and bool(self.should_stop and self.should_stop())
-        if not finished and (self.stopped or step % self.config.checkpoint_every == 0):
+        # A stop at the last step is no stop: the model is saved as usual. Rank 0 is asked, after its report of
+        # the step; the ranks agree on the answer.
+        asked = not finished and self.world.main and bool(self.should_stop and self.should_stop())
+        [stops] = distributed.all_sum([float(asked)], self.world)
+        self.stopped = not finished and stops > 0
+        if takes_part and not finished and (self.stopped or step % self.config.checkpoint_every == 0):
             self._checkpoint(model, tokenizer, optimizer, scheduler, scaler)
 
     def _checkpoint(
@@ -450,10 +547,22 @@ class _MemberRun:
         scheduler: LambdaLR,
         scaler: Any,
     ) -> None:
+        weights = self._gathered_weights(model)
+        moments = distributed.full_optimizer_state(model, optimizer) if self.world.sharded else None
+        if not self.world.main:
+            return
         self.position.extra = {"scheduler": scheduler.state_dict(), "scaler": scaler.state_dict()}
         if self.best is not None:
             self.position.extra["best"] = self.best
-        save_checkpoint(self.output_dir, self.position, model=model, tokenizer=tokenizer, optimizer=optimizer)
+        save_checkpoint(
+            self.output_dir,
+            self.position,
+            model=model,
+            tokenizer=tokenizer,
+            optimizer=optimizer,
+            model_state=weights,
+            optimizer_state=moments,
+        )
         if self.best is not None and self.best["step"] != self.checkpointed_best:
             self.checkpointed_best = self.best["step"]
             prune_best(self.output_dir, self.member, keep=[self.checkpointed_best])
@@ -469,18 +578,30 @@ class _MemberRun:
         step = self.position.step
         self.best = {"step": step, "accuracy": accuracy}
         if step < self.total_steps:  # the last step's model is saved from memory at the end
-            save_best(self.output_dir, self.member, step, model=model, tokenizer=tokenizer, accuracy=accuracy)
-        # The one the checkpoint names stays until a checkpoint names this one.
-        prune_best(self.output_dir, self.member, keep=[step, self.checkpointed_best])
+            weights = self._gathered_weights(model)
+            if self.world.main:
+                save_best(
+                    self.output_dir,
+                    self.member,
+                    step,
+                    model=model,
+                    tokenizer=tokenizer,
+                    accuracy=accuracy,
+                    model_state=weights,
+                )
+        if self.world.main:  # the one the checkpoint names stays until a checkpoint names this one
+            prune_best(self.output_dir, self.member, keep=[step, self.checkpointed_best])
 
     def _report(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, evaluate_now: bool) -> None:
         """Progress with the mean loss of the steps since the last report (trl logs the same way), and the
         validation accuracy when it is time to evaluate."""
         if self.progress is None:
+            if self.world.sharded and self.eval_examples and (evaluate_now or self._evaluated_now()):
+                self._accuracy(model, tokenizer)  # rank 0 evaluates: the forward passes need every rank
             return
         loss = sum(self.window) / len(self.window) if self.window else self.last_loss
         self.window, self.last_loss = [], loss
-        evaluated = self.evaluated is not None and self.evaluated[0] == self.position.step
+        evaluated = self._evaluated_now()
         accuracy = self._accuracy(model, tokenizer) if (evaluate_now or evaluated) and self.eval_examples else None
         elapsed = max(time.monotonic() - self.started, 1e-9)
         self.progress(
@@ -495,6 +616,9 @@ class _MemberRun:
                 examples_per_second=self.examples_seen / elapsed,
             )
         )
+
+    def _evaluated_now(self) -> bool:
+        return self.evaluated is not None and self.evaluated[0] == self.position.step
 
     def _accuracy(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> float:
         """The accuracy on the evaluation pairs at this step, computed once however many ask for it."""

@@ -8,14 +8,24 @@ lives finds the lock taken and leaves the run alone: never two at once. Redis re
 visibility timeout (hours), so the watchdog (training.services.recovery, every minute on Celery beat) sends the
 task of a running run whose lock is free again, and fails a run that has lost its worker too often.
 
+With CONCORD_TRAIN_PROCESSES (and CONCORD_TRAIN_NODES) beyond one, the task trains through torchrun
+(training.ml.launch): it writes the run's pairs and settings into the run's folder, starts torchrun in a session
+of its own that dies with the task's process, relays rank 0's events (phases, progress) to the run's row, and
+asks the ranks to stop when the run is cancelled. torchrun restarts all ranks from the last checkpoint when one
+dies; a worker that dies takes torchrun and its ranks with it, and the run is recovered as above.
+
 The ML code (training.ml, which imports torch) is imported inside the functions that run on the worker, so
 neither the web process nor the worker's parent process ever loads torch or touches CUDA.
 """
 
+import contextlib
+import ctypes
 import json
 import logging
 import os
+import signal
 import socket
+import subprocess
 import time
 import traceback
 from dataclasses import dataclass
@@ -48,6 +58,10 @@ logger = logging.getLogger(__name__)
 
 # Progress is written to the run's row at most this often, and cancel_requested read at most this often.
 PROGRESS_INTERVAL_S = 1.0
+# How often the task reads the events of a run in several processes.
+EVENTS_POLL_S = 0.5
+# The lines of torchrun's log an error quotes.
+LOG_TAIL_LINES = 30
 VALIDATION_FRACTION = 0.1
 
 
@@ -264,18 +278,142 @@ def _train(
     from training.ml.trainer import train
 
     reporter = _Reporter(run, members=config.ensemble_size)
-    result = train(
-        config,
-        train_examples,
-        eval_examples,
-        output_dir=out,
-        progress=reporter.progress,
-        should_stop=reporter.should_stop,
-        phase=reporter.phase,
-    )
+    if training_in_processes():
+        result = _train_in_processes(run, config, train_examples, eval_examples, out, reporter)
+    else:
+        result = train(
+            config,
+            train_examples,
+            eval_examples,
+            output_dir=out,
+            progress=reporter.progress,
+            should_stop=reporter.should_stop,
+            phase=reporter.phase,
+        )
     reporter.flush()
     run_log(run, f"trained {result.steps} steps in {result.seconds:.1f}s" + (" (stopped)" if result.stopped else ""))
     return result
+
+
+def training_in_processes() -> bool:
+    """Whether runs train through torchrun (CONCORD_TRAIN_PROCESSES, CONCORD_TRAIN_NODES) rather than in the
+    task's own process."""
+    return settings.CONCORD_TRAIN_PROCESSES.strip() != "1" or settings.CONCORD_TRAIN_NODES > 1
+
+
+def _train_in_processes(
+    run: TrainingRun,
+    config: Any,
+    train_examples: list["PairExample"],
+    eval_examples: list["PairExample"],
+    out: Path,
+    reporter: "_Reporter",
+) -> "TrainResult":
+    """Train through torchrun (training.ml.launch), relaying rank 0's events to the run until torchrun exits."""
+    from training.ml import launch
+
+    _stop_leftover_ranks(out)
+    spec = launch.spec_write(
+        out,
+        config=config.to_dict(),
+        train_examples=train_examples,
+        eval_examples=eval_examples,
+        sharding=settings.CONCORD_TRAIN_SHARDING,
+    )
+    command = launch.torchrun_command(
+        spec,
+        processes=settings.CONCORD_TRAIN_PROCESSES.strip(),
+        nodes=settings.CONCORD_TRAIN_NODES,
+        endpoint=settings.CONCORD_TRAIN_RDZV_ENDPOINT,
+        run_id=f"concord-run-{run.pk}",
+        max_restarts=settings.CONCORD_TRAIN_MAX_RESTARTS,
+    )
+    run_log(run, "starting " + " ".join(command[1:]))
+    with (out / "torchrun.log").open("ab") as log:
+        process = subprocess.Popen(  # noqa: S603  (a list from settings and a path: no shell, nothing a user typed)
+            command,
+            cwd=settings.BASE_DIR,
+            env=_rank_environment(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a group of its own, which _stop_leftover_ranks can end as one
+            preexec_fn=_die_with_parent,
+        )
+    (out / "torchrun.pid").write_text(str(process.pid))
+    events, result = launch.EventReader(out), None
+    try:
+        while True:
+            exited = process.poll() is not None
+            for event in events.new():
+                result = _relay(run, reporter, event) or result
+            if exited:
+                break
+            if reporter.should_stop():
+                (out / launch.STOP).touch()
+            time.sleep(EVENTS_POLL_S)
+    finally:
+        if process.poll() is None:  # this task is failing: its ranks must not train on unwatched
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    if process.returncode != 0 or result is None:
+        raise TrainingError(f"torchrun exited with status {process.returncode}:\n{_log_tail(out / 'torchrun.log')}")
+    return result
+
+
+def _relay(run: TrainingRun, reporter: "_Reporter", event: dict[str, Any]) -> "TrainResult | None":
+    """One event of rank 0 to the run's row; the result, when it is the result."""
+    from training.ml.trainer import TrainProgress, TrainResult
+
+    fields = {key: value for key, value in event.items() if key != "kind"}
+    if event["kind"] == "start":
+        restart = fields.get("restart", 0)
+        what = f"a rank died: torchrun restarted the ranks from the last checkpoint (restart {restart})"
+        started = f"{fields.get('world')} processes started" + (" (FSDP)" if fields.get("sharded") else "")
+        run_log(run, what if restart else started)
+    elif event["kind"] == "phase":
+        reporter.phase(str(fields["message"]))
+    elif event["kind"] == "progress":
+        reporter.progress(TrainProgress(**fields))
+    elif event["kind"] == "result":
+        model_dir = fields.pop("model_dir", None)
+        return TrainResult(**fields, model_dir=Path(model_dir) if model_dir else None)
+    return None
+
+
+def _rank_environment() -> dict[str, str]:
+    """The ranks' environment: on CPUs, the cores shared out among the local ranks (torchrun would give each one
+    thread)."""
+    env = dict(os.environ)
+    processes = settings.CONCORD_TRAIN_PROCESSES.strip()
+    if "OMP_NUM_THREADS" not in env and processes.isdigit():
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // int(processes)))
+    return env
+
+
+def _die_with_parent() -> None:
+    """In torchrun's process before it starts: the kernel kills it when the task's process dies (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _stop_leftover_ranks(out: Path) -> None:
+    """End a torchrun this run's folder names that still runs (its task's process died before the kernel could
+    take it along): two trainers must never write one folder."""
+    try:
+        pid = int((out / "torchrun.pid").read_text())
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return
+    if b"torch.distributed.run" in command:
+        logger.warning("Stopping torchrun %s left behind in %s", pid, out)
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _log_tail(path: Path) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:])
+    except OSError:
+        return "(no log)"
 
 
 class _Reporter:
@@ -295,6 +433,9 @@ class _Reporter:
     def progress(self, update: "TrainProgress") -> None:
         # An ensemble's members train one after another, each counting from 0: the run counts them all.
         step = update.member * update.total_steps + update.step
+        if self.history and step < self.history[-1]["step"]:
+            # Restarted from a checkpoint (torchrun's ranks): the steps after it are trained, and reported, again.
+            self.history = [p for p in self.history if p["step"] < step]
         point = {"step": step, "loss": _number(update.loss), "eval_accuracy": _number(update.eval_accuracy)}
         if self.history and self.history[-1]["step"] == step:
             # An evaluation reported at the step a loss was: merge them.

@@ -1,27 +1,38 @@
 """Reward models: promote one to be the project's active model, and score every item of a project with it.
 
-A job scores every item of the project, or only the project's items in one of its frozen versions. Scoring runs
-on the gpu worker (training.tasks.scoring_task) under its job lock (concord.locks.SCORING) with a
-compare-and-swap claim, like a training run; it reads items a batch at a time and upserts their ItemScore rows,
-so a redelivered job simply scores every item again. training.ml.scoring (torch) is imported inside the task.
+A job scores every item of the project, or only the project's items in one of its frozen versions. Creating it
+splits its items, in id order, into chunks of CONCORD_SCORING_CHUNK_ITEMS (ScoringChunk: a range of ids), and
+sends one task per chunk (training.tasks.scoring_chunk_task) that any gpu worker takes. A worker claims its chunk
+under the chunk's lock (concord.locks.SCORING_CHUNK) with a compare-and-swap, reads its items a batch at a time and
+upserts their ItemScore rows, so a chunk delivered twice, or sent again after its worker died
+(training.services.recovery), writes the same rows. The job's progress is the sum of its chunks' (kept in step
+with F() updates), and the chunk that ends the last open one ends the job, in the same transaction, once.
+
+A job with no chunks (nothing to score, or a row from before chunks) is scored whole by training.tasks.scoring_task
+under the job's lock (concord.locks.SCORING). training.ml.scoring (torch) is imported inside the task.
 """
 
 import logging
 import math
+import os
+import socket
+from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.db import transaction
-from django.db.models.functions import Now
+from django.db import connection, transaction
+from django.db.models import Exists, F, OuterRef, QuerySet, Window
+from django.db.models.functions import Now, RowNumber
 from django.utils import timezone
 
-from annotate.models import Item, Project
+from annotate.models import Item, JobStatus, Project
 from concord import jobs, locks
 from concord.jobs import enqueue_on_commit
 from concord.locks import job_lock
 from curation.models import DatasetVersion
-from training.models import ItemScore, RewardModel, ScoringJob
+from training.models import ItemScore, RewardModel, ScoringChunk, ScoringJob
 from training.selectors import items_to_score
 from training.services.runs import TrainingError
 
@@ -30,8 +41,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# Items read from the database and upserted at a time; the job's progress moves on after each chunk.
+# Items read from the database and upserted at a time; the progress moves on after each batch.
 SCORE_BATCH = 2048
+ITEM_FIELDS = ("id", "prompt", "context", "response_a", "response_b")
 
 
 def heldout_pairs(reward_model: RewardModel) -> int:
@@ -98,7 +110,7 @@ def scoring_job_create(
 ) -> ScoringJob:
     """A queued job scoring the project's items (only those in `dataset_version`, a frozen version of the project,
     when given) with its active model, or with `reward_model` (a curation round scores with the ensemble it just
-    trained, active or not); enqueued after the commit."""
+    trained, active or not), split into chunks whose tasks are sent after the commit."""
     model = reward_model or active_reward_model(project)
     if model is None:
         raise TrainingError("the project has no active reward model: promote a trained model first")
@@ -112,11 +124,33 @@ def scoring_job_create(
         dataset_version=dataset_version,
         created_by_id=created_by.pk if created_by is not None else None,
     )
-    job.total = items_to_score(job).count()
     job.full_clean(exclude=["created_by"])
     job.save()
-    enqueue_on_commit(jobs.SCORING, job.pk)
+    ranges = item_ranges(items_to_score(job), size=settings.CONCORD_SCORING_CHUNK_ITEMS)
+    chunks = ScoringChunk.objects.bulk_create(
+        ScoringChunk(job=job, number=number, first_item_id=first, last_item_id=last, size=size)
+        for number, (first, last, size) in enumerate(ranges, start=1)
+    )
+    job.total = sum(chunk.size for chunk in chunks)
+    job.save(update_fields=["total"])
+    for chunk in chunks:
+        enqueue_on_commit(jobs.SCORING_CHUNK, chunk.pk)
+    if not chunks:  # nothing to score: the whole-job task ends it (and wakes what waits for it) at once
+        enqueue_on_commit(jobs.SCORING, job.pk)
     return job
+
+
+def item_ranges(items: QuerySet[Item], *, size: int) -> list[tuple[int, int, int]]:
+    """The items in id order, cut into runs of `size`: (first id, last id, count) of each. PostgreSQL numbers the
+    ids (an index scan over the project's items) and groups them; only a row per range comes back to Python."""
+    numbered = items.order_by().values(item=F("pk"), slot=(Window(RowNumber(), order_by=F("pk").asc()) - 1) / size)
+    sql, params = numbered.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT MIN(item), MAX(item), COUNT(*) FROM ({sql}) AS numbered GROUP BY slot ORDER BY slot",  # noqa: S608
+            params,
+        )
+        return [(int(first), int(last), int(count)) for first, last, count in cursor.fetchall()]
 
 
 def _check_scorable(project: Project, version: DatasetVersion) -> None:
@@ -126,51 +160,147 @@ def _check_scorable(project: Project, version: DatasetVersion) -> None:
         raise TrainingError(f"dataset version {version.name!r} is not a version of {project.name}")
 
 
+# A chunk of a job, on any worker.
+
+OPEN = [JobStatus.QUEUED, JobStatus.RUNNING]
+
+
+def scoring_chunk_run(*, chunk: ScoringChunk) -> ScoringJob | None:
+    """Score the chunk's items with its job's model. Safe to deliver twice: only the holder of the chunk's lock
+    scores, and only a queued or running chunk of an open job. Returns the job when this call ended it (its last
+    open chunk done, or this chunk failed), for the follow-ups that run once per job; else None."""
+    with job_lock(locks.SCORING_CHUNK, chunk.pk) as mine:
+        if not (mine and _chunk_claim(chunk)):
+            return None
+        try:
+            _score_items(chunk.job, _chunk_items(chunk), partial(_chunk_progress, chunk))
+        except Exception as error:
+            logger.exception("Chunk %s of scoring job %s failed", chunk.number, chunk.job_id)
+            return _chunk_end(chunk, error=f"Scoring failed in chunk {chunk.number}: {error}")
+        return _chunk_end(chunk)
+
+
+@transaction.atomic
+def _chunk_claim(chunk: ScoringChunk) -> bool:
+    """QUEUED/RUNNING -> RUNNING, and the job RUNNING. A running chunk is a dead worker's, scored again from its
+    first item: the progress it had made is taken back from the job's. A chunk of a job already ended is closed."""
+    # The job's row first, in every transaction that writes a job and its chunks: no deadlock, and chunks end
+    # one at a time (_chunk_end).
+    job = ScoringJob.objects.select_for_update().filter(pk=chunk.job_id).first()
+    earlier = ScoringChunk.objects.select_for_update().filter(pk=chunk.pk, status__in=OPEN).values("done").first()
+    if job is None or earlier is None:
+        return False
+    if job.finished:
+        ScoringChunk.objects.filter(pk=chunk.pk).update(
+            status=JobStatus.FAILED, error=f"Not scored: the job is {job.status}", finished_at=timezone.now()
+        )
+        return False
+    worker = f"{os.getpid()}@{socket.gethostname()}"
+    ScoringChunk.objects.filter(pk=chunk.pk).update(status=JobStatus.RUNNING, done=0, worker=worker, heartbeat_at=Now())
+    ScoringJob.objects.filter(pk=job.pk).update(
+        status=JobStatus.RUNNING, done=F("done") - earlier["done"], heartbeat_at=Now()
+    )
+    chunk.refresh_from_db(fields=["status", "done", "worker", "heartbeat_at"])  # its job stays as loaded
+    return True
+
+
+def _chunk_items(chunk: ScoringChunk) -> QuerySet[Item]:
+    return items_to_score(chunk.job).filter(pk__gte=chunk.first_item_id, pk__lte=chunk.last_item_id)
+
+
+@transaction.atomic
+def _chunk_progress(chunk: ScoringChunk, scored: int) -> None:
+    """The chunk's and its job's progress move on together."""
+    ScoringJob.objects.filter(pk=chunk.job_id).update(done=F("done") + scored, heartbeat_at=Now())
+    ScoringChunk.objects.filter(pk=chunk.pk).update(done=F("done") + scored, heartbeat_at=Now())
+
+
+@transaction.atomic
+def _chunk_end(chunk: ScoringChunk, *, error: str = "") -> ScoringJob | None:
+    """Mark the chunk done (or failed, failing its job); the job is done when no chunk of it is left open. Its
+    row is locked first, so two chunks ending at once end one after the other and exactly one sees none left."""
+    ScoringJob.objects.select_for_update().filter(pk=chunk.job_id).first()
+    status = JobStatus.FAILED if error else JobStatus.DONE
+    ScoringChunk.objects.filter(pk=chunk.pk, status=JobStatus.RUNNING).update(
+        status=status, error=error[:2000], heartbeat_at=Now(), finished_at=timezone.now()
+    )
+    if error:
+        return scoring_job_fail(job_id=chunk.job_id, error=error)
+    open_chunks = ScoringChunk.objects.filter(job_id=OuterRef("pk"), status__in=OPEN)
+    ended = (
+        ScoringJob.objects.filter(pk=chunk.job_id, status=JobStatus.RUNNING)
+        .filter(~Exists(open_chunks))
+        .update(status=JobStatus.DONE, total=F("done"), finished_at=timezone.now())
+    )
+    return ScoringJob.objects.get(pk=chunk.job_id) if ended else None
+
+
+@transaction.atomic
+def scoring_job_fail(*, job_id: int, error: str) -> ScoringJob | None:
+    """Fail an open job with the reason, and close its queued chunks (their tasks then do nothing); chunks still
+    running finish or die. Returns the job if this call failed it."""
+    ended = ScoringJob.objects.filter(pk=job_id, status__in=OPEN).update(
+        status=JobStatus.FAILED, error=error[:2000], finished_at=timezone.now()
+    )
+    if not ended:
+        return None
+    ScoringChunk.objects.filter(job_id=job_id, status=JobStatus.QUEUED).update(
+        status=JobStatus.FAILED, error="Not scored: the job failed", finished_at=timezone.now()
+    )
+    return ScoringJob.objects.get(pk=job_id)
+
+
+# A job with no chunks, whole.
+
+
 def scoring_run(*, job: ScoringJob) -> ScoringJob:
-    """Score the job's project with its model. Safe to deliver twice: only the lock holder scores."""
+    """Score every item of a job that has no chunks. Safe to deliver twice: only the lock holder scores."""
+    if job.chunks.exists():  # its chunks' tasks score it
+        logger.warning("Scoring job %s has chunks: not scored whole", job.pk)
+        return job
     with job_lock(locks.SCORING, job.pk) as mine:
-        active = [ScoringJob.Status.QUEUED, ScoringJob.Status.RUNNING]
-        claimed = mine and ScoringJob.objects.filter(pk=job.pk, status__in=active).update(
-            status=ScoringJob.Status.RUNNING, done=0, heartbeat_at=Now()
+        claimed = mine and ScoringJob.objects.filter(pk=job.pk, status__in=OPEN).update(
+            status=JobStatus.RUNNING, done=0, heartbeat_at=Now()
         )
         if not claimed:
             job.refresh_from_db()
             return job
         try:
-            _score_all(job)
+            _score_items(job, items_to_score(job), partial(_job_progress, job))
         except Exception as error:
             logger.exception("Scoring job %s failed", job.pk)
             ScoringJob.objects.filter(pk=job.pk).update(
-                status=ScoringJob.Status.FAILED, error=f"Scoring failed: {error}"[:2000], finished_at=timezone.now()
+                status=JobStatus.FAILED, error=f"Scoring failed: {error}"[:2000], finished_at=timezone.now()
             )
             raise
+        ScoringJob.objects.filter(pk=job.pk).update(status=JobStatus.DONE, total=F("done"), finished_at=timezone.now())
     job.refresh_from_db()
     return job
 
 
-def _score_all(job: ScoringJob) -> None:
+def _job_progress(job: ScoringJob, scored: int) -> None:
+    ScoringJob.objects.filter(pk=job.pk).update(done=F("done") + scored, heartbeat_at=Now())
+
+
+def _score_items(job: ScoringJob, items: QuerySet[Item], progress: Callable[[int], None]) -> None:
+    """Score the items with the job's model, SCORE_BATCH at a time in id order, reporting each batch's count."""
     from training.ml.scoring import RewardScorer  # torch: only on the worker
 
     model = job.reward_model
     config = model.run.config
-    # Loaded once for the whole job, not once per chunk.
+    # Loaded once for all the items, not once per batch.
     scorer = RewardScorer(
         model.path, batch_size=config.get("batch_size", 32) * 2, max_length=config.get("max_length", 256)
     )
     temperature = model_temperature(model)
-    items = items_to_score(job).order_by("pk").only("id", "prompt", "context", "response_a", "response_b")
-    done = 0
     batch: list[Item] = []
-    for item in items.iterator(chunk_size=SCORE_BATCH):
+    for item in items.order_by("pk").only(*ITEM_FIELDS).iterator(chunk_size=SCORE_BATCH):
         batch.append(item)
         if len(batch) >= SCORE_BATCH:
-            done += _score_batch(scorer, model, batch, temperature)
-            ScoringJob.objects.filter(pk=job.pk).update(done=done, heartbeat_at=Now())
+            progress(_score_batch(scorer, model, batch, temperature))
             batch = []
-    done += _score_batch(scorer, model, batch, temperature)
-    ScoringJob.objects.filter(pk=job.pk).update(
-        status=ScoringJob.Status.DONE, done=done, total=done, finished_at=timezone.now()
-    )
+    if batch:
+        progress(_score_batch(scorer, model, batch, temperature))
 
 
 def model_temperature(model: RewardModel) -> float:
