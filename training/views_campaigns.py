@@ -182,7 +182,7 @@ def decision_override(
             url = reverse("training:decision_list", args=[project_id, campaign_id, number])
             query = request.GET.urlencode()
             return redirect(f"{url}?{query}#decision-{pair.pk}" if query else f"{url}#decision-{pair.pk}")
-    return _decision_page(request, round_, failed=(pair.pk, pair.item_id, form), status=422)
+    return _decision_page(request, round_, failed=(pair.pk, pair.item.number, form), status=422)
 
 
 def _decision_page(
@@ -192,7 +192,7 @@ def _decision_page(
     failed: tuple[int, int, OverrideForm] | None = None,
     status: int = 200,
 ) -> HttpResponse:
-    """The decision list; `failed` is (decision id, item id, bound form) of an override that was refused."""
+    """The decision list; `failed` is (decision id, item number, bound form) of an override that was refused."""
     campaign = round_.campaign
     filter_form = DecisionFilterForm(request.GET)
     if filter_form.is_valid():

@@ -144,3 +144,16 @@ def test_the_torchrun_command_is_standalone_on_one_node_and_meets_at_the_endpoin
     assert {"--nnodes=2", "--rdzv-backend=c10d", "--rdzv-endpoint=h:29400", "--rdzv-id=run-1"} <= set(many)
     assert "--standalone" not in many
     assert sys.executable == many[0]
+
+
+def test_a_run_sent_again_after_its_model_was_saved_ends_on_every_rank(llama: Path, tmp_path: Path) -> None:
+    """The worker died after the model was saved (during the final evaluation, say): the run sent again finds
+    every member trained, and all its ranks end, rank 0 with the evaluation."""
+    config = config_for(llama, epochs=1)
+    first = torchrun(tmp_path, config, processes=2)
+    again = torchrun(tmp_path, config, processes=2)  # spec_write starts a new events file
+    assert losses(again) == []  # nothing trained again
+    assert (
+        next(e for e in again if e["kind"] == "result")["eval"]
+        == next(e for e in first if e["kind"] == "result")["eval"]
+    )

@@ -69,17 +69,22 @@ def optimizer_state(tensors: dict[str, torch.Tensor], extra: dict[str, Any]) -> 
 
 
 def rng_tensors() -> dict[str, torch.Tensor]:
+    """The CPU's generator and the current CUDA device's (the one the process trains on): a checkpoint then
+    resumes on a machine with any number of GPUs."""
     tensors = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
-        tensors.update({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+        tensors["cuda"] = torch.cuda.get_rng_state()
     return tensors
 
 
 def restore_rng(tensors: dict[str, torch.Tensor]) -> None:
     torch.set_rng_state(tensors["cpu"])
-    cuda = [tensors[f"cuda.{i}"] for i in range(len(tensors) - 1)]
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda)
+    # "cuda.0", "cuda.1"...: every device's, as checkpoints written before kept them.
+    cuda = tensors.get(
+        "cuda", tensors.get(f"cuda.{torch.cuda.current_device()}") if torch.cuda.is_available() else None
+    )
+    if cuda is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(cuda)
 
 
 def save_checkpoint(

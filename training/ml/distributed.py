@@ -42,6 +42,9 @@ class World:
 
 
 SINGLE = World()
+# How long a rank waits for the others at a collective: rank 0 evaluates and writes checkpoints (gigabytes for a
+# large model) while the other ranks wait at the next one, for longer than torch's default of 10 minutes (NCCL).
+COLLECTIVE_TIMEOUT = timedelta(hours=2)
 
 
 def world_from_env(*, sharded: bool = False) -> World:
@@ -68,9 +71,11 @@ def start(world: World) -> torch.device:
         backend = "nccl" if device.type == "cuda" else "gloo"
         store = _attempt_store(world)
         if store is None:
-            dist.init_process_group(backend)
+            dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)
         else:
-            dist.init_process_group(backend, store=store, rank=world.rank, world_size=world.size)
+            dist.init_process_group(
+                backend, store=store, rank=world.rank, world_size=world.size, timeout=COLLECTIVE_TIMEOUT
+            )
     return device
 
 

@@ -14,9 +14,12 @@ A rank whose launcher is gone (torchrun killed with the worker) exits at once: n
 This module imports torch only in the ranks (main), so the launcher's side (spec, events) is cheap to import.
 """
 
+import contextlib
+import ctypes
 import dataclasses
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -92,8 +95,13 @@ def torchrun_command(
 
 
 def _exit_with_launcher() -> None:
-    """Exit when the process that started this one (torchrun's agent) is gone: a rank is then an orphan."""
+    """Exit when the process that started this one (torchrun's agent) is gone: a rank is then an orphan. The
+    kernel kills it (Linux's parent-death signal); elsewhere, a thread watching the parent does."""
     launcher = os.getppid()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != launcher:  # gone before the signal was asked for
+        os._exit(1)
 
     def watch() -> None:
         while os.getppid() == launcher:
@@ -126,11 +134,11 @@ class _Events:
 
 
 def main(argv: Sequence[str]) -> int:
+    _exit_with_launcher()  # first: importing torch takes seconds, and an orphan must not live through them
     from training.ml import distributed
     from training.ml.config import TrainConfig
     from training.ml.trainer import train
 
-    _exit_with_launcher()
     spec_path = Path(argv[0])
     output_dir = spec_path.parent
     spec = json.loads(spec_path.read_text())

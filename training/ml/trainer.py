@@ -151,8 +151,8 @@ def train(
         runs.append(run)
         if run.stopped:
             return _result(runs, started, stopped=True)
-    if not world.main:
-        return _result(runs, started, stopped=False, model_dir=model_dir_for(output_dir, config))
+    if not world.main:  # its runs (none, when every member was trained before a restart) are not reported
+        return TrainResult(steps=runs[-1].position.step if runs else 0, train_loss=math.nan)
     if phase is not None:
         phase(f"evaluating on {len(eval_examples)} validation pairs")
     metrics = evaluate(model_dir_for(output_dir, config), eval_examples, max_length=config.max_length)
@@ -295,6 +295,9 @@ class _MemberRun:
         self.last_loss = math.nan
         self.device = torch.device("cuda", world.local_rank) if torch.cuda.is_available() else torch.device("cpu")
         self.dtype = resolve_precision(config.precision)
+        if world.sharded and self.dtype == torch.float16:
+            # GradScaler would judge each rank's shard of the gradients on its own, and the ranks part ways.
+            raise ValueError("precision: fp16 does not train sharded (FSDP); use bf16")
         self.total_steps = config.epochs * self._steps_per_epoch(len(train_examples))
         self.selecting = config.select_best and bool(eval_examples)
         self.best: dict[str, Any] | None = None  # {"step", "accuracy"} of the best evaluation so far
@@ -631,6 +634,8 @@ class _MemberRun:
                 batch_size=self.config.batch_size * 2,
                 max_length=self.config.max_length,
             )
+            if self.world.sharded:  # rank 0's figure, on every rank: they choose (and save) the same best model
+                [accuracy] = distributed.all_sum([accuracy if self.world.main else 0.0], self.world)
             self.evaluated = (step, accuracy)
         return self.evaluated[1]
 

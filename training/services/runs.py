@@ -62,6 +62,9 @@ PROGRESS_INTERVAL_S = 1.0
 EVENTS_POLL_S = 0.5
 # The lines of torchrun's log an error quotes.
 LOG_TAIL_LINES = 30
+# How long a new launch waits for a dead launch's processes to be gone (SIGKILL is not instant: a process with a
+# GPU context takes a moment to let go of it).
+LEFTOVER_WAIT_S = 60
 VALIDATION_FRACTION = 0.1
 
 
@@ -397,16 +400,32 @@ def _die_with_parent() -> None:
 
 
 def _stop_leftover_ranks(out: Path) -> None:
-    """End a torchrun this run's folder names that still runs (its task's process died before the kernel could
-    take it along): two trainers must never write one folder."""
+    """End a torchrun, and ranks, that this run's folder names and that still run on this machine (their task's
+    process died before the kernel could take them along), and wait until they are gone: two trainers must never
+    write one folder, nor share a GPU's memory."""
+    from training.ml import launch
+
+    leftovers = [(out / "torchrun.pid", b"torch.distributed.run")]
+    leftovers += [(path, b"training.ml.launch") for path in sorted((out / launch.RANKS).glob("rank-*.pid"))]
+    stopped = [pid for path, marker in leftovers if (pid := _kill_if_running(path, marker)) is not None]
+    deadline = time.monotonic() + LEFTOVER_WAIT_S
+    while any(Path(f"/proc/{pid}").exists() for pid in stopped) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def _kill_if_running(pid_file: Path, marker: bytes) -> int | None:
+    """SIGKILL the process a pid file names if it still runs `marker` (not a stranger that reused the pid)."""
     try:
-        pid = int((out / "torchrun.pid").read_text())
+        pid = int(pid_file.read_text())
         command = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError):
-        return
-    if b"torch.distributed.run" in command:
-        logger.warning("Stopping torchrun %s left behind in %s", pid, out)
-        os.killpg(pid, signal.SIGKILL)
+        return None
+    if marker not in command:
+        return None
+    logger.warning("Stopping pid %s (%s) left behind in %s", pid, marker.decode(), pid_file.parent)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    return pid
 
 
 def _log_tail(path: Path) -> str:
