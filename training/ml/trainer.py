@@ -180,14 +180,19 @@ def _result(runs: list["_MemberRun"], started: float, **kwargs: Any) -> TrainRes
 
 @contextlib.contextmanager
 def _deterministic() -> Iterator[None]:
-    """Deterministic kernels on the CPU (the same seed gives the same weights); CUDA keeps its fast ones."""
+    """Deterministic kernels on the CPU (the same seed gives the same weights); CUDA keeps its fast ones. Not the
+    NaN fill of new tensors that deterministic mode adds by default: a debugging aid that costs 3-8% of a CPU step
+    (bench/train_throughput.py) and changes no result."""
     before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    fill = torch.utils.deterministic.fill_uninitialized_memory  # type: ignore[attr-defined]
     if not torch.cuda.is_available():
         torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.utils.deterministic.fill_uninitialized_memory = fill  # type: ignore[attr-defined]
 
 
 def linear_schedule(optimizer: torch.optim.Optimizer, *, warmup: int, total: int) -> LambdaLR:
