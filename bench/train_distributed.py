@@ -111,8 +111,9 @@ def main() -> None:
     medians = {name: statistics.median(r["tokens_per_second"] for r in runs) for name, runs in results.items()}
     base = medians[SETUPS[0][0]]
     lines = [
-        f"{len(pairs)} HH-RLHF harmless-base pairs, all-MiniLM-L6-v2 (the packaged default backbone), fp32, global batch "
-        f"{args.batch_size}, max length {args.max_length}, one epoch ({results[SETUPS[0][0]][0]['steps']} steps), "
+        f"{len(pairs)} HH-RLHF harmless-base pairs, all-MiniLM-L6-v2 (the packaged default backbone), fp32, "
+        f"global batch {args.batch_size}, max length {args.max_length}, "
+        f"one epoch ({results[SETUPS[0][0]][0]['steps']} steps), "
         f"{args.rounds} rounds in turns; {machine()}, torch {torch.__version__}, gloo on the CPU. Each process gets "
         "the machine's cores divided among the processes (OMP_NUM_THREADS), as the gpu worker gives them. Load "
         f"average at the end of the runs: {os.getloadavg()[0]:.1f} (other work on the machine slows a process with "
