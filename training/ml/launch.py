@@ -94,12 +94,17 @@ def torchrun_command(
 # The ranks' side.
 
 
-def _exit_with_launcher() -> None:
-    """Exit when the process that started this one (torchrun's agent) is gone: a rank is then an orphan. The
-    kernel kills it (Linux's parent-death signal); elsewhere, a thread watching the parent does."""
-    launcher = os.getppid()
+def die_with_parent() -> None:
+    """Ask the kernel to kill this process when its parent dies (Linux's parent-death signal; elsewhere nothing)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _exit_with_launcher() -> None:
+    """Exit when the process that started this one (torchrun's agent) is gone: a rank is then an orphan. The
+    kernel kills it (die_with_parent); elsewhere, a thread watching the parent does."""
+    launcher = os.getppid()
+    die_with_parent()
     if os.getppid() != launcher:  # gone before the signal was asked for
         os._exit(1)
 

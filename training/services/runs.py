@@ -19,7 +19,6 @@ neither the web process nor the worker's parent process ever loads torch or touc
 """
 
 import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -339,8 +338,8 @@ def _train_in_processes(
             env=_rank_environment(),
             stdout=log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,  # a group of its own, which _stop_leftover_ranks can end as one
-            preexec_fn=_die_with_parent,
+            start_new_session=True,
+            preexec_fn=launch.die_with_parent,  # in torchrun's process, before it starts
         )
     (out / "torchrun.pid").write_text(str(process.pid))
     events, result = launch.EventReader(out), None
@@ -391,12 +390,6 @@ def _rank_environment() -> dict[str, str]:
     if "OMP_NUM_THREADS" not in env and processes.isdigit():
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // int(processes)))
     return env
-
-
-def _die_with_parent() -> None:
-    """In torchrun's process before it starts: the kernel kills it when the task's process dies (Linux)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _stop_leftover_ranks(out: Path) -> None:
