@@ -77,16 +77,18 @@ _A, _B = int(Item.SourceLabel.A), int(Item.SourceLabel.B)
 # A chunk's staged rows into the items, in file order, numbered on from the project's last item: the rows whose
 # content the project has not got, the first of each content in the chunk, so that duplicates take no number. The
 # project's ITEM_NUMBERS lock, held to the end of the import's transaction, keeps other writers from numbering
-# meanwhile; the unique constraint is still there as the last word on duplicates.
+# meanwhile; the unique constraint is still there as the last word on duplicates. "Has not got" is a scalar
+# subquery, an index probe of item_unique_content per staged row: written as NOT EXISTS, PostgreSQL plans an anti
+# join that hashes all the project's items for every chunk, which made a 1M-row import 4x slower.
 _INSERT_SQL = """
 INSERT INTO {item} ({others}, {staged}, number)
 SELECT {values}, {selected},
     (SELECT coalesce(max(number), 0) FROM {item} WHERE project_id = %(project)s) + row_number() OVER (ORDER BY seq)
 FROM (
     SELECT DISTINCT ON (content_hash) * FROM {stage} AS staged
-    WHERE NOT EXISTS (
-        SELECT FROM {item} WHERE project_id = %(project)s AND content_hash = staged.content_hash
-    )
+    WHERE (
+        SELECT 1 FROM {item} WHERE project_id = %(project)s AND content_hash = staged.content_hash LIMIT 1
+    ) IS NULL
     ORDER BY content_hash, seq
 ) AS fresh
 ORDER BY seq
