@@ -300,7 +300,7 @@ def _train(
 def training_in_processes() -> bool:
     """Whether runs train through torchrun (CONCORD_TRAIN_PROCESSES, CONCORD_TRAIN_NODES) rather than in the
     task's own process."""
-    return settings.CONCORD_TRAIN_PROCESSES.strip() != "1" or settings.CONCORD_TRAIN_NODES > 1
+    return settings.CONCORD_TRAIN_PROCESSES != "1" or settings.CONCORD_TRAIN_NODES > 1
 
 
 def _train_in_processes(
@@ -324,7 +324,7 @@ def _train_in_processes(
     )
     command = launch.torchrun_command(
         spec,
-        processes=settings.CONCORD_TRAIN_PROCESSES.strip(),
+        processes=settings.CONCORD_TRAIN_PROCESSES,
         nodes=settings.CONCORD_TRAIN_NODES,
         endpoint=settings.CONCORD_TRAIN_RDZV_ENDPOINT,
         run_id=f"concord-run-{run.pk}",
@@ -386,7 +386,7 @@ def _rank_environment() -> dict[str, str]:
     """The ranks' environment: on CPUs, the cores shared out among the local ranks (torchrun would give each one
     thread)."""
     env = dict(os.environ)
-    processes = settings.CONCORD_TRAIN_PROCESSES.strip()
+    processes = settings.CONCORD_TRAIN_PROCESSES
     if "OMP_NUM_THREADS" not in env and processes.isdigit():
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // int(processes)))
     return env
