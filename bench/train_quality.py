@@ -4,9 +4,14 @@ longer response wins". No Django: the pairs are read with annotate.formats, whic
 docs/benchmarks.md.
 
     .venv/bin/python bench/train_quality.py [--data ../shared/data] [--max-length 256] [--epochs 2]
+
+The model trains with Concord's defaults: no dropout, precision `auto` (bf16 autocast where the device computes
+bf16, else fp32). --with-dropout trains a second model from the same seed with the backbone's dropout on (the
+trainer's former default), to read the two side by side.
 """
 
 import argparse
+import dataclasses
 import math
 import sys
 import tempfile
@@ -21,7 +26,7 @@ from annotate.formats import LineReader, PreferenceRecord, parse_records
 from bench.common import machine, write_section
 from training.ml.config import TrainConfig
 from training.ml.data import PairExample, split_by_prompt
-from training.ml.trainer import TrainProgress, train
+from training.ml.trainer import TrainProgress, TrainResult, resolve_precision, train
 
 HH_FILE = "hh-rlhf/harmless-base/test.jsonl.gz"
 SECTION = "Reward model quality on HH-RLHF harmless-base"
@@ -46,6 +51,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=5e-5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    parser.add_argument("--with-dropout", action="store_true", help="also train with the backbone's dropout on")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
 
@@ -58,7 +65,7 @@ def main() -> None:
         learning_rate=args.learning_rate,
         max_length=args.max_length,
         seed=args.seed,
-        precision="fp32",
+        precision=args.precision,
         logging_every=10,
         checkpoint_every=10_000,  # no mid-run checkpoints: they would be timed with the training
     )
@@ -66,25 +73,43 @@ def main() -> None:
     def progress(p: TrainProgress) -> None:
         print(f"step {p.step}/{p.total_steps} loss {p.loss:.4f} {p.tokens_per_second:.0f} tok/s", flush=True)
 
+    def run(run_config: TrainConfig) -> tuple[TrainResult, float]:
+        with tempfile.TemporaryDirectory() as folder:
+            start = time.perf_counter()
+            result = train(run_config, train_set, held_out, output_dir=Path(folder), progress=progress)
+            seconds = time.perf_counter() - start
+        m = result.eval
+        print(
+            f"dropout {run_config.dropout}: steps {result.steps}, train loss {result.train_loss:.4f}, {seconds:.0f} s; "
+            f"held-out accuracy {m['accuracy']:.4f}, ECE {m['ece']:.4f}, length baseline "
+            f"{m['length_baseline_accuracy']:.4f}, ties {m['tie_rate']:.4f}",
+            flush=True,
+        )
+        return result, seconds
+
     print(f"{len(examples)} pairs: {len(train_set)} train, {len(held_out)} held out; {torch.get_num_threads()} threads")
-    with tempfile.TemporaryDirectory() as folder:
-        start = time.perf_counter()
-        result = train(config, train_set, held_out, output_dir=Path(folder), progress=progress)
-        seconds = time.perf_counter() - start
+    result, seconds = run(config)
+    with_dropout = run(dataclasses.replace(config, dropout=True)) if args.with_dropout else None
     metrics = result.eval
-    print(
-        f"steps {result.steps}, train loss {result.train_loss:.4f}, {seconds:.0f} s; held-out accuracy "
-        f"{metrics['accuracy']:.4f}, ECE {metrics['ece']:.4f}, length baseline "
-        f"{metrics['length_baseline_accuracy']:.4f}, ties {metrics['tie_rate']:.4f}"
-    )
     if args.no_write:
         return
+    precision = "bf16 autocast" if resolve_precision(config.precision) == torch.bfloat16 else "fp32"
     accuracy = metrics["accuracy"]
     standard_error = math.sqrt(accuracy * (1 - accuracy) / len(held_out))
     rows = [
         (
             f"Concord reward model (MiniLM-L6, Bradley-Terry, {_epochs(config.epochs)})",
             f"{100 * metrics['accuracy']:.1f}%",
+        ),
+        *(
+            [
+                (
+                    "The same, trained with the backbone's dropout on (the former default)",
+                    f"{100 * with_dropout[0].eval['accuracy']:.1f}%",
+                )
+            ]
+            if with_dropout
+            else []
         ),
         ("Constant (coin flip)", f"{100 * metrics['constant_baseline_accuracy']:.1f}%"),
         ("Longer response wins (tie = half)", f"{100 * metrics['length_baseline_accuracy']:.1f}%"),
@@ -100,9 +125,14 @@ def main() -> None:
             "learning rate "
             f"{config.learning_rate:g} (AdamW, 10% warmup, linear decay), max length {config.max_length} tokens "
             "(longer pairs cut longest part first, from the left: the median pair is about 120 tokens, and 16% of "
-            "pairs are cut at 256), fp32, seed "
+            f"pairs are cut at 256), no dropout, {precision} (precision `{config.precision}`), seed "
             f"{config.seed}; {seconds:.0f} s including the held-out evaluation, on {machine()}, "
-            f"{torch.get_num_threads()} torch threads, CPU only. Mean training loss {result.train_loss:.4f}.",
+            f"{torch.get_num_threads()} torch threads, CPU only. Mean training loss {result.train_loss:.4f}."
+            + (
+                f" With dropout: {with_dropout[1]:.0f} s, mean training loss {with_dropout[0].train_loss:.4f}."
+                if with_dropout
+                else ""
+            ),
             "",
             "| held-out pairs | accuracy (chosen scored higher) |",
             "| --- | --- |",
@@ -119,7 +149,9 @@ def main() -> None:
             "below a coin flip.",
             "",
             f"    .venv/bin/python bench/train_quality.py --max-length {config.max_length} --epochs {config.epochs} "
-            f"--batch-size {config.batch_size} --learning-rate {config.learning_rate:g} --seed {args.seed}",
+            f"--batch-size {config.batch_size} --learning-rate {config.learning_rate:g} --seed {args.seed}"
+            + (f" --precision {args.precision}" if args.precision != "auto" else "")
+            + (" --with-dropout" if args.with_dropout else ""),
         ]
     )
     write_section(SECTION, body)

@@ -13,16 +13,18 @@ TRL comes from requirements-bench.txt, installed on top of the app's pins (it ch
     .venv/bin/pip install -r requirements-bench.txt
     .venv/bin/python bench/train_throughput.py [--rounds 20] [--warmup 2] [--max-length 256]
 
---attention-dropout P runs every trainer on a copy of the backbone whose attention-probability dropout is P (its
-hidden-state dropout unchanged), to see what that dropout costs. With CUDA the script also builds a Qwen2-style
-0.5B decoder from its config (random weights, no download), trains it in bf16 with both trainers and reports model
-FLOPs utilisation against the GPU's dense bf16 peak.
+Each trainer runs at its defaults where they agree: no dropout (Concord's `dropout` setting, TRL's
+`disable_dropout`), and the precision Concord's `auto` picks (bf16 autocast where the device computes bf16: a GPU,
+a CPU with AMX or AVX512-BF16; TRL defaults to bf16), which TRL is given too. --dropout keeps the backbone's dropout
+in every trainer; --precision fp32 (or bf16) sets both. A last Concord row runs the trainer with its defaults
+before they changed (dropout on, fp32 on the CPU), for what the change gives. With CUDA the script also builds a
+Qwen2-style 0.5B decoder from its config (random weights, no download), trains it in bf16 with both trainers and
+reports model FLOPs utilisation against the GPU's dense bf16 peak.
 """
 
 import argparse
-import json
+import functools
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -43,12 +45,12 @@ from bench.train_quality import HH_FILE, load_hh
 from training.ml.config import TrainConfig, default_backbone
 from training.ml.data import EncodedPair, PairExample, encode_pairs, length_grouped_batches
 from training.ml.model import load_reward_model
-from training.ml.trainer import TrainProgress, train
+from training.ml.trainer import TrainProgress, resolve_precision, train
 
 SECTION = "Training throughput: Concord's trainer and TRL's RewardTrainer"
 SVG = ROOT / "docs" / "img" / "train_throughput.svg"
 CONCORD = "Concord `training.ml.trainer.train`"
-CONCORD_NO_FILL = "Concord, no NaN fill (proposed)"
+CONCORD_BEFORE = "Concord, dropout on, fp32 on the CPU (its defaults before)"
 TRL_SAME = "TRL `RewardTrainer`, Concord's batches"
 RANDOM = "TRL `RewardTrainer`, `random` sampler"
 GROUPED = "TRL `RewardTrainer`, `group_by_length` sampler"
@@ -144,14 +146,14 @@ def _resume(arm: Arm, base: TorchGlobals, sync: Callable[[], None]) -> float:
 
 def concord_arm(
     name: str,
+    *,
     backbone: str,
     examples: Sequence[PairExample],
     encoded: list[EncodedPair],
     args: argparse.Namespace,
-    precision: str,
     folder: Path,
-    *,
-    fill: bool,
+    precision: str,
+    dropout: bool,
 ) -> Arm:
     """training.ml.trainer.train as a training job runs it. Its batches (first epoch) are computed the trainer's
     way to count each step's real tokens and the padded ones (PairCollator pads to the batch's longest sequence)."""
@@ -164,19 +166,18 @@ def concord_arm(
         max_length=args.max_length,
         seed=args.seed,
         precision=precision,
+        dropout=dropout,
         logging_every=1,  # progress after every step: the hand-back
         checkpoint_every=1_000_000,
     )
 
     def body(arm: Arm) -> None:
         def progress(_: TrainProgress) -> None:
-            deterministic, _, fill = torch_globals()
-            arm.seen["fills"] = deterministic and fill
             step_done()
 
         train(config, examples, [], output_dir=folder, progress=progress, should_stop=lambda: arm.stopping)
 
-    arm = Arm(name, body, state=(False, False, fill))
+    arm = Arm(name, body, state=torch_globals())
     for batch in concord_batches(encoded, args):
         pairs = [encoded[i] for i in batch]
         arm.tokens.append(sum(len(p.chosen["input_ids"]) + len(p.rejected["input_ids"]) for p in pairs))
@@ -210,7 +211,6 @@ def trl_arm(
     backbone: str,
     encoded: list[EncodedPair],
     args: argparse.Namespace,
-    bf16: bool,
     folder: Path,
     sampling: str,
     batches: list[list[int]] | None = None,
@@ -269,9 +269,9 @@ def trl_arm(
             max_grad_norm=1.0,
             max_length=args.max_length,
             center_rewards_coefficient=None,
-            disable_dropout=False,  # Concord trains with dropout
+            disable_dropout=not args.dropout,  # TRL's default, as Concord's: off
             gradient_checkpointing=False,  # TRL's default is on; Concord's is off
-            bf16=bf16,
+            bf16=resolve_precision(args.precision) == torch.bfloat16,  # as Concord
             fp16=False,
             use_cpu=not torch.cuda.is_available(),
             train_sampling_strategy=sampling,
@@ -337,18 +337,6 @@ def paired(numerator: dict[str, Any], denominator: dict[str, Any]) -> tuple[floa
     return q1, median, q3
 
 
-def with_attention_dropout(backbone: str, p: float, folder: Path) -> str:
-    """A copy of the backbone whose attention-probability dropout is p."""
-    target = folder / f"{Path(backbone).name}-attention-dropout-{p:g}"
-    shutil.copytree(backbone, target)
-    config = json.loads((target / "config.json").read_text())
-    keys = [key for key in ("attention_probs_dropout_prob", "attention_dropout") if key in config]
-    if not keys:
-        raise ValueError(f"{backbone}: no attention dropout setting in config.json")
-    (target / "config.json").write_text(json.dumps({**config, **dict.fromkeys(keys, p)}, indent=2))
-    return str(target)
-
-
 def build_qwen2_05b(folder: Path) -> str:
     """A Qwen2-0.5B-shaped sequence classifier with random weights, saved with MiniLM's tokenizer (its ids fit in
     Qwen2's vocabulary): enough to time training, nothing to evaluate."""
@@ -393,17 +381,16 @@ def arms_for(backbone: str, examples: Sequence[PairExample], args: argparse.Name
     batches = concord_batches(encoded, args)
     if args.warmup + args.rounds > len(batches):
         raise SystemExit(f"--warmup + --rounds must fit in one epoch of {len(batches)} batches")
-    precision = "bf16" if cuda else "fp32"
-    arms = [concord_arm(CONCORD, backbone, examples, encoded, args, precision, folder / "c", fill=True)]
-    if not cuda:  # the trainer's deterministic mode, and with it the fill, is on the CPU only
-        arms.append(
-            concord_arm(CONCORD_NO_FILL, backbone, examples, encoded, args, precision, folder / "n", fill=False)
-        )
+    concord = functools.partial(concord_arm, backbone=backbone, examples=examples, encoded=encoded, args=args)
+    arms = [concord(CONCORD, folder=folder / "c", precision=args.precision, dropout=args.dropout)]
     for sampling in args.trl_sampling.split(","):
         name = f"TRL `RewardTrainer`, `{sampling}` sampler"
         grouped = trl_length_grouped_batches(encoded, args) if sampling == "group_by_length" else None
-        arms.append(trl_arm(name, backbone, encoded, args, cuda, folder / f"trl-{sampling}", sampling, grouped))
-    arms.append(trl_arm(TRL_SAME, backbone, encoded, args, cuda, folder / "trl-same", "random", batches))
+        arms.append(trl_arm(name, backbone, encoded, args, folder / f"trl-{sampling}", sampling, grouped))
+    arms.append(trl_arm(TRL_SAME, backbone, encoded, args, folder / "trl-same", "random", batches))
+    if not args.no_before:
+        before = "bf16" if cuda else "fp32"  # `auto` was bf16 on CUDA already
+        arms.append(concord(CONCORD_BEFORE, folder=folder / "b", precision=before, dropout=True))
     return arms
 
 
@@ -416,7 +403,11 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--learning-rate", type=float, default=2e-5)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--attention-dropout", type=float, help="override the backbone's attention dropout")
+    parser.add_argument("--dropout", action="store_true", help="every trainer keeps the backbone's dropout")
+    parser.add_argument(
+        "--precision", default="auto", choices=("auto", "fp32", "bf16"), help="Concord's setting, and TRL's to match"
+    )
+    parser.add_argument("--no-before", action="store_true", help="leave out the row of Concord's former defaults")
     parser.add_argument(
         "--trl-sampling",
         default="random,group_by_length",
@@ -441,14 +432,10 @@ def main() -> None:
         backbones = [("all-MiniLM-L6-v2", default_backbone())]
         if cuda:
             backbones.append(("Qwen2-0.5B shape (random weights)", build_qwen2_05b(folder / "qwen2")))
-        if args.attention_dropout is not None:
-            backbones = [(label, with_attention_dropout(b, args.attention_dropout, folder)) for label, b in backbones]
         for n, (label, backbone) in enumerate(backbones):
             arms = arms_for(backbone, examples, args, folder / str(n))
             interleave(arms, args.warmup + args.rounds, sync)
             runs = {arm.name: figures(arm, args.warmup) for arm in arms}
-            if not runs[CONCORD].get("fills"):  # the trainer runs without the fill already: the same trainer twice
-                runs.pop(CONCORD_NO_FILL, None)
             for name, run in runs.items():
                 print(label, name, {k: v for k, v in run.items() if k != "rates"}, flush=True)
             results.append((label, backbone, runs))
@@ -460,7 +447,7 @@ def main() -> None:
         where=f"{machine()} ({device}), torch {torch.__version__}, transformers {transformers.__version__}, trl "
         f"{trl.__version__}; 1-minute load average {load_before:.1f} before, {load_after:.1f} after",
         examples=len(examples),
-        precision="bf16 autocast" if cuda else "fp32",
+        precision="bf16 autocast" if resolve_precision(args.precision) == torch.bfloat16 else "fp32",
         load=(load_before, load_after),
     )
     lines = section_lines(results, args, setting)
@@ -470,7 +457,9 @@ def main() -> None:
         "    .venv/bin/pip install -r requirements-bench.txt",
         f"    .venv/bin/python bench/train_throughput.py --rounds {args.rounds} --warmup {args.warmup} "
         f"--batch-size {args.batch_size} --max-length {args.max_length} --trl-sampling {args.trl_sampling}"
-        + (f" --attention-dropout {args.attention_dropout:g}" if args.attention_dropout is not None else ""),
+        + (f" --precision {args.precision}" if args.precision != "auto" else "")
+        + (" --dropout" if args.dropout else "")
+        + (" --no-before" if args.no_before else ""),
     ]
     if not args.no_write:
         SVG.parent.mkdir(parents=True, exist_ok=True)
@@ -483,10 +472,9 @@ def section_lines(
     results: list[tuple[str, str, dict[str, dict[str, Any]]]], args: argparse.Namespace, setting: dict[str, Any]
 ) -> list[str]:
     dropout = (
-        f"the backbone's attention dropout set to {args.attention_dropout:g} (`--attention-dropout`), hidden "
-        "dropout as shipped"
-        if args.attention_dropout is not None
-        else "dropout on (the backbone's 0.1)"
+        "dropout on (the backbone's 0.1: `--dropout`)"
+        if args.dropout
+        else "no dropout (Concord's `dropout` setting and TRL's `disable_dropout` at their defaults)"
     )
     lines = [
         f"One process on {setting['where']}. Every trainer gets the same {setting['examples']} HH-RLHF "
@@ -513,10 +501,11 @@ def section_lines(
         "**What each side does per step.** Concord (`training.ml.trainer.train`, as a training job runs it): "
         "`PairCollator` pads the step's pre-encoded pairs with `tokenizer.pad` (with token type ids), one forward "
         "pass over the 2B sequences, `objective_loss`, backward, clipping, fused AdamW (decay on every weight), "
-        f"the schedule, a progress report. {determinism(results)} Its batches are `length_grouped_batches`: "
+        "the schedule, a progress report. On the CPU the trainer runs under deterministic algorithms, without "
+        "torch's NaN fill of new tensors. Its batches are `length_grouped_batches`: "
         "shuffle, sort mega-batches of 50 batches by the pair's longer sequence, cut, shuffle the batches. "
-        "TRL (`RewardTrainer`, trl's defaults except: dropout kept, "
-        "gradient checkpointing off, the schedule and decay above): `DataCollatorForPreference` pads with "
+        "TRL (`RewardTrainer`, trl's defaults except: gradient checkpointing off, the schedule, decay and "
+        f"precision above{', dropout kept' if args.dropout else ''}): `DataCollatorForPreference` pads with "
         "`torch` ops (no token type ids), one forward pass, its loss and four reward statistics (`.item()`), "
         "backward, clipping, `adamw_torch_fused` (transformers' default; no decay on biases and LayerNorm), "
         "no deterministic mode. Its `random` sampler (its default) shuffles pairs and pads each batch to its "
@@ -549,41 +538,18 @@ def section_lines(
     return lines
 
 
-def determinism(results: list[tuple[str, str, dict[str, dict[str, Any]]]]) -> str:
-    """How Concord's trainer ran: under deterministic algorithms with or without torch's NaN fill of new tensors."""
-    if any(CONCORD_NO_FILL in runs for _, _, runs in results):
-        return (
-            "On the CPU the trainer runs under `torch.use_deterministic_algorithms(True, warn_only=True)`, which "
-            "also makes torch fill every new tensor with NaN (`torch.utils.deterministic.fill_uninitialized_memory`, "
-            "on by default). The second Concord row is the same trainer with that fill turned off by the scheduler "
-            "at its hand-overs (deterministic kernels kept): the change proposed for "
-            "`training.ml.trainer._deterministic`."
-        )
-    if any(runs[CONCORD].get("fills") is False and not torch.cuda.is_available() for _, _, runs in results):
-        return "On the CPU the trainer runs under deterministic algorithms, without torch's NaN fill of new tensors."
-    return ""
-
-
 def ratio_lines(runs: dict[str, dict[str, Any]]) -> list[str]:
-    """Concord (and the proposed fix) over each TRL row: the median of the per-round ratios with its quartiles,
-    and the ratio of the medians; then issue 15's goal against TRL's group_by_length."""
+    """Concord over each other row: the median of the per-round ratios with its quartiles, and the ratio of the
+    medians; then issue 15's goal against TRL's group_by_length."""
     lines = []
-    concords = [name for name in (CONCORD, CONCORD_NO_FILL) if name in runs]
-    for concord in concords:
-        for name, run in runs.items():
-            if name in concords:
-                continue
-            q1, median, q3 = paired(runs[concord], run)
-            ratio = runs[concord]["median"] / run["median"]
-            lines.append(
-                f"- {concord} / {name}: **{median:.2f}x** per round (quartiles {q1:.2f} - {q3:.2f}), "
-                f"{ratio:.2f}x of the medians."
-            )
-    if CONCORD_NO_FILL in runs:
-        q1, median, q3 = paired(runs[CONCORD_NO_FILL], runs[CONCORD])
+    for name, run in runs.items():
+        if name == CONCORD:
+            continue
+        q1, median, q3 = paired(runs[CONCORD], run)
+        ratio = runs[CONCORD]["median"] / run["median"]
         lines.append(
-            f"- The fill's cost: Concord without it / Concord as it is, on the same batches: **{median:.2f}x** "
-            f"per round (quartiles {q1:.2f} - {q3:.2f})."
+            f"- {CONCORD} / {name}: **{median:.2f}x** per round (quartiles {q1:.2f} - {q3:.2f}), "
+            f"{ratio:.2f}x of the medians."
         )
     if GROUPED in runs:
         _, ratio, _ = paired(runs[CONCORD], runs[GROUPED])
@@ -601,8 +567,7 @@ def reading_lines(runs: dict[str, dict[str, Any]], args: argparse.Namespace) -> 
     if TRL_SAME not in runs:
         return []
     _, same, _ = paired(runs[CONCORD], runs[TRL_SAME])
-    text = f"Reading: on the same batches the two loops do the same work, and Concord runs at {same:.2f}x TRL's speed"
-    text += "; the one cost TRL does not pay is Concord's NaN fill. " if CONCORD_NO_FILL in runs else ". "
+    text = f"Reading: on the same batches the two loops do the same work, and Concord runs at {same:.2f}x TRL's speed. "
     text += "What separates Concord from TRL's own samplers is the batches, not the loop: "
     if RANDOM in runs:
         text += (
@@ -614,13 +579,17 @@ def reading_lines(runs: dict[str, dict[str, Any]], args: argparse.Namespace) -> 
             "`group_by_length` batches the way Concord does, so that ratio is the gap between two random draws of "
             f"{args.rounds} batches (longer batches run fewer tokens per second), and its spread is wide; "
         )
-    text += "a lead of 1.5x over TRL on the same model and batches cannot come from the training loop."
-    if not torch.cuda.is_available():
+    text += (
+        f"a lead of {GOAL}x over TRL on the same model, batches and precision cannot come from the training loop: "
+        "most of a step is the model's forward and backward, the same kernels in both."
+    )
+    if CONCORD_BEFORE in runs:
+        _, gain, _ = paired(runs[CONCORD], runs[CONCORD_BEFORE])
         text += (
-            " Most of a step is the model's forward and backward. On the CPU the largest avoidable part of it, for "
-            "both trainers, is attention dropout: torch's CPU sdpa has no fused kernel with dropout, "
-            "so every layer falls back to its math path (scores materialised, a Bernoulli mask drawn over "
-            "B x heads x L x L); `--attention-dropout 0` runs the same comparison without it."
+            f" What Concord's defaults now give is the last row: {gain:.2f}x its former defaults on the same "
+            "batches. Dropout off lets torch's CPU sdpa use its fused kernel (with dropout every layer falls back "
+            "to the math path: scores materialised, a Bernoulli mask drawn over B x heads x L x L); bf16 autocast "
+            "runs the matmuls on the CPU's bf16 units. TRL's defaults had both already."
         )
     return [text]
 

@@ -36,6 +36,9 @@ def config_for(backbone: Path, **changes: object) -> TrainConfig:
         "checkpoint_every": 2,
         "objective": "combined",
         "attributes": ("helpful", "correct"),
+        # fp32: the ranks' sums and the one process's meet within float tolerance, where bf16 autocast (the CPU's
+        # `auto` with AMX) would round each rank's partial sums apart.
+        "precision": "fp32",
     }
     return replace(TrainConfig(**settings), **changes)
 

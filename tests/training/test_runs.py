@@ -105,6 +105,15 @@ def test_only_admins_reach_training_pages_and_foreign_ids_are_404(login):
 
 
 @pytest.mark.django_db
+def test_a_ticked_dropout_box_keeps_the_backbone_s_dropout(login, no_enqueue):
+    project = ProjectFactory()
+    version = frozen_version(project, count=4)
+    response = login(member(project, Role.ADMIN)).post(create_url(project), form_data(version, dropout="on"))
+    assert response.status_code == 302
+    assert TrainingRun.objects.get().config["dropout"] is True
+
+
+@pytest.mark.django_db
 def test_the_form_explains_a_draft_version_and_a_bad_learning_rate(login, no_enqueue):
     project = ProjectFactory()
     admin = login(member(project, Role.ADMIN))
@@ -141,6 +150,8 @@ def test_retrain_enqueues_the_run_after_the_commit(login, no_enqueue, django_cap
     assert (run.status, run.dataset_version, run.created_by) == ("queued", version, admin_user)
     assert run.config["epochs"] == 2
     assert run.config["checkpoint_every"] >= 1
+    assert run.config["dropout"] is False  # the box starts unticked
+    assert b'name="dropout"' in page.content
     assert run.output_dir.endswith(f"run-{run.pk}")
     for callback in callbacks:
         callback()

@@ -98,10 +98,11 @@ def test_new_settings_at_their_default_keep_an_older_run_s_fingerprint() -> None
     import hashlib
 
     config = TrainConfig(backbone="/m")
-    older = {k: v for k, v in config.to_dict().items() if k not in ("select_best", "ensemble_kind")}
+    older = {k: v for k, v in config.to_dict().items() if k not in ("select_best", "ensemble_kind", "dropout")}
     assert config.fingerprint() == hashlib.sha256(json.dumps(older, sort_keys=True).encode()).hexdigest()
     assert replace(config, select_best=True).fingerprint() != config.fingerprint()
     assert replace(config, ensemble_kind="bootstrap").fingerprint() != config.fingerprint()
+    assert replace(config, dropout=True).fingerprint() != config.fingerprint()
 
 
 def test_with_select_best_the_evaluation_pairs_belong_to_the_run() -> None:

