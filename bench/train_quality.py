@@ -128,11 +128,7 @@ def main() -> None:
             f"pairs are cut at 256), no dropout, {precision} (precision `{config.precision}`), seed "
             f"{config.seed}; {seconds:.0f} s including the held-out evaluation, on {machine()}, "
             f"{torch.get_num_threads()} torch threads, CPU only. Mean training loss {result.train_loss:.4f}."
-            + (
-                f" With dropout: {with_dropout[1]:.0f} s, mean training loss {with_dropout[0].train_loss:.4f}."
-                if with_dropout
-                else ""
-            ),
+            + (f" With dropout: mean training loss {with_dropout[0].train_loss:.4f}." if with_dropout else ""),
             "",
             "| held-out pairs | accuracy (chosen scored higher) |",
             "| --- | --- |",
