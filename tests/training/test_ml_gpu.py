@@ -12,6 +12,7 @@ import torch
 
 from tests.training.test_ml_trainer import config_for
 from training.ml import launch
+from training.ml.attention import CPU_ATTENTION
 from training.ml.model import attention_implementation, load_reward_model
 from training.ml.packing import use_packing
 from training.ml.tiny import toy_pairs
@@ -31,7 +32,7 @@ def flash_attention_2_installed() -> bool:
 def test_flash_attention_2_is_asked_for_only_on_a_gpu_that_has_it() -> None:
     assert attention_implementation(cuda=True, flash_attention_2=True) == "flash_attention_2"
     assert attention_implementation(cuda=True, flash_attention_2=False) is None
-    assert attention_implementation(cuda=False, flash_attention_2=True) is None
+    assert attention_implementation(cuda=False, flash_attention_2=True) == CPU_ATTENTION
 
 
 @pytest.mark.gpu

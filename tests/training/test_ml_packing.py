@@ -12,6 +12,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedConfig, PreTrainedModel
 
+from training.ml.attention import CPU_ATTENTION
 from training.ml.config import TrainConfig
 from training.ml.data import PairCollator, encode_pairs
 from training.ml.model import load_reward_model, reward_outputs
@@ -51,7 +52,7 @@ def test_the_collator_restarts_positions_and_points_at_each_last_token(backbones
         assert torch.equal(batch[key], padded[key]), key
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("attention", ["sdpa", CPU_ATTENTION, "eager"])
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_packed_rewards_equal_the_padded_models(arch: str, attention: str, backbones: dict[str, Path]) -> None:
     torch.manual_seed(0)
@@ -99,7 +100,7 @@ def tiny_config(model_type: str) -> PreTrainedConfig:
     )
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("attention", ["sdpa", CPU_ATTENTION, "eager"])
 @pytest.mark.parametrize("model_type", sorted(PACKABLE_MODEL_TYPES))
 def test_every_packable_model_type_keeps_sequences_apart(model_type: str, attention: str) -> None:
     torch.manual_seed(0)

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from training.ml.attention import CPU_ATTENTION
 from training.ml.data import EncodedPair, pair_targets
 
 PACKABLE_MODEL_TYPES = frozenset(
@@ -54,7 +55,7 @@ PACKABLE_MODEL_TYPES = frozenset(
         "starcoder2",
     }
 )
-PACKED_ATTENTION = ("sdpa", "eager", "flash_attention_2", "flash_attention_3")
+PACKED_ATTENTION = ("sdpa", CPU_ATTENTION, "eager", "flash_attention_2", "flash_attention_3")
 VARLEN_ATTENTION = ("flash_attention_2", "flash_attention_3")
 
 

@@ -257,9 +257,10 @@ def freeze_shift_invariant(model: PreTrainedModel, config: TrainConfig) -> list[
 
 
 def resolve_precision(precision: str) -> torch.dtype | None:
-    """The autocast dtype, or None for fp32. `auto` is bf16 where the device has bf16 arithmetic: with it a CPU
-    step takes about 0.75x the time of fp32 (MiniLM on AMX); TRL defaults to bf16 too. fp16 wants a loss scaler,
-    which Concord runs on CUDA only: fp32 on the CPU."""
+    """The autocast dtype, or None for fp32. `auto` is bf16 where the device has bf16 arithmetic: with it (and
+    attention kept in fp32, training.ml.attention) a CPU step takes 0.4-0.46x the time of fp32 (MiniLM on AMX, 32
+    sequences of 64-256 tokens); TRL defaults to bf16 too. fp16 wants a loss scaler, which Concord runs on CUDA
+    only: fp32 on the CPU."""
     if precision == "fp32":
         return None
     if precision == "auto":
