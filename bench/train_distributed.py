@@ -29,6 +29,7 @@ from bench.common import machine, write_section
 from bench.train_quality import HH_FILE, load_hh
 from training.ml import launch
 from training.ml.config import TrainConfig, default_backbone
+from training.ml.trainer import resolve_precision
 
 SECTION = "Training in several processes (torchrun: DDP and FSDP)"
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,6 +83,11 @@ def svg(medians: dict[str, float]) -> str:
     )
 
 
+def precision_words(precision: str) -> str:
+    """What the precision setting comes to on this machine (the ranks resolve it the same way)."""
+    return f"{'bf16 autocast' if resolve_precision(precision) == torch.bfloat16 else 'fp32'} (precision `{precision}`)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/data")
@@ -111,7 +117,8 @@ def main() -> None:
     medians = {name: statistics.median(r["tokens_per_second"] for r in runs) for name, runs in results.items()}
     base = medians[SETUPS[0][0]]
     lines = [
-        f"{len(pairs)} HH-RLHF harmless-base pairs, all-MiniLM-L6-v2 (the packaged default backbone), fp32, "
+        f"{len(pairs)} HH-RLHF harmless-base pairs, all-MiniLM-L6-v2 (the packaged default backbone), the "
+        f"trainer's defaults: {precision_words(config.precision)}, no dropout, "
         f"global batch {args.batch_size}, max length {args.max_length}, "
         f"one epoch ({results[SETUPS[0][0]][0]['steps']} steps), "
         f"{args.rounds} rounds in turns; {machine()}, torch {torch.__version__}, gloo on the CPU. Each process gets "
