@@ -1,5 +1,6 @@
-"""The training loop: AdamW with linear warmup and decay, gradient accumulation, autocast on CUDA, padding-free
-packing for decoders (training.ml.packing), resumable checkpoints, progress reports and a stop flag, in one process
+"""The training loop: AdamW with linear warmup and decay, gradient accumulation, bf16 autocast where the device has
+it (CUDA, a CPU with AMX; evaluation stays fp32, as scoring), no dropout unless asked for, padding-free packing for
+decoders (training.ml.packing), resumable checkpoints, progress reports and a stop flag, in one process
 or data-parallel over the ranks torchrun starts (training.ml.distributed, training.ml.launch). An ensemble's
 members train one after another, each with seed config.seed + member (and, for a bootstrap ensemble, on its own
 resample of the examples); a finished member is skipped when a stopped run resumes. With select_best, a member's
