@@ -1,6 +1,7 @@
 """The labeling page at a desk and on a phone (issue 14), with formatting shown: what must be visible, no
 sideways scroll, and a screenshot of each (tests/screens.py)."""
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,22 @@ RESPONSE_A = (
 RESPONSE_B = "Use `sum([a, b])`.\n\n| input | output |\n| --- | --- |\n| 1, 2 | 3 |"
 
 
+def assert_label_page_shots(  # type: ignore[no-untyped-def]
+    browser: Browser, url: str, project, check: Callable[[Page], None], *, name: str, tmp_path: Path
+) -> None:
+    """The project's labeling page, as a member sees it, checked and shot at both widths."""
+    shots = at_both_widths(
+        browser,
+        url,
+        member(project),
+        reverse("annotate:label", args=[project.pk]),
+        check,
+        name=name,
+        folder=screenshot_dir(tmp_path),
+    )
+    assert all(shot.stat().st_size > 0 for shot in shots)
+
+
 def test_the_labeling_page_with_formatting_at_both_widths(live_server, browser: Browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     project = ProjectFactory(name="Code answers", overlap=1, schema=DEFAULT_SCHEMA)
     ItemFactory(
@@ -38,16 +55,7 @@ def test_the_labeling_page_with_formatting_at_both_widths(live_server, browser: 
         expect(page.get_by_test_id("marking-raw-only")).to_be_visible()
         expect(page.get_by_test_id("response-a")).to_be_hidden()
 
-    shots = at_both_widths(
-        browser,
-        live_server.url,
-        member(project),
-        reverse("annotate:label", args=[project.pk]),
-        check,
-        name="label-formatted",
-        folder=screenshot_dir(tmp_path),
-    )
-    assert all(shot.stat().st_size > 0 for shot in shots)
+    assert_label_page_shots(browser, live_server.url, project, check, name="label-formatted", tmp_path=tmp_path)
 
 
 QUESTION = "What is the capital of Australia, and why was it chosen over Sydney and Melbourne?"
@@ -89,13 +97,4 @@ def test_the_labeling_page_with_every_kind_of_label_at_both_widths(
         page.keyboard.type("B names the wrong capital and does not say why Canberra was chosen.")
         page.locator("#item-card").scroll_into_view_if_needed()
 
-    shots = at_both_widths(
-        browser,
-        live_server.url,
-        member(project),
-        reverse("annotate:label", args=[project.pk]),
-        check,
-        name="label",
-        folder=screenshot_dir(tmp_path),
-    )
-    assert all(shot.stat().st_size > 0 for shot in shots)
+    assert_label_page_shots(browser, live_server.url, project, check, name="label", tmp_path=tmp_path)

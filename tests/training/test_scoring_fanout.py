@@ -42,6 +42,13 @@ def project_with_model(model_path: Path, items: int):  # type: ignore[no-untyped
     return project, RewardModel.objects.create(project=project, run=run, path=str(model_path), model_card={})
 
 
+def job_in_four_chunks(settings, model_path: Path):  # type: ignore[no-untyped-def]
+    """A scoring job over a project of 50 items in chunks of 16 (16, 16, 16 and 2 items), its project and model."""
+    settings.CONCORD_SCORING_CHUNK_ITEMS = 16
+    project, model = project_with_model(model_path, items=50)
+    return project, model, scoring_job_create(project=project, created_by=None, reward_model=model)
+
+
 @pytest.fixture
 def ended(monkeypatch):  # type: ignore[no-untyped-def]
     """The scoring jobs whose follow-ups ran (a curation round woken, the review queue synced), in order."""
@@ -90,9 +97,7 @@ def test_a_job_is_cut_into_chunks_that_cover_every_item_once_and_are_sent_after_
 def test_chunks_run_in_any_order_and_twice_score_each_item_once_and_end_the_job_once(
     settings, sent_jobs, ended, login, trained_model_dir
 ):
-    settings.CONCORD_SCORING_CHUNK_ITEMS = 16
-    project, model = project_with_model(trained_model_dir, items=50)
-    job = scoring_job_create(project=project, created_by=None, reward_model=model)
+    project, model, job = job_in_four_chunks(settings, trained_model_dir)
     first, second, third, fourth = chunks_of(job)
     assert job.total == 50
     for chunk in (third, first, first):  # the first one delivered twice: the second delivery does nothing
@@ -120,9 +125,7 @@ def test_chunks_run_in_any_order_and_twice_score_each_item_once_and_end_the_job_
 def test_a_failing_chunk_fails_the_job_with_its_error_once_and_the_rest_is_not_scored(
     settings, sent_jobs, ended, monkeypatch, trained_model_dir
 ):
-    settings.CONCORD_SCORING_CHUNK_ITEMS = 16
-    project, model = project_with_model(trained_model_dir, items=50)
-    job = scoring_job_create(project=project, created_by=None, reward_model=model)
+    project, model, job = job_in_four_chunks(settings, trained_model_dir)
     first, second, *rest = chunks_of(job)
     tasks.scoring_chunk_task(first.pk)
     score_batch = scoring._score_batch
@@ -172,9 +175,7 @@ def chunk_s_worker_died(chunk: ScoringChunk, done: int, ago: timedelta = LONG_AG
 def test_the_watchdog_sends_a_dead_worker_s_chunk_again_and_it_finishes(
     settings, sent_jobs, ended, django_capture_on_commit_callbacks, trained_model_dir
 ):
-    settings.CONCORD_SCORING_CHUNK_ITEMS = 16
-    project, model = project_with_model(trained_model_dir, items=50)
-    job = scoring_job_create(project=project, created_by=None, reward_model=model)
+    project, model, job = job_in_four_chunks(settings, trained_model_dir)
     first, second, *rest = chunks_of(job)
     sent_jobs.clear()
     tasks.scoring_chunk_task(first.pk)
@@ -201,10 +202,8 @@ def test_the_watchdog_sends_a_dead_worker_s_chunk_again_and_it_finishes(
 def test_a_chunk_on_a_live_worker_is_left_alone_and_one_that_keeps_dying_fails_its_job(
     settings, sent_jobs, trained_model_dir
 ):
-    settings.CONCORD_SCORING_CHUNK_ITEMS = 16
     settings.CONCORD_MAX_RECOVERIES = 1
-    project, model = project_with_model(trained_model_dir, items=50)
-    job = scoring_job_create(project=project, created_by=None, reward_model=model)
+    _, _, job = job_in_four_chunks(settings, trained_model_dir)
     _, second, *_ = chunks_of(job)
     sent_jobs.clear()
     chunk_s_worker_died(second, done=5)
@@ -227,9 +226,7 @@ def test_a_chunk_on_a_live_worker_is_left_alone_and_one_that_keeps_dying_fails_i
 def test_a_dead_worker_s_chunk_of_a_job_that_failed_meanwhile_is_closed_not_sent_again(
     settings, sent_jobs, trained_model_dir
 ):
-    settings.CONCORD_SCORING_CHUNK_ITEMS = 16
-    project, model = project_with_model(trained_model_dir, items=50)
-    job = scoring_job_create(project=project, created_by=None, reward_model=model)
+    _, _, job = job_in_four_chunks(settings, trained_model_dir)
     first, *_ = chunks_of(job)
     sent_jobs.clear()
     chunk_s_worker_died(first, done=5)
@@ -247,9 +244,7 @@ def test_a_dead_worker_s_chunk_of_a_job_that_failed_meanwhile_is_closed_not_sent
 def test_a_queued_chunk_whose_task_was_lost_is_sent_again_uncounted_once_an_hour(
     settings, sent_jobs, django_capture_on_commit_callbacks, trained_model_dir
 ):
-    settings.CONCORD_SCORING_CHUNK_ITEMS = 16
-    project, model = project_with_model(trained_model_dir, items=50)
-    job = scoring_job_create(project=project, created_by=None, reward_model=model)
+    _, _, job = job_in_four_chunks(settings, trained_model_dir)
     _, second, *_ = chunks_of(job)
     sent_jobs.clear()
     assert stale_jobs_recover(grace=NOW) == []  # just queued: it waits its turn

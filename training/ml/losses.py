@@ -5,11 +5,14 @@ LossTerm). `reduce_terms` takes their means, by default over the batch at hand; 
 the weight totals of the whole global batch instead (summed over its ranks), so that each rank's share adds up,
 over the ranks, to the loss one process computes on the global batch (training.ml.distributed)."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import ParamSpec
 
 import torch
 import torch.nn.functional as F
+
+P = ParamSpec("P")
 
 
 @dataclass
@@ -104,42 +107,20 @@ def combined_terms(
     return [bradley_terry_terms(r_c, r_r, weight), regression]
 
 
-# The losses of one batch, each the reduction of its terms.
+# The losses of one batch, each the reduction of its terms: the terms functions above, reduced.
 
 
-def bradley_terry(r_c: torch.Tensor, r_r: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-    return reduce_terms([bradley_terry_terms(r_c, r_r, weight)])
+def _reduced(terms: Callable[P, LossTerm | list[LossTerm]]) -> Callable[P, torch.Tensor]:
+    def loss(*args: P.args, **kwargs: P.kwargs) -> torch.Tensor:
+        made = terms(*args, **kwargs)
+        return reduce_terms(made if isinstance(made, list) else [made])
+
+    loss.__doc__ = f"The loss of one batch: {terms.__name__}, reduced (reduce_terms)."
+    return loss
 
 
-def bradley_terry_margin(
-    r_c: torch.Tensor,
-    r_r: torch.Tensor,
-    margin: torch.Tensor,
-    scale: float = 1.0,
-    weight: torch.Tensor | None = None,
-) -> torch.Tensor:
-    return reduce_terms([bradley_terry_margin_terms(r_c, r_r, margin, scale, weight)])
-
-
-def bradley_terry_soft(
-    r_c: torch.Tensor, r_r: torch.Tensor, smoothing: float = 0.1, weight: torch.Tensor | None = None
-) -> torch.Tensor:
-    return reduce_terms([bradley_terry_soft_terms(r_c, r_r, smoothing, weight)])
-
-
-def attribute_regression(
-    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor | None = None
-) -> torch.Tensor:
-    return reduce_terms([attribute_regression_terms(pred, target, mask, weight)])
-
-
-def combined(
-    r_c: torch.Tensor,
-    r_r: torch.Tensor,
-    pred: torch.Tensor,
-    target: torch.Tensor,
-    mask: torch.Tensor,
-    regression_weight: float = 0.5,
-    weight: torch.Tensor | None = None,
-) -> torch.Tensor:
-    return reduce_terms(combined_terms(r_c, r_r, pred, target, mask, regression_weight, weight))
+bradley_terry = _reduced(bradley_terry_terms)
+bradley_terry_margin = _reduced(bradley_terry_margin_terms)
+bradley_terry_soft = _reduced(bradley_terry_soft_terms)
+attribute_regression = _reduced(attribute_regression_terms)
+combined = _reduced(combined_terms)
