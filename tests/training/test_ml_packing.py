@@ -217,8 +217,9 @@ def test_a_packed_run_learns_and_saves_a_model_that_loads(
 
 
 def test_packed_and_padded_training_give_the_same_losses(backbones: dict[str, Path], tmp_path: Path) -> None:
-    # Llama has no dropout: the two runs do the same arithmetic, up to float rounding.
-    config = config_for(backbones["llama"], epochs=1, objective="combined")
+    # Llama has no dropout: the two runs do the same arithmetic, up to float rounding. fp32: under bf16 autocast
+    # (the CPU's `auto` with AMX) the packed and the padded matmuls round apart by more than that.
+    config = config_for(backbones["llama"], epochs=1, objective="combined", precision="fp32")
     packed = train(config, TRAIN, [], output_dir=tmp_path / "packed")
     padded = train(replace(config, packing="off"), TRAIN, [], output_dir=tmp_path / "padded")
     recomputed = train(replace(config, gradient_checkpointing=True), TRAIN, [], output_dir=tmp_path / "recomputed")
